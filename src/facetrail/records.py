@@ -1,0 +1,163 @@
+"""Typed records passed between pipeline stages.
+
+    sources  --ImageRecord/SourceFailure-->  imaging + faces  --ImageAnalysis-->  store/index
+    search   --Candidate-->  SearchResult
+
+Coordinates are pixels of the image *after* its EXIF orientation has been applied. Boxes are
+``(x, y, w, h)``: left, top, width, height. Landmarks are five ``(x, y)`` points in dlib's
+5-point order: right eye outer, right eye inner, left eye outer, left eye inner, nose base
+(right/left as seen from the subject).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Box = tuple[int, int, int, int]
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where one copy of an image was found."""
+
+    location: str
+    """File path, or ``<archive path>#<byte offset>`` for a record inside a web archive."""
+    source_url: str | None = None
+    """The URL the image was served from (WARC-Target-URI, or a manifest's ``source_url``)."""
+    page_urls: tuple[str, ...] = ()
+    """Pages that embed the image (HTML ``img`` src/srcset in the same archive, or manifest)."""
+    captured_at: str | None = None
+    """ISO 8601 time of capture (WARC-Date, or a manifest's ``captured_at``)."""
+    title: str | None = None
+    record_id: str | None = None
+    """WARC-Record-ID for archive records."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """Bytes of one candidate image, with where they came from."""
+
+    provenance: Provenance
+    data: bytes
+    fingerprint: str | None = None
+    """Cheap change marker (size and mtime for files) used to skip unchanged items on re-runs."""
+
+
+@dataclass(frozen=True)
+class SourceFailure:
+    """An item a source could not turn into bytes: a broken archive record, a missing file."""
+
+    location: str
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    box: Box
+    landmarks: tuple[Point, ...]
+    det_score: float
+    """The detector's confidence; for HOG, the SVM margin (> 0 means a detection)."""
+    quality: float
+    """0..1: min(1, face size / 80 px) x min(1, sharpness / 100)."""
+    sharpness: float
+    """Variance of the Laplacian of the face's grey levels (higher is sharper)."""
+    embedding: np.ndarray = field(compare=False, repr=False)
+    """float32 vector, as produced by the model (dlib's are not unit length)."""
+
+    @property
+    def area(self) -> int:
+        return self.box[2] * self.box[3]
+
+
+@dataclass(frozen=True)
+class ImageAnalysis:
+    """What the face stage found in one decoded image."""
+
+    sha256: str
+    width: int
+    height: int
+    format: str
+    faces: tuple[DetectedFace, ...]
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    sha256: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Appearance:
+    source: str
+    location: str
+    source_url: str | None
+    page_urls: tuple[str, ...]
+    captured_at: str | None
+    title: str | None = None
+    record_id: str | None = None
+
+    @property
+    def page_url(self) -> str | None:
+        return self.page_urls[0] if self.page_urls else None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    rank: int
+    face_id: int
+    score: float
+    distance: float
+    box: Box
+    det_score: float
+    quality: float
+    image: ImageInfo
+    appearances: tuple[Appearance, ...]
+    probe_face: int
+    """Index of the probe face this candidate answers (see ``ProbeInfo.faces``)."""
+
+
+@dataclass(frozen=True)
+class ProbeFace:
+    box: Box
+    det_score: float
+    quality: float
+
+
+@dataclass(frozen=True)
+class ProbeInfo:
+    sha256: str
+    width: int
+    height: int
+    faces: tuple[ProbeFace, ...]
+    searched_faces: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    probe: ProbeInfo
+    candidates: tuple[Candidate, ...]
+    threshold: float
+    top: int
+    model: str
+    gallery_faces: int
+    audit_id: int
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    run_id: int
+    source: str
+    items: int
+    images_new: int
+    duplicates: int
+    """Items whose bytes were already in the store (same sha256), seen again at a location."""
+    skipped: int
+    """Items already ingested from the same location, unchanged."""
+    faces: int
+    errors: int
+    seconds: float

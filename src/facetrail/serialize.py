@@ -1,0 +1,79 @@
+"""The stable JSON form of facetrail's results (documented in docs/json.md).
+
+Fields are only ever added, never renamed or removed, within a ``schema`` version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from facetrail.records import Appearance, Candidate, IngestReport, SearchResult
+from facetrail.store import ErrorRow
+
+SEARCH_SCHEMA = "facetrail.search/1"
+
+
+def appearance(a: Appearance) -> dict[str, Any]:
+    return {
+        "source": a.source,
+        "location": a.location,
+        "source_url": a.source_url,
+        "page_url": a.page_url,
+        "page_urls": list(a.page_urls),
+        "captured_at": a.captured_at,
+        "title": a.title,
+        "record_id": a.record_id,
+    }
+
+
+def candidate(c: Candidate) -> dict[str, Any]:
+    return {
+        "rank": c.rank,
+        "probe_face": c.probe_face,
+        "face_id": c.face_id,
+        "score": c.score,
+        "distance": c.distance,
+        "box": list(c.box),
+        "det_score": c.det_score,
+        "quality": c.quality,
+        "image": {"sha256": c.image.sha256, "width": c.image.width, "height": c.image.height},
+        "appearances": [appearance(a) for a in c.appearances],
+    }
+
+
+def search_result(r: SearchResult) -> dict[str, Any]:
+    return {
+        "schema": SEARCH_SCHEMA,
+        "notice": "Candidates are investigative leads, not identifications; "
+        "each must be checked by a person.",
+        "probe": {
+            "sha256": r.probe.sha256,
+            "width": r.probe.width,
+            "height": r.probe.height,
+            "faces": [
+                {"box": list(f.box), "det_score": f.det_score, "quality": f.quality}
+                for f in r.probe.faces
+            ],
+            "searched_faces": list(r.probe.searched_faces),
+        },
+        "threshold": r.threshold,
+        "top": r.top,
+        "model": r.model,
+        "score": "1 - Euclidean distance between descriptors",
+        "gallery_faces": r.gallery_faces,
+        "audit_id": r.audit_id,
+        "candidates": [candidate(c) for c in r.candidates],
+    }
+
+
+def ingest_report(r: IngestReport) -> dict[str, Any]:
+    return {
+        "run_id": r.run_id, "source": r.source, "items": r.items, "images_new": r.images_new,
+        "duplicates": r.duplicates, "skipped": r.skipped, "faces": r.faces,
+        "errors": r.errors, "seconds": r.seconds,
+    }
+
+
+def error_row(e: ErrorRow) -> dict[str, Any]:
+    return {"source": e.source, "location": e.location, "code": e.code, "reason": e.reason,
+            "run_id": e.run_id, "at": e.at}

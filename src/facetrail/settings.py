@@ -1,0 +1,73 @@
+"""All of facetrail's configuration, in one object.
+
+Every field can be set from the environment with the ``FACETRAIL_`` prefix, for example
+``FACETRAIL_WORKERS=4`` or ``FACETRAIL_MAX_PIXELS=100000000``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    """The platform's user data directory, e.g. ``~/.local/share/facetrail`` on Linux."""
+    return Path(platformdirs.user_data_dir("facetrail", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACETRAIL_", extra="forbid")
+
+    home: Path = Field(
+        default_factory=default_home,
+        description="Data directory holding the store and the index.",
+    )
+    workers: int = Field(
+        default=0,
+        ge=0,
+        description="Ingest worker processes; 0 means one per CPU core.",
+    )
+    face_backend: str = Field(default="dlib", description="Face model back end.")
+    detector: str = Field(
+        default="hog",
+        description="Face detector of the dlib back end: 'hog' (default) or 'cnn' (~70x slower).",
+    )
+
+    # Input limits: anything over them is recorded as an ingest error, never decoded.
+    max_image_bytes: int = Field(
+        default=64 * 1024 * 1024, description="Largest encoded image accepted, in bytes."
+    )
+    max_pixels: int = Field(
+        default=64_000_000,
+        description="Largest decoded image accepted, in pixels (width x height). Guards "
+        "against decompression bombs: a 64 MP RGB image takes 192 MB decoded.",
+    )
+    max_side: int = Field(
+        default=20_000, description="Largest accepted width or height, in pixels."
+    )
+    min_side: int = Field(default=16, description="Smallest accepted width or height, in pixels.")
+
+    # Detection geometry: see faces/geometry.py for how these interact.
+    detect_grid: int = Field(
+        default=3200,
+        description="Longest side, in pixels, of the grid the HOG detector scans. Images are "
+        "upsampled x2 while that stays within this size, and downscaled above it.",
+    )
+
+    # Search.
+    threshold: float = Field(
+        default=0.4,
+        description="Default minimum score for a candidate. score = 1 - Euclidean distance, so "
+        "0.4 is dlib's customary 'same person' distance of 0.6 (docs/scores.md).",
+    )
+    top: int = Field(default=20, ge=1, description="Default number of candidates.")
+
+
+def load_settings(home: Path | str | None = None, **overrides: object) -> Settings:
+    """Settings from the environment, with an explicit ``home`` and overrides on top."""
+    if home is not None:
+        overrides["home"] = Path(home)
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,132 @@
+"""Manifest source: CSV, JSONL or Parquet rows naming local files and where they were found.
+
+Columns: ``path`` (required; relative paths are taken from the manifest's folder), and the
+optional ``source_url``, ``page_url`` (or a ``page_urls`` list, or ``|``-separated), ``captured_at``
+and ``title``. A row with a URL but no local file is recorded as an error: facetrail never
+fetches anything over the network.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from facetrail.errors import ManifestError, MissingExtraError
+from facetrail.records import ImageRecord, Provenance, SourceFailure
+from facetrail.sources.base import SeenCheck, SourceItem, file_fingerprint
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
+
+
+class ManifestSource:
+    kind = "manifest"
+
+    def items(self, path: Path, seen: SeenCheck) -> Iterator[SourceItem]:
+        manifest = path.resolve()
+        base = manifest.parent
+        for number, row in enumerate(_rows(manifest), start=1):
+            where = f"{manifest}:{number}"
+            if isinstance(row, SourceFailure):
+                yield row
+                continue
+            raw_path = _text(row.get("path"))
+            if not raw_path:
+                url = _text(row.get("source_url"))
+                reason = (
+                    f"row has no local path (only the URL {url}); facetrail never fetches URLs"
+                    if url
+                    else "row has no 'path'"
+                )
+                yield SourceFailure(where, "bad_manifest_row", reason)
+                continue
+            file = Path(raw_path)
+            file = (file if file.is_absolute() else base / file).resolve()
+            location = str(file)
+            provenance = Provenance(
+                location=location,
+                source_url=_text(row.get("source_url")),
+                page_urls=_page_urls(row),
+                captured_at=_text(row.get("captured_at")),
+                title=_text(row.get("title")),
+            )
+            try:
+                fingerprint = file_fingerprint(file)
+                if seen(location, fingerprint):
+                    continue
+                data = file.read_bytes()
+            except OSError as exc:
+                yield SourceFailure(
+                    location, "unreadable", f"{where}: cannot read file: {exc.strerror or exc}"
+                )
+                continue
+            yield ImageRecord(provenance, data, fingerprint)
+
+
+def _rows(manifest: Path) -> Iterator[Mapping[str, Any] | SourceFailure]:
+    suffix = manifest.suffix.lower()
+    try:
+        if suffix == ".csv":
+            with manifest.open(newline="", encoding="utf-8-sig") as fh:
+                reader = csv.DictReader(fh)
+                if reader.fieldnames is None or "path" not in reader.fieldnames:
+                    raise ManifestError(f"{manifest}: CSV manifest needs a 'path' column")
+                yield from reader
+        elif suffix in (".jsonl", ".ndjson"):
+            with manifest.open(encoding="utf-8") as fh:
+                for number, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        yield SourceFailure(f"{manifest}:{number}", "bad_manifest_row", str(exc))
+                        continue
+                    if not isinstance(row, dict):
+                        yield SourceFailure(
+                            f"{manifest}:{number}", "bad_manifest_row", "row is not an object"
+                        )
+                        continue
+                    yield row
+        elif suffix == ".parquet":
+            yield from _parquet_rows(manifest)
+        else:
+            raise ManifestError(
+                f"{manifest}: unknown manifest type; use one of {', '.join(MANIFEST_SUFFIXES)}"
+            )
+    except OSError as exc:
+        raise ManifestError(f"{manifest}: cannot read manifest: {exc.strerror or exc}") from exc
+
+
+def _parquet_rows(manifest: Path) -> Iterator[Mapping[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise MissingExtraError("pyarrow", "parquet") from exc
+    try:
+        file = pq.ParquetFile(manifest)
+    except Exception as exc:  # pyarrow raises its own ArrowInvalid, not an OSError
+        raise ManifestError(f"{manifest}: not a readable Parquet file: {exc}") from exc
+    if "path" not in file.schema_arrow.names:
+        raise ManifestError(f"{manifest}: Parquet manifest needs a 'path' column")
+    for batch in file.iter_batches(batch_size=1024):
+        yield from batch.to_pylist()
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _page_urls(row: Mapping[str, Any]) -> tuple[str, ...]:
+    many = row.get("page_urls")
+    if isinstance(many, list | tuple):
+        urls = [str(u).strip() for u in many]
+    else:
+        one = _text(row.get("page_url")) or _text(many)
+        urls = one.split("|") if one else []
+    return tuple(dict.fromkeys(u.strip() for u in urls if u.strip()))

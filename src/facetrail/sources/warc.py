@@ -1,0 +1,209 @@
+"""Web archive source: images inside ``.warc``, ``.warc.gz`` and ``.wacz`` files.
+
+Every ``response`` (HTTP 2xx) or ``resource`` record with an ``image/*`` content type becomes an
+image with ``source_url`` = WARC-Target-URI and ``captured_at`` = WARC-Date. A first pass reads
+the archive's HTML pages and records, for every image URL they embed (``img`` src/srcset,
+``source`` srcset, resolved against the page URL and any ``<base href>``), the pages that embed
+it. The archive itself is never left: nothing is fetched.
+
+A broken record (a truncated gzip member, a bad header) is reported as a failure at its offset;
+reading stops for that archive file, since nothing after a broken member can be located.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urldefrag, urljoin
+
+from warcio.archiveiterator import ArchiveIterator
+
+from facetrail.records import ImageRecord, Provenance, SourceFailure
+from facetrail.sources.base import SeenCheck, SourceItem, file_fingerprint
+
+WARC_SUFFIXES = (".warc", ".warc.gz", ".wacz")
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+MAX_HTML_BYTES = 16 * 1024 * 1024
+
+
+def is_archive(path: Path) -> bool:
+    return path.name.lower().endswith(WARC_SUFFIXES)
+
+
+class WarcSource:
+    kind = "warc"
+
+    def items(self, path: Path, seen: SeenCheck) -> Iterator[SourceItem]:
+        root = path.resolve()
+        archives = (
+            sorted(p for p in root.rglob("*") if p.is_file() and is_archive(p))
+            if root.is_dir()
+            else [root]
+        )
+        for archive in archives:
+            yield from self._archive(archive, seen)
+
+    def _archive(self, archive: Path, seen: SeenCheck) -> Iterator[SourceItem]:
+        try:
+            fingerprint = file_fingerprint(archive)
+        except OSError as exc:
+            yield SourceFailure(str(archive), "unreadable", f"cannot read archive: {exc}")
+            return
+        if archive.name.lower().endswith(".wacz"):
+            yield from self._wacz(archive, fingerprint, seen)
+            return
+        pages, failure = _embedding_pages(lambda: archive.open("rb"), str(archive))
+        if failure is not None:
+            yield failure
+        yield from _images(lambda: archive.open("rb"), str(archive), pages, fingerprint, seen)
+
+    def _wacz(self, archive: Path, fingerprint: str, seen: SeenCheck) -> Iterator[SourceItem]:
+        try:
+            zf = zipfile.ZipFile(archive)
+        except (OSError, zipfile.BadZipFile) as exc:
+            yield SourceFailure(str(archive), "bad_archive", f"not a readable WACZ (zip): {exc}")
+            return
+        with zf:
+            members = sorted(
+                n for n in zf.namelist() if n.startswith("archive/") and is_archive(Path(n))
+            )
+            if not members:
+                yield SourceFailure(str(archive), "bad_archive", "WACZ holds no archive/*.warc*")
+
+            def opener(name: str) -> Any:
+                return lambda: zf.open(name)
+
+            pages: dict[str, list[str]] = {}
+            for name in members:
+                found, failure = _embedding_pages(opener(name), f"{archive}!{name}")
+                if failure is not None:
+                    yield failure
+                for url, urls in found.items():
+                    pages.setdefault(url, []).extend(u for u in urls if u not in pages.get(url, []))
+            for name in members:
+                yield from _images(opener(name), f"{archive}!{name}", pages, fingerprint, seen)
+
+
+def _images(
+    open_stream: Any, label: str, pages: dict[str, list[str]], fingerprint: str, seen: SeenCheck
+) -> Iterator[SourceItem]:
+    offset = 0
+    try:
+        with open_stream() as stream:
+            records = ArchiveIterator(stream)
+            for record in records:
+                offset = records.get_record_offset()
+                if not _is_image(record):
+                    continue
+                location = f"{label}#{offset}"
+                if seen(location, fingerprint):
+                    continue
+                url = record.rec_headers.get_header("WARC-Target-URI")
+                provenance = Provenance(
+                    location=location,
+                    source_url=url,
+                    page_urls=tuple(pages.get(_norm(url), ())) if url else (),
+                    captured_at=record.rec_headers.get_header("WARC-Date"),
+                    record_id=record.rec_headers.get_header("WARC-Record-ID"),
+                )
+                try:
+                    data = record.content_stream().read()
+                except Exception as exc:  # zlib/chunking errors surface from deep in warcio
+                    yield SourceFailure(location, "bad_archive", f"unreadable record body: {exc}")
+                    return
+                yield ImageRecord(provenance, data, fingerprint)
+    except Exception as exc:
+        yield SourceFailure(
+            f"{label}#{offset}", "bad_archive", f"archive broken after this offset: {exc}"
+        )
+
+
+def _embedding_pages(
+    open_stream: Any, label: str
+) -> tuple[dict[str, list[str]], SourceFailure | None]:
+    """Map each image URL (normalised) to the archived pages that embed it, in archive order."""
+    pages: dict[str, list[str]] = {}
+    offset = 0
+    try:
+        with open_stream() as stream:
+            records = ArchiveIterator(stream)
+            for record in records:
+                offset = records.get_record_offset()
+                if record.rec_type not in ("response", "resource"):
+                    continue
+                if not _content_type(record).startswith(HTML_TYPES) or not _ok(record):
+                    continue
+                page_url = record.rec_headers.get_header("WARC-Target-URI")
+                if not page_url:
+                    continue
+                html = _read_text(record.content_stream())
+                for image_url in embedded_images(html, page_url):
+                    known = pages.setdefault(_norm(image_url), [])
+                    if page_url not in known:
+                        known.append(page_url)
+    except Exception as exc:
+        return pages, SourceFailure(
+            f"{label}#{offset}", "bad_archive", f"archive broken after this offset: {exc}"
+        )
+    return pages, None
+
+
+def embedded_images(html: str, page_url: str) -> list[str]:
+    """Absolute URLs of the images an HTML page embeds (img src/srcset, source srcset)."""
+    parser = _ImageRefs()
+    parser.feed(html)
+    parser.close()
+    base = urljoin(page_url, parser.base) if parser.base else page_url
+    return list(dict.fromkeys(urljoin(base, ref) for ref in parser.refs))
+
+
+class _ImageRefs(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.refs: list[str] = []
+        self.base: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v for k, v in attrs if v}
+        if tag == "base" and "href" in values and self.base is None:
+            self.base = values["href"].strip()
+        if tag == "img" and "src" in values:
+            self.refs.append(values["src"].strip())
+        if tag in ("img", "source") and "srcset" in values:
+            for candidate in values["srcset"].split(","):
+                parts = candidate.split()
+                if parts:
+                    self.refs.append(parts[0])
+
+
+def _is_image(record: Any) -> bool:
+    return (
+        record.rec_type in ("response", "resource")
+        and _content_type(record).startswith("image/")
+        and _ok(record)
+    )
+
+
+def _ok(record: Any) -> bool:
+    if record.rec_type != "response" or record.http_headers is None:
+        return True
+    status = record.http_headers.get_statuscode() or ""
+    return status.startswith("2") and status != "206"
+
+
+def _content_type(record: Any) -> str:
+    headers = record.http_headers if record.rec_type == "response" else record.rec_headers
+    value = headers.get_header("Content-Type") if headers is not None else None
+    return (value or "").split(";")[0].strip().lower()
+
+
+def _read_text(stream: IO[bytes]) -> str:
+    data = stream.read(MAX_HTML_BYTES)
+    return data.decode("utf-8", errors="replace")
+
+
+def _norm(url: str) -> str:
+    return urldefrag(url.strip())[0]

@@ -1,0 +1,15 @@
+"""Store stage: the metadata store, the source of truth. One protocol, one registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from facetrail.store.base import ErrorRow, FaceRow, RunCounts, SourceRow, SourceSpec, Store
+
+__all__ = ["ErrorRow", "FaceRow", "RunCounts", "SourceRow", "SourceSpec", "Store", "open_store"]
+
+
+def open_store(home: Path) -> Store:
+    from facetrail.store.sqlite import SQLiteStore
+
+    return SQLiteStore(home / "facetrail.db")
