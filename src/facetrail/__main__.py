@@ -1,0 +1,3 @@
+from facetrail.cli import main
+
+main()

@@ -1,0 +1,81 @@
+"""Shared fixtures: real fixture photos, a real SQLite store, a real FAISS index, the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import facetrail
+from facetrail.engine import Facetrail
+
+DATA = Path(__file__).parent / "data"
+FACES = DATA / "faces"
+PEOPLE = FACES / "people"
+WARCS = DATA / "warc"
+GROUP_IDENTITIES = {
+    "two_people.jpg": {"Barack_Obama", "Joseph_Biden"},
+    "kit_with_rose.jpg": {"Kit_Harington", "Rose_Leslie"},
+}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("FACETRAIL_"):
+            monkeypatch.delenv(key)
+
+
+def run_cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``facetrail`` command as a user would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "facetrail", "--home", str(home), *args],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"facetrail {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def cli_json(home: Path, *args: str) -> object:
+    return json.loads(run_cli(home, *args, "--json").stdout)
+
+
+def add_source(home: Path, name: str, uri: Path, kind: str = "folder") -> None:
+    run_cli(home, "sources", "add", name, "--kind", kind, "--uri", str(uri),
+            "--lawful-basis", "test fixtures, public data sets", "--purpose", "testing",
+            "--retention-days", "30")
+
+
+def identity_of(location: str) -> set[str]:
+    path = Path(location)
+    if path.parent.parent.name == "people":
+        return {path.parent.name}
+    return GROUP_IDENTITIES.get(path.name, set())
+
+
+@pytest.fixture(scope="session")
+def gallery_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """people/, group/, noface/ and edge_cases/ ingested through the CLI (not unknown/)."""
+    home = tmp_path_factory.mktemp("gallery")
+    add_source(home, "people", PEOPLE)
+    run_cli(home, "ingest", "people")
+    for extra in ("group", "noface", "edge_cases"):
+        run_cli(home, "ingest", str(FACES / extra), "--source", "people")
+    return home
+
+
+@pytest.fixture
+def gallery(gallery_home: Path, tmp_path: Path) -> Iterator[Facetrail]:
+    """A private copy of the session gallery, opened through the public API."""
+    home = tmp_path / "home"
+    shutil.copytree(gallery_home, home)
+    with facetrail.open(home, workers=1) as engine:
+        yield engine

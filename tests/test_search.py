@@ -1,0 +1,140 @@
+"""Search over the fixture gallery: accuracy, open-set probes, options, JSON and audit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import FACES, PEOPLE, cli_json, identity_of, run_cli
+from facetrail.engine import Facetrail
+from facetrail.errors import InputError, NoFaceError, PolicyError
+from facetrail.imaging import sha256_hex
+
+CASE = {"case_ref": "T-1", "purpose": "test"}
+
+
+def test_each_identity_found_at_rank_1_from_another_photo(gallery: Facetrail) -> None:
+    searches = hits = 0
+    misses = []
+    for photo in sorted(PEOPLE.glob("*/*")):
+        data = photo.read_bytes()
+        try:
+            result = gallery.search(data, top=5, threshold=-10.0, **CASE)
+        except NoFaceError:
+            continue  # counted by the face-count tests, not a search
+        others = [c for c in result.candidates if c.image.sha256 != sha256_hex(data)]
+        searches += 1
+        best = others[0]
+        found = set().union(*(identity_of(a.location) for a in best.appearances))
+        if photo.parent.name in found:
+            hits += 1
+        else:
+            misses.append((photo.name, sorted(found), best.score))
+    assert searches >= 200
+    rate = hits / searches
+    assert rate >= 0.95, f"rank-1 {rate:.3f} over {searches} searches; misses: {misses}"
+
+
+@pytest.mark.parametrize(
+    "probe", ["lin-manuel-miranda.jpg", "skimage_astronaut.jpg", "ultralight_5.jpg"]
+)
+def test_unknown_probe_scores_below_default_threshold(gallery: Facetrail, probe: str) -> None:
+    data = (FACES / "unknown" / probe).read_bytes()
+    loose = gallery.search(data, threshold=-10.0, top=1, **CASE)
+    assert loose.candidates, "the gallery is not empty, so a nearest face exists"
+    assert loose.candidates[0].score < gallery.settings.threshold
+    assert gallery.search(data, **CASE).candidates == ()
+
+
+def test_probe_without_face_is_an_error(gallery_home: Path) -> None:
+    proc = run_cli(
+        gallery_home, "search", str(FACES / "noface" / "skimage_chelsea.jpg"),
+        "--case", "T-1", "--purpose", "test", "--json", check=False,
+    )
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["error"]["code"] == "no_face"
+
+
+def test_search_json_schema_and_audit(gallery_home: Path) -> None:
+    probe = PEOPLE / "Kit_Harington" / "Kit_Harington_0001.jpg"
+    out = cli_json(gallery_home, "search", str(probe), "--case", "2026-0417",
+                   "--purpose", "identify suspect", "--top", "5")
+    assert isinstance(out, dict)
+    assert out["probe"]["sha256"] == sha256_hex(probe.read_bytes())
+    assert out["probe"]["searched_faces"] == [0]
+    face = out["probe"]["faces"][0]
+    assert len(face["box"]) == 4 and isinstance(face["det_score"], float)
+    ranks = [c["rank"] for c in out["candidates"]]
+    assert ranks == list(range(1, len(ranks) + 1)) and ranks
+    scores = [c["score"] for c in out["candidates"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(s >= out["threshold"] for s in scores)
+    first = out["candidates"][0]
+    assert set(first) >= {"rank", "face_id", "score", "box", "image", "appearances"}
+    assert set(first["image"]) == {"sha256", "width", "height"}
+    appearance = first["appearances"][0]
+    assert set(appearance) >= {"source", "location", "source_url", "page_url", "captured_at"}
+    assert appearance["source"] == "people"
+    # Kit Harington's other photos and the photo with Rose Leslie are all his.
+    for c in out["candidates"]:
+        assert "Kit_Harington" in identity_of(c["appearances"][0]["location"])
+
+    stats = cli_json(gallery_home, "stats")
+    assert isinstance(stats, dict) and stats["searches"] >= 1
+    import sqlite3
+
+    with sqlite3.connect(gallery_home / "facetrail.db") as db:
+        row = db.execute(
+            "SELECT actor, case_ref, purpose, details FROM audit WHERE id = ?", (out["audit_id"],)
+        ).fetchone()
+    details = json.loads(row[3])
+    assert row[0] and row[1] == "2026-0417" and row[2] == "identify suspect"
+    assert details["probe_sha256"] == out["probe"]["sha256"]
+    assert details["candidate_face_ids"] == [c["face_id"] for c in out["candidates"]]
+
+
+def test_face_choice_on_a_group_photo(gallery: Facetrail) -> None:
+    data = (FACES / "group" / "kit_with_rose.jpg").read_bytes()
+    default = gallery.search(data, **CASE)
+    assert default.probe.searched_faces == (0,)
+    areas = [f.box[2] * f.box[3] for f in default.probe.faces]
+    assert areas == sorted(areas, reverse=True), "face 0 is the largest"
+
+    every = gallery.search(data, all_faces=True, top=3, **CASE)
+    assert every.probe.searched_faces == (0, 1)
+    for face in (0, 1):
+        chosen = gallery.search(data, face=face, top=3, **CASE)
+        mine = [c for c in every.candidates if c.probe_face == face]
+        assert [c.face_id for c in chosen.candidates] == [c.face_id for c in mine]
+    found = {
+        name
+        for c in every.candidates
+        if c.rank == 1
+        for a in c.appearances
+        if "people" in a.location
+        for name in identity_of(a.location)
+    }
+    assert found == {"Kit_Harington", "Rose_Leslie"}
+
+    with pytest.raises(InputError, match="--face 2 does not exist"):
+        gallery.search(data, face=2, **CASE)
+
+
+def test_search_needs_case_and_purpose(gallery: Facetrail, gallery_home: Path) -> None:
+    data = (PEOPLE / "Barack_Obama" / "Barack_Obama_0001.jpg").read_bytes()
+    with pytest.raises(PolicyError, match="case reference"):
+        gallery.search(data, case_ref="  ", purpose="test")
+    with pytest.raises(PolicyError, match="purpose"):
+        gallery.search(data, case_ref="T-1", purpose="")
+    proc = run_cli(gallery_home, "search", str(PEOPLE / "Barack_Obama" / "Barack_Obama_0001.jpg"),
+                   "--purpose", "x", check=False)
+    assert proc.returncode != 0 and "--case" in proc.stderr
+
+
+def test_human_output_says_leads_not_identifications(gallery_home: Path) -> None:
+    out = run_cli(gallery_home, "search", str(PEOPLE / "Barack_Obama" / "Barack_Obama_0002.jpg"),
+                  "--case", "T-1", "--purpose", "test").stdout
+    assert "investigative leads, not identifications" in out
+    assert "Barack_Obama_0001.jpg" in out
