@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urldefrag, urljoin
+from urllib.parse import unquote, urldefrag, urljoin
 
 from warcio.archiveiterator import ArchiveIterator
 
@@ -95,9 +95,18 @@ def _images(
         with open_stream() as stream:
             records = ArchiveIterator(stream)
             for record in records:
-                offset = records.get_record_offset()
                 if not _is_image(record):
                     continue
+                # warcio locates a record only after its body is read, so read first.
+                try:
+                    data = record.content_stream().read()
+                except Exception as exc:  # zlib/chunking errors surface from deep in warcio
+                    yield SourceFailure(
+                        f"{label}#{offset}", "bad_archive",
+                        f"unreadable record body after this offset: {exc}",
+                    )
+                    return
+                offset = records.get_record_offset()
                 location = f"{label}#{offset}"
                 if seen(location, fingerprint):
                     continue
@@ -109,11 +118,6 @@ def _images(
                     captured_at=record.rec_headers.get_header("WARC-Date"),
                     record_id=record.rec_headers.get_header("WARC-Record-ID"),
                 )
-                try:
-                    data = record.content_stream().read()
-                except Exception as exc:  # zlib/chunking errors surface from deep in warcio
-                    yield SourceFailure(location, "bad_archive", f"unreadable record body: {exc}")
-                    return
                 yield ImageRecord(provenance, data, fingerprint)
     except Exception as exc:
         yield SourceFailure(
@@ -131,7 +135,6 @@ def _embedding_pages(
         with open_stream() as stream:
             records = ArchiveIterator(stream)
             for record in records:
-                offset = records.get_record_offset()
                 if record.rec_type not in ("response", "resource"):
                     continue
                 if not _content_type(record).startswith(HTML_TYPES) or not _ok(record):
@@ -140,6 +143,7 @@ def _embedding_pages(
                 if not page_url:
                     continue
                 html = _read_text(record.content_stream())
+                offset = records.get_record_offset()
                 for image_url in embedded_images(html, page_url):
                     known = pages.setdefault(_norm(image_url), [])
                     if page_url not in known:
@@ -201,9 +205,18 @@ def _content_type(record: Any) -> str:
 
 
 def _read_text(stream: IO[bytes]) -> str:
-    data = stream.read(MAX_HTML_BYTES)
-    return data.decode("utf-8", errors="replace")
+    """Up to MAX_HTML_BYTES of a page; warcio's streams return short reads, so loop."""
+    chunks, size = [], 0
+    while size < MAX_HTML_BYTES:
+        chunk = stream.read(min(65536, MAX_HTML_BYTES - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks).decode("utf-8", errors="replace")
 
 
 def _norm(url: str) -> str:
-    return urldefrag(url.strip())[0]
+    """Matching key for URLs: no fragment, percent-escapes decoded (pages write ``%2C`` for
+    the ``,`` that the archive's WARC-Target-URI has)."""
+    return unquote(urldefrag(url.strip())[0])
