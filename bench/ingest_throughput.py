@@ -309,15 +309,41 @@ def compare_boxes(
 
 # -- orchestration -----------------------------------------------------------------------------
 def run_child(mode: str, data: Path) -> dict[str, Any]:
-    """Run this script in ``mode`` in a child process and return its JSON document."""
+    """Run this script in ``mode`` in a child process and return its JSON document, with the
+    CPU time the child's process tree used and the CPU time other processes used meanwhile."""
     # Default settings for facetrail: no FACETRAIL_* overrides leak in from the environment.
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
     cmd = [sys.executable, str(Path(__file__).resolve()), mode, "--json", "--data", str(data)]
+    busy_before, own_before = system_busy_seconds(), children_cpu_seconds()
+    started = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    own = children_cpu_seconds() - own_before
+    others = max(0.0, system_busy_seconds() - busy_before - own)
     if done.returncode != 0:
         sys.stderr.write(done.stderr)
         raise SystemExit(f"{mode} failed with exit code {done.returncode}")
-    return json.loads(done.stdout)
+    result = json.loads(done.stdout)
+    result["cpu_seconds"] = round(own, 1)
+    result["other_processes_cores"] = round(others / wall, 2) if wall else 0.0
+    return result
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU of this process's waited-for children (and theirs), in seconds."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds all processes of the machine have used since boot (Linux; else 0)."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def warm_file_cache(files: list[Path]) -> None:
@@ -376,6 +402,10 @@ def print_table(summary: dict[str, Any]) -> None:
         ("seconds", f"{base['seconds']:.1f}", f"{mine['seconds']:.1f}"),
         ("images/s", f"{base['images_per_s']:.2f}", f"{mine['images_per_s']:.2f}"),
         ("faces/s", f"{base['faces_per_s']:.2f}", f"{mine['faces_per_s']:.2f}"),
+        ("CPU seconds (whole process tree)",
+         f"{base['cpu_seconds']:.1f}", f"{mine['cpu_seconds']:.1f}"),
+        ("other processes' load (cores)",
+         f"{base['other_processes_cores']:.2f}", f"{mine['other_processes_cores']:.2f}"),
         ("peak RSS MB (main + workers)", mem(base), mem(mine)),
         ("peak RSS MB (tree, sampled)",
          f"{base['rss_mb']['tree_sampled']:.0f}", f"{mine['rss_mb']['tree_sampled']:.0f}"),

@@ -106,12 +106,24 @@ def test_warc_images_have_target_uri_date_and_embedding_page() -> None:
     assert logo.provenance.page_urls == ()  # a CSS background, not embedded by an <img>
 
 
-def test_truncated_warc_yields_its_images_then_a_failure() -> None:
+def test_shared_truncated_warc_reads_what_is_there() -> None:
     got = items("warc", TRUNCATED)
+    assert [i.provenance.source_url for i in got if isinstance(i, ImageRecord)] == [
+        "http://www.archive.org/images/logoc.jpg",
+        "http://www.archive.org/images/go-button-gateway.gif",
+        "http://www.archive.org/images/star.png",
+    ]
+
+
+def test_warc_cut_mid_record_yields_images_before_it_then_a_failure(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.warc.gz"
+    cut.write_bytes(MONA_LISA.read_bytes()[:200_000])  # inside the ARC194219.png member
+    got = items("warc", cut)
     failures = [i for i in got if isinstance(i, SourceFailure)]
-    assert len(failures) == 1 and failures[0].code == "bad_archive"
-    assert failures[0].location.startswith(str(TRUNCATED) + "#")
-    assert any(isinstance(i, ImageRecord) for i in got)
+    images = [i for i in got if isinstance(i, ImageRecord)]
+    assert failures and all(f.code == "bad_archive" for f in failures)
+    assert failures[-1].location.startswith(f"{cut}#")
+    assert 5 <= len(images) < 22
 
 
 def test_wacz_reads_archives_inside(tmp_path: Path) -> None:

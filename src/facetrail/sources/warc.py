@@ -106,6 +106,14 @@ def _images(
                         f"unreadable record body after this offset: {exc}",
                     )
                     return
+                missing = getattr(record.raw_stream, "limit", 0)
+                if missing:  # warcio returns a short body silently when an archive is cut
+                    yield SourceFailure(
+                        f"{label}#{offset}", "bad_archive",
+                        f"record for {record.rec_headers.get_header('WARC-Target-URI')} after "
+                        f"this offset is truncated: {missing} bytes missing",
+                    )
+                    return
                 offset = records.get_record_offset()
                 location = f"{label}#{offset}"
                 if seen(location, fingerprint):
