@@ -109,9 +109,9 @@ def _images(
                 missing = getattr(record.raw_stream, "limit", 0)
                 if missing:  # warcio returns a short body silently when an archive is cut
                     yield SourceFailure(
-                        f"{label}#{offset}", "bad_archive",
-                        f"record for {record.rec_headers.get_header('WARC-Target-URI')} after "
-                        f"this offset is truncated: {missing} bytes missing",
+                        f"{label}#{_offset_or_after(records, offset)}", "bad_archive",
+                        f"record for {record.rec_headers.get_header('WARC-Target-URI')} is "
+                        f"truncated: {missing} bytes missing",
                     )
                     return
                 offset = records.get_record_offset()
@@ -131,6 +131,13 @@ def _images(
         yield SourceFailure(
             f"{label}#{offset}", "bad_archive", f"archive broken after this offset: {exc}"
         )
+
+
+def _offset_or_after(records: ArchiveIterator, previous: int) -> str:
+    try:
+        return str(records.get_record_offset())
+    except Exception:  # the record cannot be located: name the last good one
+        return f"after-{previous}"
 
 
 def _embedding_pages(

@@ -1,0 +1,211 @@
+"""Ingest through the CLI: dedup with exact provenance, idempotence, bad input, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import PEOPLE, WARCS, add_source, cli_json, run_cli
+
+ASHANTI = PEOPLE / "Ashanti" / "Ashanti_0001.jpg"
+
+
+def snapshot(home: Path) -> dict[str, object]:
+    """Everything an ingest produces, independent of row ids and times."""
+    with sqlite3.connect(home / "facetrail.db") as db:
+        images = sorted(db.execute("SELECT sha256, width, height, face_count FROM images"))
+        faces = sorted(
+            db.execute(
+                "SELECT i.sha256, f.ordinal, f.x, f.y, f.w, f.h, f.embedding FROM faces f"
+                " JOIN images i ON i.id = f.image_id"
+            )
+        )
+        appearances = sorted(
+            db.execute(
+                "SELECT i.sha256, a.location, a.source_url, a.page_urls, a.captured_at"
+                " FROM appearances a JOIN images i ON i.id = a.image_id"
+            )
+        )
+        errors = sorted(db.execute("SELECT location, code FROM ingest_errors"))
+    return {"images": images, "faces": faces, "appearances": appearances, "errors": errors}
+
+
+def test_same_bytes_in_many_places_are_stored_once_with_every_appearance(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg", "sub/c.jpg"):
+        shutil.copy(ASHANTI, photos / name)
+    home = tmp_path / "home"
+    add_source(home, "s", photos)
+    report = cli_json(home, "ingest", "s")
+    assert isinstance(report, dict)
+    assert (report["items"], report["images_new"], report["duplicates"], report["faces"]) == (
+        3, 1, 2, 1)
+    snap = snapshot(home)
+    assert len(snap["images"]) == 1  # type: ignore[arg-type]
+    assert [a[1] for a in snap["appearances"]] == [  # type: ignore[union-attr]
+        str(photos / "a.jpg"), str(photos / "b.jpg"), str(photos / "sub" / "c.jpg")]
+
+    out = cli_json(home, "search", str(ASHANTI), "--case", "c", "--purpose", "p")
+    assert isinstance(out, dict)
+    (best,) = out["candidates"]
+    assert [a["location"] for a in best["appearances"]] == [
+        str(photos / "a.jpg"), str(photos / "b.jpg"), str(photos / "sub" / "c.jpg")]
+
+    # Re-ingesting adds nothing, and skips every unchanged file without decoding it.
+    before = snapshot(home)
+    again = cli_json(home, "ingest", "s")
+    assert isinstance(again, dict)
+    assert (again["images_new"], again["duplicates"], again["skipped"], again["items"]) == (
+        0, 0, 0, 0)
+    assert snapshot(home) == before
+
+
+def test_extra_path_joins_an_existing_source(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    first, more = tmp_path / "first", tmp_path / "more"
+    first.mkdir()
+    more.mkdir()
+    shutil.copy(ASHANTI, first / "x.jpg")
+    shutil.copy(ASHANTI, more / "y.jpg")
+    shutil.copy(PEOPLE / "Ashanti" / "Ashanti_0002.jpg", more / "z.jpg")
+    add_source(home, "s", first)
+    run_cli(home, "ingest", "s")
+    report = cli_json(home, "ingest", str(more), "--source", "s")
+    assert isinstance(report, dict)
+    assert (report["images_new"], report["duplicates"]) == (1, 1)
+    stats = cli_json(home, "stats")
+    assert isinstance(stats, dict)
+    assert (stats["images"], stats["appearances"], stats["faces"]) == (2, 3, 2)
+
+
+def test_bad_inputs_are_recorded_and_never_stop_a_run(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(ASHANTI, photos / "good.jpg")
+    (photos / "empty.jpg").write_bytes(b"")
+    (photos / "text.jpg").write_text("hello, I am not a photo\n")
+    (photos / "truncated.jpg").write_bytes(PEOPLE.joinpath(
+        "Barack_Obama", "Barack_Obama_0001.jpg").read_bytes()[:5000])
+    from PIL import Image
+
+    Image.new("1", (9000, 9000)).save(photos / "bomb.png")
+    home = tmp_path / "home"
+    add_source(home, "s", photos)
+    cut = tmp_path / "cut.warc.gz"
+    cut.write_bytes((WARCS / "flashfrozen-jwat-recompressed.warc.gz").read_bytes()[:200_000])
+    report = cli_json(home, "ingest", str(cut), "--source", "s")
+    assert isinstance(report, dict) and report["errors"] >= 1 and report["images_new"] >= 5
+    report = cli_json(home, "ingest", str(WARCS / "IAH-20080430204825-00000-blackbook-truncated"
+                                       ".warc.gz"), "--source", "s")
+    assert isinstance(report, dict) and report["images_new"] == 2 and report["errors"] == 1
+    report = cli_json(home, "ingest", "s")
+    assert isinstance(report, dict)
+    assert (report["images_new"], report["faces"], report["errors"]) == (1, 1, 4)
+
+    errors = cli_json(home, "errors", "--source", "s")
+    assert isinstance(errors, list)
+    by_name = {Path(e["location"].split("#")[0]).name: e for e in errors}
+    assert by_name["empty.jpg"]["reason"] == "empty file (0 bytes)"
+    assert "not a recognised image" in by_name["text.jpg"]["reason"]
+    assert by_name["truncated.jpg"]["code"] == "bad_image"
+    assert by_name["bomb.png"]["code"] == "image_too_large"
+    assert any(
+        e["location"].startswith(str(cut) + "#") and e["code"] == "bad_archive"
+        and "truncated" in e["reason"]
+        for e in errors
+    )
+    assert "minimum side" in by_name[
+        "IAH-20080430204825-00000-blackbook-truncated.warc.gz"]["reason"]
+    human = run_cli(home, "errors").stdout
+    assert "empty.jpg" in human and "bomb.png" in human
+
+    # Fixing a file clears its error on the next run.
+    shutil.copy(ASHANTI.with_name("Ashanti_0003.jpg"), photos / "empty.jpg")
+    cli_json(home, "ingest", "s")
+    remaining = cli_json(home, "errors", "--source", "s")
+    assert isinstance(remaining, list)
+    assert "empty.jpg" not in {Path(e["location"]).name for e in remaining}
+
+
+def test_warc_face_comes_back_with_its_url_and_page(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    add_source(home, "wiki", WARCS / "flashfrozen-jwat-recompressed.warc.gz", kind="warc")
+    report = cli_json(home, "ingest", "wiki")
+    assert isinstance(report, dict) and report["faces"] >= 2
+    # The probe: the Mona Lisa thumbnail, as a user would have saved it from the page.
+    from facetrail.records import ImageRecord
+    from facetrail.sources import make_source, never_seen
+
+    url = ("http://upload.wikimedia.org/wikipedia/commons/thumb/f/f9/Mona_Lisa,_by_Leonardo_da_"
+           "Vinci,_from_C2RMF_natural_color.jpg/250px-Mona_Lisa,_by_Leonardo_da_Vinci,_from_"
+           "C2RMF_natural_color.jpg")
+    (record,) = [
+        i for i in make_source("warc").items(WARCS / "flashfrozen-jwat-recompressed.warc.gz",
+                                             never_seen)
+        if isinstance(i, ImageRecord) and i.provenance.source_url == url
+    ]
+    probe = tmp_path / "probe.jpg"
+    probe.write_bytes(record.data)
+    out = cli_json(home, "search", str(probe), "--case", "c", "--purpose", "p")
+    assert isinstance(out, dict)
+    best = out["candidates"][0]
+    assert best["score"] > 0.99
+    (seen,) = best["appearances"]
+    assert seen["source_url"] == url
+    assert seen["page_url"] == "http://en.wikipedia.org/wiki/Mona_Lisa"
+    assert seen["captured_at"] == "2013-01-03T20:35:45Z"
+    assert seen["location"].endswith("flashfrozen-jwat-recompressed.warc.gz#141474")
+
+
+def test_kill_9_mid_ingest_then_resume_equals_a_clean_run(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    for person in sorted(PEOPLE.iterdir())[:12]:
+        shutil.copytree(person, photos / person.name)
+    shutil.copy(ASHANTI, photos / "dup-of-ashanti.jpg")
+
+    clean = tmp_path / "clean"
+    add_source(clean, "s", photos)
+    run_cli(clean, "ingest", "s")
+    expected = snapshot(clean)
+    assert len(expected["images"]) > 40  # type: ignore[arg-type]
+
+    home = tmp_path / "killed"
+    add_source(home, "s", photos)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "facetrail", "--home", str(home), "ingest", "s"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    committed = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        with sqlite3.connect(home / "facetrail.db") as db:
+            committed = db.execute("SELECT count(*) FROM images").fetchone()[0]
+        if committed >= 10:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the ingest finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the main process and its workers, no clean-up
+    proc.wait()
+    partial = snapshot(home)
+    assert 10 <= len(partial["images"]) < len(expected["images"])  # type: ignore[arg-type]
+
+    report = cli_json(home, "ingest", "s")
+    assert isinstance(report, dict) and report["images_new"] > 0
+    assert snapshot(home) == expected
+    with sqlite3.connect(home / "facetrail.db") as db:
+        statuses = [r[0] for r in db.execute("SELECT status FROM ingest_runs ORDER BY id")]
+    assert statuses == ["interrupted", "completed"]
+    # The index caught up with the store on the first search.
+    stats = cli_json(home, "stats")
+    assert isinstance(stats, dict)
+    assert stats["index_faces"] == stats["faces"] == len(expected["faces"])  # type: ignore[arg-type]
+    assert json.loads(json.dumps(stats["per_source"]))[0]["errors"] == 0
