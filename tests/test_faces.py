@@ -43,7 +43,7 @@ def test_faces_found_per_fixture(backend, name: str, count: int) -> None:  # typ
     assert len(faces) == count
     for face in faces:
         x, y, w, h = face.box
-        assert 0 <= x and 0 <= y and x + w <= image.width and y + h <= image.height
+        assert x >= 0 and y >= 0 and x + w <= image.width and y + h <= image.height
         assert len(face.landmarks) == 5
         assert face.embedding.shape == (128,) and face.embedding.dtype == np.float32
         assert 1.0 < float(np.linalg.norm(face.embedding)) < 2.0  # dlib's are not unit length

@@ -124,7 +124,8 @@ def sources_list(engine: Facetrail, as_json: bool) -> None:
         return
     table = Table("name", "kind", "uri", "lawful basis", "purpose", "retention (days)")
     for r in rows:
-        table.add_row(r.name, r.kind, r.uri, r.lawful_basis, r.purpose, str(r.retention_days or "-"))
+        retention = str(r.retention_days or "-")
+        table.add_row(r.name, r.kind, r.uri, r.lawful_basis, r.purpose, retention)
     Console().print(table)
 
 
@@ -200,35 +201,38 @@ def search(
 
 
 def print_search(result: SearchResult) -> None:
-    console = Console()
-    console.print(f"[bold yellow]{LEADS_NOTICE}[/]")
+    """One block per candidate, so that long paths and URLs stay readable at any width."""
+    echo = click.echo
+    echo(f"!! {LEADS_NOTICE}")
     faces = result.probe.faces
-    console.print(
-        f"probe {result.probe.sha256[:12]}: {len(faces)} face(s) found; searched "
-        + ", ".join(f"#{i} at {list(faces[i].box)}" for i in result.probe.searched_faces)
-        + f" against {result.gallery_faces} indexed faces, threshold {result.threshold}"
-        " (score = 1 - descriptor distance; >= 0.4 is dlib's same-person rule)"
+    echo(
+        f"probe {result.probe.sha256[:16]}: {len(faces)} face(s); searched "
+        + ", ".join(f"face {i} (box {list(faces[i].box)})" for i in result.probe.searched_faces)
+        + f" among {result.gallery_faces} indexed faces."
+    )
+    echo(
+        f"score = 1 - descriptor distance; shown when >= {result.threshold} "
+        "(higher is more alike; docs/scores.md)."
     )
     if not result.candidates:
-        console.print("no candidate scored above the threshold.")
-        return
-    table = Table("probe face", "rank", "score", "face", "box", "image", "appearances",
-                  show_lines=True)
+        echo("no candidate scored above the threshold.")
     for c in result.candidates:
-        seen = "\n".join(
-            f"{a.source}: {a.location}"
-            + (f"\n  url: {a.source_url}" if a.source_url else "")
-            + "".join(f"\n  page: {p}" for p in a.page_urls)
-            + (f"\n  captured: {a.captured_at}" if a.captured_at else "")
-            for a in c.appearances
+        echo("")
+        echo(
+            f"[face {c.probe_face}] #{c.rank}  score {c.score:.3f}  face_id {c.face_id}  "
+            f"box {list(c.box)}  quality {c.quality:.2f}  image {c.image.sha256[:16]} "
+            f"({c.image.width}x{c.image.height})"
         )
-        table.add_row(
-            str(c.probe_face), str(c.rank), f"{c.score:.3f}", str(c.face_id),
-            ",".join(map(str, c.box)), f"{c.image.sha256[:12]}\n{c.image.width}x{c.image.height}",
-            seen,
-        )
-    console.print(table)
-    console.print(f"audit record #{result.audit_id} written.")
+        for a in c.appearances:
+            echo(f"    seen in {a.source}: {a.location}")
+            if a.source_url:
+                echo(f"      image url: {a.source_url}")
+            for page in a.page_urls:
+                echo(f"      on page:   {page}")
+            if a.captured_at:
+                echo(f"      captured:  {a.captured_at}")
+    echo("")
+    echo(f"audit record #{result.audit_id} written (case and purpose recorded).")
 
 
 # -- errors and stats ------------------------------------------------------------------------

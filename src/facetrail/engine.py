@@ -55,7 +55,8 @@ class Facetrail:
     @cached_property
     def index(self) -> FaissIndex:
         """The vector index, caught up with the store when first used."""
-        return FaissIndex(self.home / "index", self.store, self.analyzer.backend.model, self.model_id)
+        model = self.analyzer.backend.model
+        return FaissIndex(self.home / "index", self.store, model, self.model_id)
 
     # -- sources ----------------------------------------------------------------------------
     def add_source(

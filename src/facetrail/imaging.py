@@ -63,12 +63,12 @@ def decode(data: bytes, settings: Settings, sha256: str | None = None) -> Decode
             # Our own pixel limit is lower than Pillow's bomb warning; turn any warning into
             # an error rather than let it pass silently.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=_formats()) as image:
-                fmt = image.format or "?"
-                _check_size(image.width, image.height, settings)
-                image.seek(0)
-                image = ImageOps.exif_transpose(image)
-                pixels = np.asarray(image.convert("RGB"))
+            with Image.open(io.BytesIO(data), formats=_formats()) as opened:
+                fmt = opened.format or "?"
+                _check_size(opened.width, opened.height, settings)
+                opened.seek(0)
+                upright = ImageOps.exif_transpose(opened)
+                pixels = np.asarray(upright.convert("RGB"))
     except ImageError:
         raise
     except UnidentifiedImageError as exc:

@@ -86,7 +86,9 @@ class DlibBackend:
         if not boxes:
             return ()
         shapes = [m.shape_predictor(pixels, dlib.rectangle(*ltrb)) for ltrb, _ in boxes]
-        chips = [dlib.get_face_chip(pixels, s, size=CHIP_SIZE, padding=CHIP_PADDING) for s in shapes]
+        chips = [
+            dlib.get_face_chip(pixels, s, size=CHIP_SIZE, padding=CHIP_PADDING) for s in shapes
+        ]
         vectors = m.describer.compute_face_descriptor(chips)
         faces = []
         for (ltrb, score), shape, chip, vector in zip(boxes, shapes, chips, vectors, strict=True):
@@ -124,13 +126,13 @@ class DlibBackend:
         else:
             rects, scores, _ = self._models.detector.run(work, p.upsample, 0.0)
             found = list(zip(rects, scores, strict=True))
-        out = []
+        out: list[tuple[tuple[int, int, int, int], float]] = []
         for rect, score in found:
-            ltrb = tuple(
+            left, top, right, bottom = (
                 round(v / p.scale) for v in (rect.left(), rect.top(), rect.right(), rect.bottom())
             )
-            out.append((ltrb, float(score)))
-        return out  # type: ignore[return-value]
+            out.append(((left, top, right, bottom), float(score)))
+        return out
 
 
 def sharpness(chip: np.ndarray) -> float:

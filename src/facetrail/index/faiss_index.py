@@ -13,6 +13,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class FaissIndex:
     def size(self) -> int:
         return int(self._index.ntotal)
 
-    def _empty(self):  # type: ignore[no-untyped-def]
+    def _empty(self) -> Any:
         return self._faiss.IndexIDMap2(self._faiss.IndexFlatL2(self.model.dim))
 
     def _load(self) -> None:

@@ -9,6 +9,7 @@ images in flight, which the next run redoes.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -113,8 +114,7 @@ class _RunState:
                 job = self.accept(item)
                 if job is not None:
                     assert isinstance(item, ImageRecord)
-                    data = item.data
-                    self.finish(job, lambda: self.ingest.analyzer(data, job.sha256))
+                    self.finish(job, functools.partial(self.ingest.analyzer, item.data, job.sha256))
             return
         settings_json = self.ingest.settings.model_dump_json()
         with ProcessPoolExecutor(

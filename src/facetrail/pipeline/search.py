@@ -73,15 +73,15 @@ def search(
     candidates: list[Candidate] = []
     rank: dict[int, int] = {}
     for probe_face, face_id, distance in hits:
-        row = rows.get(face_id)
-        if row is None:  # removed from the store after the index was read
+        found = rows.get(face_id)
+        if found is None:  # removed from the store after the index was read
             continue
         rank[probe_face] = rank.get(probe_face, 0) + 1
         candidates.append(
             Candidate(
                 rank=rank[probe_face], face_id=face_id, score=score_of(distance),
-                distance=round(distance, 4), box=row.box, det_score=row.det_score,
-                quality=row.quality, image=row.image, appearances=row.appearances,
+                distance=round(distance, 4), box=found.box, det_score=found.det_score,
+                quality=found.quality, image=found.image, appearances=found.appearances,
                 probe_face=probe_face,
             )
         )

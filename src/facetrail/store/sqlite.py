@@ -399,7 +399,8 @@ class SQLiteStore:
 
 def _statements(script: str) -> list[str]:
     """Split a schema script into statements, keeping trigger bodies whole."""
-    out, buf = [], []
+    out: list[str] = []
+    buf: list[str] = []
     for line in script.splitlines():
         if line.strip().startswith("--") and not buf:
             continue
