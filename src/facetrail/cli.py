@@ -283,8 +283,6 @@ def index() -> None:
 @index.command("rebuild")
 @with_engine
 def index_rebuild(engine: Facetrail) -> None:
-    """Delete the index files and rebuild them from the store."""
-    for path in (engine.index.path, engine.index.meta_path):
-        path.unlink(missing_ok=True)
-    del engine.__dict__["index"]
+    """Rebuild the index from the store."""
+    engine.index.rebuild()
     click.echo(f"index rebuilt from the store: {engine.index.size} faces")

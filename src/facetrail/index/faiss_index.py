@@ -81,6 +81,13 @@ class FaissIndex:
             self.save()
         return added
 
+    def rebuild(self) -> None:
+        """Drop everything and rebuild from the store (exact, so results are identical)."""
+        self._index, self._max_id = self._empty(), 0
+        self.sync()
+        self._dirty = True
+        self.save()
+
     def save(self) -> None:
         if not self._dirty and self.path.exists():
             return
