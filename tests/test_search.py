@@ -108,14 +108,13 @@ def test_face_choice_on_a_group_photo(gallery: Facetrail) -> None:
         chosen = gallery.search(data, face=face, top=3, **CASE)
         mine = [c for c in every.candidates if c.probe_face == face]
         assert [c.face_id for c in chosen.candidates] == [c.face_id for c in mine]
-    found = {
-        name
-        for c in every.candidates
-        if c.rank == 1
-        for a in c.appearances
-        if "people" in a.location
-        for name in identity_of(a.location)
-    }
+    # Rank 1 for each face is the group photo itself; the best photo in people/ names them.
+    found = set()
+    for face in (0, 1):
+        mine = [c for c in every.candidates if c.probe_face == face]
+        assert mine[0].score == 1.0 and mine[0].image.sha256 == every.probe.sha256
+        best = next(c for c in mine if "people" in Path(c.appearances[0].location).parts)
+        found |= identity_of(best.appearances[0].location)
     assert found == {"Kit_Harington", "Rose_Leslie"}
 
     with pytest.raises(InputError, match="--face 2 does not exist"):
@@ -138,3 +137,13 @@ def test_human_output_says_leads_not_identifications(gallery_home: Path) -> None
                   "--case", "T-1", "--purpose", "test").stdout
     assert "investigative leads, not identifications" in out
     assert "Barack_Obama_0001.jpg" in out
+
+
+def test_low_quality_faces_are_left_out_unless_asked_for(gallery: Facetrail) -> None:
+    data = (FACES / "unknown" / "ultralight_5.jpg").read_bytes()
+    everything = gallery.search(data, threshold=-10.0, min_quality=0.0, top=3, **CASE)
+    gated = gallery.search(data, threshold=-10.0, top=3, **CASE)
+    assert any(c.quality < 0.1 for c in everything.candidates)
+    assert len(gated.candidates) == 3
+    assert all(c.quality >= gallery.settings.min_quality for c in gated.candidates)
+    assert [c.rank for c in gated.candidates] == [1, 2, 3]

@@ -179,7 +179,9 @@ def ingest(engine: Facetrail, target: str, source_name: str | None, as_json: boo
 @click.option("--case", "case_ref", required=True, help="Case reference; recorded in the audit.")
 @click.option("--purpose", required=True, help="Why this search is made; recorded in the audit.")
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Candidates per face.")
-@click.option("--threshold", type=float, default=None, help="Minimum score (default 0.4).")
+@click.option("--threshold", type=float, default=None, help="Minimum score (default 0.45).")
+@click.option("--min-quality", type=click.FloatRange(0, 1), default=None,
+              help="Leave out indexed faces of lower quality (default 0.1; 0 includes all).")
 @click.option("--face", type=click.IntRange(min=0), default=None,
               help="Search probe face N (0 = largest, the default).")
 @click.option("--all-faces", is_flag=True, help="Search every face of the probe.")
@@ -187,12 +189,13 @@ def ingest(engine: Facetrail, target: str, source_name: str | None, as_json: boo
 @with_engine
 def search(
     engine: Facetrail, probe: Path, case_ref: str, purpose: str, top: int | None,
-    threshold: float | None, face: int | None, all_faces: bool, as_json: bool,
+    threshold: float | None, min_quality: float | None, face: int | None, all_faces: bool,
+    as_json: bool,
 ) -> None:
     """Find indexed faces like the one in PROBE. Results are leads, not identifications."""
     result = engine.search(
-        probe, case_ref=case_ref, purpose=purpose, top=top, threshold=threshold, face=face,
-        all_faces=all_faces,
+        probe, case_ref=case_ref, purpose=purpose, top=top, threshold=threshold,
+        min_quality=min_quality, face=face, all_faces=all_faces,
     )
     if as_json:
         emit_json(serialize.search_result(result))
@@ -212,8 +215,13 @@ def print_search(result: SearchResult) -> None:
     )
     echo(
         f"score = 1 - descriptor distance; shown when >= {result.threshold} "
+        f"and the indexed face's quality >= {result.min_quality} "
         "(higher is more alike; docs/scores.md)."
     )
+    for i in result.probe.searched_faces:
+        if faces[i].quality < result.min_quality:
+            echo(f"warning: probe face {i} is small or blurred (quality {faces[i].quality:.2f});"
+                 " its scores are less reliable.")
     if not result.candidates:
         echo("no candidate scored above the threshold.")
     for c in result.candidates:

@@ -132,6 +132,7 @@ class Facetrail:
         purpose: str,
         top: int | None = None,
         threshold: float | None = None,
+        min_quality: float | None = None,
         face: int | None = None,
         all_faces: bool = False,
         actor: str | None = None,
@@ -141,6 +142,7 @@ class Facetrail:
             probe=data, case_ref=case_ref, purpose=purpose, actor=actor or os_user(),
             top=top if top is not None else self.settings.top,
             threshold=threshold if threshold is not None else self.settings.threshold,
+            min_quality=min_quality if min_quality is not None else self.settings.min_quality,
             face=face, all_faces=all_faces,
         )
         return search(request, self.analyzer, self.index, self.store)

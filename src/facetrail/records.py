@@ -142,6 +142,7 @@ class SearchResult:
     probe: ProbeInfo
     candidates: tuple[Candidate, ...]
     threshold: float
+    min_quality: float
     top: int
     model: str
     gallery_faces: int

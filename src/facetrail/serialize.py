@@ -57,6 +57,7 @@ def search_result(r: SearchResult) -> dict[str, Any]:
             "searched_faces": list(r.probe.searched_faces),
         },
         "threshold": r.threshold,
+        "min_quality": r.min_quality,
         "top": r.top,
         "model": r.model,
         "score": "1 - Euclidean distance between descriptors",

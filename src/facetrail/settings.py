@@ -59,10 +59,16 @@ class Settings(BaseSettings):
 
     # Search.
     threshold: float = Field(
-        default=0.42,
-        description="Default minimum score for a candidate. score = 1 - Euclidean distance, so "
-        "0.42 (distance 0.58) is the loosest value with no false match on the fixture pairs "
-        "(docs/scores.md).",
+        default=0.45,
+        description="Default minimum score for a candidate. score = 1 - Euclidean distance; "
+        "0.45 (distance 0.55) keeps every open-set fixture probe below it (docs/scores.md).",
+    )
+    min_quality: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Indexed faces whose quality is below this are kept and flagged but left "
+        "out of results (tiny or blurred faces give false leads); 0 includes them.",
     )
     top: int = Field(default=20, ge=1, description="Default number of candidates.")
 

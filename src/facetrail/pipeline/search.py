@@ -1,8 +1,7 @@
 """Search: probe bytes -> faces -> nearest faces in the index -> candidates with provenance.
 
 The score is ``1 - d`` where ``d`` is the Euclidean distance between two dlib descriptors
-(see docs/scores.md): 1 means identical descriptors, and the default threshold 0.4 is dlib's
-customary same-person rule ``d < 0.6``. Candidates are leads for a person to check.
+(see docs/scores.md): 1 means identical descriptors. Candidates are leads for a person to check.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ class SearchRequest:
     actor: str
     top: int
     threshold: float
+    min_quality: float = 0.0
     face: int | None = None
     all_faces: bool = False
 
@@ -62,29 +62,10 @@ def search(
                 f"face(s), numbered 0 (largest) to {len(analysis.faces) - 1}"
             )
 
-    queries = np.stack([analysis.faces[i].embedding for i in chosen])
-    distances, ids = index.search(queries, request.top)
-    hits: list[tuple[int, int, float]] = []  # (probe face, face_id, distance)
-    for row, probe_face in enumerate(chosen):
-        for distance, face_id in zip(distances[row], ids[row], strict=True):
-            if face_id >= 0 and score_of(distance) >= request.threshold:
-                hits.append((probe_face, int(face_id), float(distance)))
-    rows = store.faces([face_id for _, face_id, _ in hits])
     candidates: list[Candidate] = []
-    rank: dict[int, int] = {}
-    for probe_face, face_id, distance in hits:
-        found = rows.get(face_id)
-        if found is None:  # removed from the store after the index was read
-            continue
-        rank[probe_face] = rank.get(probe_face, 0) + 1
-        candidates.append(
-            Candidate(
-                rank=rank[probe_face], face_id=face_id, score=score_of(distance),
-                distance=round(distance, 4), box=found.box, det_score=found.det_score,
-                quality=found.quality, image=found.image, appearances=found.appearances,
-                probe_face=probe_face,
-            )
-        )
+    for probe_face in chosen:
+        candidates += _nearest(request, probe_face, analysis.faces[probe_face].embedding,
+                               index, store)
     probe = ProbeInfo(
         sha256=sha, width=analysis.width, height=analysis.height,
         faces=tuple(ProbeFace(f.box, f.det_score, f.quality) for f in analysis.faces),
@@ -102,6 +83,7 @@ def search(
                 "searched_faces": list(chosen),
                 "candidate_face_ids": [c.face_id for c in candidates],
                 "threshold": request.threshold,
+                "min_quality": request.min_quality,
                 "top": request.top,
                 "model": model.key,
                 "gallery_faces": index.size,
@@ -110,5 +92,38 @@ def search(
     )
     return SearchResult(
         probe=probe, candidates=tuple(candidates), threshold=request.threshold,
-        top=request.top, model=model.key, gallery_faces=index.size, audit_id=audit_id,
+        min_quality=request.min_quality, top=request.top, model=model.key,
+        gallery_faces=index.size, audit_id=audit_id,
     )
+
+
+def _nearest(
+    request: SearchRequest, probe_face: int, query: np.ndarray, index: VectorIndex, store: Store
+) -> list[Candidate]:
+    """The ``top`` nearest faces at or above the threshold and the quality floor.
+
+    Faces under the quality floor are skipped, so the index is asked for more neighbours
+    until ``top`` pass or a neighbour falls under the threshold or the index is exhausted.
+    """
+    k = request.top if request.min_quality <= 0 else request.top * 2 + 16
+    while True:
+        distances, ids = index.search(query[None, :], k)
+        pairs = [(int(i), float(d)) for d, i in zip(distances[0], ids[0], strict=True) if i >= 0]
+        within = [(i, d) for i, d in pairs if score_of(d) >= request.threshold]
+        rows = store.faces([i for i, _ in within])
+        kept = [
+            (rows[i], d) for i, d in within if i in rows and rows[i].quality >= request.min_quality
+        ]
+        exhausted = len(within) < len(pairs) or len(pairs) >= index.size
+        if len(kept) >= request.top or exhausted:
+            break
+        k *= 4
+    return [
+        Candidate(
+            rank=rank, face_id=row.face_id, score=score_of(distance),
+            distance=round(distance, 4), box=row.box, det_score=row.det_score,
+            quality=row.quality, image=row.image, appearances=row.appearances,
+            probe_face=probe_face,
+        )
+        for rank, (row, distance) in enumerate(kept[: request.top], start=1)
+    ]
