@@ -209,3 +209,44 @@ def test_kill_9_mid_ingest_then_resume_equals_a_clean_run(tmp_path: Path) -> Non
     assert isinstance(stats, dict)
     assert stats["index_faces"] == stats["faces"] == len(expected["faces"])  # type: ignore[arg-type]
     assert json.loads(json.dumps(stats["per_source"]))[0]["errors"] == 0
+
+
+def _worker_pids(parent: int) -> list[int]:
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [
+        int(pid) for pid in children
+        if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    ]
+
+
+def test_a_worker_killed_mid_run_costs_nothing(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    for person in sorted(PEOPLE.iterdir())[12:24]:
+        shutil.copytree(person, photos / person.name)
+    clean = tmp_path / "clean"
+    add_source(clean, "s", photos)
+    run_cli(clean, "ingest", "s")
+
+    home = tmp_path / "home"
+    add_source(home, "s", photos)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "facetrail", "--home", str(home), "--workers", "2", "ingest",
+         "s", "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 300
+    killed = False
+    while time.monotonic() < deadline and proc.poll() is None and not killed:
+        with sqlite3.connect(home / "facetrail.db") as db:
+            done = db.execute("SELECT count(*) FROM images").fetchone()[0]
+        workers = _worker_pids(proc.pid) if done >= 5 else []
+        if workers:
+            os.kill(workers[0], signal.SIGKILL)  # as the kernel's OOM killer would
+            killed = True
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=300)
+    assert killed, "no worker could be killed"
+    assert proc.returncode == 0, err
+    assert json.loads(out)["errors"] == 0
+    assert snapshot(home) == snapshot(clean)

@@ -22,7 +22,7 @@ from pathlib import Path
 from facetrail.errors import FacetrailError, InputError
 from facetrail.imaging import sha256_hex
 from facetrail.pipeline.analyze import Analyzer, analyze_in_worker, init_worker
-from facetrail.records import ImageAnalysis, ImageRecord, IngestReport, Provenance, SourceFailure
+from facetrail.records import ImageAnalysis, IngestReport, Provenance, SourceFailure
 from facetrail.settings import Settings
 from facetrail.sources import SourceItem, guess_kind, make_source
 from facetrail.store import RunCounts, SourceRow, Store
@@ -34,7 +34,11 @@ Found = list[tuple[Provenance, str | None]]
 @dataclass
 class _InFlight:
     sha256: str
-    size: int
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
 
 
 class Ingest:
@@ -110,41 +114,73 @@ class _RunState:
     def consume(self, items: Iterator[SourceItem]) -> None:
         workers = self.ingest.workers()
         if workers <= 1:
-            for item in items:
-                job = self.accept(item)
-                if job is not None:
-                    assert isinstance(item, ImageRecord)
-                    self.finish(job, functools.partial(self.ingest.analyzer, item.data, job.sha256))
-            return
-        settings_json = self.ingest.settings.model_dump_json()
-        with ProcessPoolExecutor(
+            self._consume_here(items)
+        else:
+            self._consume_in_pool(items, workers)
+
+    def _consume_here(self, items: Iterator[SourceItem]) -> None:
+        for item in items:
+            job = self.accept(item)
+            if job is not None:
+                self.finish(job, functools.partial(self.ingest.analyzer, job.data, job.sha256))
+
+    def _consume_in_pool(self, items: Iterator[SourceItem], workers: int) -> None:
+        retry: list[_InFlight] = []
+        while True:
+            in_flight: dict[Future[ImageAnalysis], _InFlight] = {}
+            job: _InFlight | None = None
+            try:
+                with self._pool(workers) as pool:
+                    self._isolate(pool, retry)
+                    for item in items:
+                        job = self.accept(item)
+                        if job is not None:
+                            in_flight[pool.submit(analyze_in_worker, job.data, job.sha256)] = job
+                            job = None
+                        while len(in_flight) >= 2 * workers:
+                            self.drain(in_flight)
+                    while in_flight:
+                        self.drain(in_flight)
+                return
+            except BrokenProcessPool:
+                # A worker died (killed, out of memory, a crash in native code). Its image is
+                # among those in flight: redo them one at a time in a new pool, so that only
+                # the image that kills a worker again is recorded as an error.
+                retry = retry or [*in_flight.values(), *([job] if job else [])]
+
+    def _pool(self, workers: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
             max_workers=workers,
             mp_context=get_context("spawn"),
             initializer=init_worker,
-            initargs=(settings_json,),
-        ) as pool:
-            in_flight: dict[Future[ImageAnalysis], _InFlight] = {}
+            initargs=(self.ingest.settings.model_dump_json(),),
+        )
+
+    def _isolate(self, pool: ProcessPoolExecutor, retry: list[_InFlight]) -> None:
+        while retry:
+            job = retry[0]
+            future = pool.submit(analyze_in_worker, job.data, job.sha256)
             try:
-                for item in items:
-                    job = self.accept(item)
-                    if job is None:
-                        continue
-                    assert isinstance(item, ImageRecord)
-                    in_flight[pool.submit(analyze_in_worker, item.data, job.sha256)] = job
-                    while len(in_flight) >= 2 * workers:
-                        self.drain(in_flight)
-                while in_flight:
-                    self.drain(in_flight)
-            except BaseException:
-                for future in in_flight:
-                    future.cancel()
+                future.result()
+            except BrokenProcessPool:
+                retry.pop(0)
+                self._errors(
+                    self.pending.pop(job.sha256), "worker_crashed",
+                    "the analysing process died on this image (killed, out of memory, or a "
+                    "crash in the model); it was retried alone and died again",
+                )
                 raise
+            except Exception:  # an ordinary failure: finish() below records it
+                pass
+            retry.pop(0)
+            self.finish(job, future.result)
 
     def drain(self, in_flight: dict[Future[ImageAnalysis], _InFlight]) -> None:
         done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
         for future in done:
-            job = in_flight.pop(future)
+            job = in_flight[future]
             self.finish(job, future.result)
+            del in_flight[future]
 
     def accept(self, item: SourceItem) -> _InFlight | None:
         """Count an item; return a job when its bytes need analysing."""
@@ -168,21 +204,23 @@ class _RunState:
             return None
         self.pending[sha] = [found]
         self.bump(items=1)
-        return _InFlight(sha, len(item.data))
+        return _InFlight(sha, item.data)
 
     def finish(self, job: _InFlight, result: Callable[[], ImageAnalysis]) -> None:
-        found = self.pending.pop(job.sha256)
         try:
             analysis = result()
         except BrokenProcessPool:
-            raise
+            raise  # the job stays pending; consume() retries it
         except InputError as exc:
-            self._errors(found, exc.code, str(exc))
+            self._errors(self.pending.pop(job.sha256), exc.code, str(exc))
             return
         except (FacetrailError, RuntimeError, ValueError, MemoryError) as exc:
             # A model failing on one odd image (dlib raises RuntimeError) must not stop a run.
-            self._errors(found, "analysis_failed", f"{type(exc).__name__}: {exc}")
+            self._errors(
+                self.pending.pop(job.sha256), "analysis_failed", f"{type(exc).__name__}: {exc}"
+            )
             return
+        found = self.pending.pop(job.sha256)
         model = self.ingest.analyzer.backend
         self.store.add_image(
             analysis, job.size, self.ingest.model_id, model.detector, self.source.id,
