@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -44,6 +46,8 @@ CACHE = RESULTS / "descriptors.npy"
 K = 20
 """Candidates per query: facetrail's default ``top``."""
 RECALL_AT = 10
+TIE_RTOL = 1e-5
+"""Relative distance difference below which two neighbours count as tied (float32 rounding)."""
 WARMUP = 5
 ROUNDS = 4
 
@@ -147,20 +151,30 @@ def numpy_search(gallery: np.ndarray, query: np.ndarray, k: int) -> tuple[np.nda
 
 # -- measurement ---------------------------------------------------------------------------------
 @dataclass
+class MethodResult:
+    method: str
+    p50_ms: float
+    p99_ms: float
+    numpy_ratio_p50: float
+    """numpy p50 / this method's p50: how many times faster than the baseline."""
+    numpy_ratio_p99: float
+    recall_at_10: float
+    """Mean over queries of |this top 10 & numpy top 10| / 10; 1.0 for an exact search."""
+    recall_at_10_min: float
+    non_tie_misses: int
+    """Queries whose top 10 holds an id farther than the true 10th neighbour, by more than a
+    float32 rounding (``TIE_RTOL``): real errors, where a recall below 1 is otherwise ties."""
+
+
+@dataclass
 class SizeResult:
     size: int
     queries: int
     build_seconds: float
-    faiss_p50_ms: float
-    faiss_p99_ms: float
-    numpy_p50_ms: float
-    numpy_p99_ms: float
-    ratio_p50: float
-    """numpy p50 / faiss p50."""
-    ratio_p99: float
-    recall_at_10: float
-    """Mean over queries of |faiss top 10 & numpy top 10| / 10."""
-    recall_at_10_min: float
+    """Time to build facetrail's FaissIndex (add the vectors, write the index file)."""
+    other_processes_cores: float
+    """CPU other processes of the machine used while the queries were timed, in cores."""
+    methods: list[MethodResult]
 
 
 Search = Callable[[int], np.ndarray]
@@ -173,10 +187,10 @@ def timed_rounds(
     """Time each search on queries 0..n-1: per-query milliseconds, and the ids returned.
 
     The queries are dealt into ``rounds`` groups; in each round every method runs its whole
-    group, the order of the methods alternating from round to round, so slow spells of the
-    machine fall on both. Methods are not interleaved query by query: FAISS's OpenMP threads
-    keep spinning for a while after each search and would slow a NumPy search right after it.
-    The first search after a switch is repeated unmeasured, as a warm-up.
+    group, the order of the methods reversing from round to round, so slow spells of the
+    machine fall on all of them. Methods are not interleaved query by query: FAISS's OpenMP
+    threads keep spinning for a while after each search and would slow a NumPy search right
+    after it. The first search after a switch is repeated unmeasured, as a warm-up.
     """
     names = list(searches)
     ms = {name: np.zeros(n) for name in names}
@@ -195,6 +209,30 @@ def timed_rounds(
     return ms, ids
 
 
+def recall_at(found: np.ndarray, truth: np.ndarray, k: int = RECALL_AT) -> float:
+    """Share of the true top ``k`` ids that ``found``'s top ``k`` holds."""
+    return len(set(found[:k].tolist()) & set(truth[:k].tolist())) / k
+
+
+def is_near_tie_only(
+    found: np.ndarray, gallery: np.ndarray, query: np.ndarray, truth: np.ndarray
+) -> bool:
+    """True when every id of ``found``'s top 10 is, in exact (float64) distance, no farther
+    than the true 10th neighbour up to ``TIE_RTOL``: any disagreement is a tie at the cut."""
+    q = query.astype(np.float64)
+    exact = np.linalg.norm(gallery[found[:RECALL_AT] - 1].astype(np.float64) - q, axis=1)
+    tenth = np.linalg.norm(gallery[truth[RECALL_AT - 1] - 1].astype(np.float64) - q)
+    return bool(np.all(exact <= tenth * (1 + TIE_RTOL)))
+
+
+def faiss_label(threads: int) -> str:
+    import faiss
+
+    if threads == 0:
+        return f"faiss, default {faiss.omp_get_max_threads()} threads"
+    return f"faiss, {threads} thread" + ("s" if threads > 1 else "")
+
+
 def bench_size(
     size: int,
     gallery_base: np.ndarray,
@@ -202,6 +240,9 @@ def bench_size(
     args: argparse.Namespace,
     rng: np.random.Generator,
 ) -> SizeResult:
+    import faiss
+
+    default_threads = faiss.omp_get_max_threads()
     gallery = noisy_tiles(gallery_base, size, args.sigma, rng)
     numpy_gallery = gallery.astype(args.numpy_dtype)  # float64: face_recognition's dtype
     numpy_queries = queries.astype(args.numpy_dtype)
@@ -210,61 +251,100 @@ def bench_size(
         index = build_faiss_index(gallery, Path(directory))
         build_seconds = time.perf_counter() - started
 
-        searches: dict[str, Search] = {
-            "faiss": lambda q: index.search(queries[q : q + 1], K)[1][0],
-            "numpy": lambda q: numpy_search(numpy_gallery, numpy_queries[q], K)[1],
-        }
+        def faiss_search(threads: int) -> Search:
+            def search(q: int) -> np.ndarray:
+                # Cheap (it sets an OpenMP variable); only takes effect at a switch of method.
+                faiss.omp_set_num_threads(threads or default_threads)
+                return index.search(queries[q : q + 1], K)[1][0]
+
+            return search
+
+        numpy_name = f"numpy {args.numpy_dtype}"
+        searches: dict[str, Search] = {faiss_label(t): faiss_search(t) for t in args.threads}
+        searches[numpy_name] = lambda q: numpy_search(numpy_gallery, numpy_queries[q], K)[1]
+
         for q in range(WARMUP):
             for search in searches.values():
                 search(q)
-        # Fit the number of queries to the time budget, from one more (faiss + numpy) pair.
+        # Fit the number of queries to the time budget, from one more round of every method.
         started = time.perf_counter()
         for search in searches.values():
             search(0)
-        pair = time.perf_counter() - started
-        n = max(args.min_queries, min(len(queries), int(args.budget / max(pair, 1e-9))))
+        per_query = time.perf_counter() - started
+        n = max(args.min_queries, min(len(queries), int(args.budget / max(per_query, 1e-9))))
         n = min(n, len(queries))
+        busy, own, started = system_busy_seconds(), process_cpu_seconds(), time.perf_counter()
         ms, ids = timed_rounds(searches, n, ROUNDS)
+        wall = time.perf_counter() - started
+        others = system_busy_seconds() - busy - (process_cpu_seconds() - own)
+        faiss.omp_set_num_threads(default_threads)
 
-    recalls = [
-        len(set(ids["faiss"][q][:RECALL_AT].tolist()) & set(ids["numpy"][q][:RECALL_AT].tolist()))
-        / RECALL_AT
-        for q in range(n)
-    ]
-    f50, f99 = np.percentile(ms["faiss"], [50, 99])
-    n50, n99 = np.percentile(ms["numpy"], [50, 99])
-    return SizeResult(
-        size=size, queries=n, build_seconds=round(build_seconds, 3),
-        faiss_p50_ms=round(float(f50), 3), faiss_p99_ms=round(float(f99), 3),
-        numpy_p50_ms=round(float(n50), 3), numpy_p99_ms=round(float(n99), 3),
-        ratio_p50=round(float(n50 / f50), 2), ratio_p99=round(float(n99 / f99), 2),
-        recall_at_10=round(float(np.mean(recalls)), 4),
-        recall_at_10_min=round(float(np.min(recalls)), 4),
-    )
+    base50, base99 = np.percentile(ms[numpy_name], [50, 99])
+    methods = []
+    for name in searches:
+        p50, p99 = np.percentile(ms[name], [50, 99])
+        recalls = [recall_at(ids[name][q], ids[numpy_name][q]) for q in range(n)]
+        non_tie = sum(
+            1
+            for q in range(n)
+            if recalls[q] < 1
+            and not is_near_tie_only(ids[name][q], gallery, queries[q], ids[numpy_name][q])
+        )
+        methods.append(
+            MethodResult(
+                method=name, p50_ms=round(float(p50), 3), p99_ms=round(float(p99), 3),
+                numpy_ratio_p50=round(float(base50 / p50), 2),
+                numpy_ratio_p99=round(float(base99 / p99), 2),
+                recall_at_10=round(float(np.mean(recalls)), 4),
+                recall_at_10_min=round(float(np.min(recalls)), 4),
+                non_tie_misses=non_tie,
+            )
+        )
+    return SizeResult(size, n, round(build_seconds, 2), round(max(0.0, others) / wall, 2), methods)
+
+
+def process_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def system_busy_seconds() -> float:
+    """CPU seconds all processes of the machine have used since boot (Linux; else 0)."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def print_table(results: list[SizeResult], header: dict[str, Any]) -> None:
     print(
         f"descriptors: {header['descriptors']} real ({header['gallery_base']} gallery base, "
-        f"{header['holdout']} held out for queries), noise sigma {header['sigma']}, k={K}, "
-        f"numpy {header['numpy_dtype']}, faiss {header['faiss_version']} "
-        f"({header['faiss_threads']} OpenMP threads), numpy {header['numpy_version']}"
+        f"{header['holdout']} held out for queries), noise sigma {header['sigma']}, k={K}; "
+        f"faiss {header['faiss_version']}, numpy {header['numpy_version']}, "
+        f"cpu_count {header['cpu_count']}"
     )
-    columns = ("size", "queries", "faiss p50", "faiss p99", "numpy p50", "numpy p99",
-               "np/faiss p50", "np/faiss p99", "recall@10")
-    print("  ".join(f"{c:>12}" for c in columns))
+    columns = ("size", "method", "queries", "p50 ms", "p99 ms", "numpy/this p50",
+               "numpy/this p99", "recall@10")
+    widths = (10, 26, 7, 8, 8, 14, 14, 9)
+    print("  ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
     for r in results:
-        recall = f"{r.recall_at_10:.4f}"
-        if r.recall_at_10_min < 1:
-            recall += f" (min {r.recall_at_10_min})"
-        cells = (
-            f"{r.size:,}", str(r.queries),
-            f"{r.faiss_p50_ms:.2f} ms", f"{r.faiss_p99_ms:.2f} ms",
-            f"{r.numpy_p50_ms:.2f} ms", f"{r.numpy_p99_ms:.2f} ms",
-            f"{r.ratio_p50:.1f}x", f"{r.ratio_p99:.1f}x",
-            recall,
-        )
-        print("  ".join(f"{c:>12}" for c in cells))
+        for m in r.methods:
+            recall = f"{m.recall_at_10:.4f}"
+            if m.recall_at_10_min < 1:
+                ties = "ties" if not m.non_tie_misses else f"{m.non_tie_misses} NOT ties"
+                recall += f" (min {m.recall_at_10_min}, {ties})"
+            cells = (
+                f"{r.size:,}", m.method, str(r.queries), f"{m.p50_ms:.3f}", f"{m.p99_ms:.3f}",
+                f"{m.numpy_ratio_p50:.1f}x", f"{m.numpy_ratio_p99:.1f}x", recall,
+            )
+            print("  ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)))
+    build = ", ".join(f"{r.size:,}: {r.build_seconds:.2f} s" for r in results)
+    print(f"FaissIndex build (add + write the index file): {build}")
+    load = ", ".join(f"{r.size:,}: {r.other_processes_cores:.2f}" for r in results)
+    print(f"other processes' load while timing (cores): {load}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -287,9 +367,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--numpy-dtype", choices=("float64", "float32"), default="float64",
                         help="dtype of the NumPy gallery; face_recognition's encodings are "
                         "float64 (default: %(default)s)")
-    parser.add_argument("--faiss-threads", type=int, default=0,
-                        help="OpenMP threads for FAISS; 0 keeps FAISS's default, one per core, "
-                        "which is what facetrail runs with (default: %(default)s)")
+    parser.add_argument("--faiss-threads", default="0,1",
+                        help="comma-separated OpenMP thread counts to time FAISS with; 0 is "
+                        "FAISS's default, one per core, which is what facetrail runs with "
+                        "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=20261127)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="folder whose faces give the real descriptors "
@@ -307,8 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"gallery sizes must be above k={K}")
     import faiss
 
-    if args.faiss_threads:
-        faiss.omp_set_num_threads(args.faiss_threads)
+    args.threads = [int(t) for t in args.faiss_threads.split(",") if t.strip()]
     descriptors = load_descriptors(args.data.resolve(), args.refresh)
     if args.holdout >= len(descriptors):
         raise SystemExit(f"--holdout {args.holdout} leaves no gallery: only "
@@ -320,7 +400,8 @@ def main(argv: list[str] | None = None) -> None:
         "descriptors": len(descriptors), "gallery_base": len(gallery_base),
         "holdout": len(query_base), "sigma": args.sigma, "k": K,
         "numpy_dtype": args.numpy_dtype, "faiss_version": faiss.__version__,
-        "faiss_threads": faiss.omp_get_max_threads(), "numpy_version": np.__version__,
+        "faiss_default_threads": faiss.omp_get_max_threads(), "numpy_version": np.__version__,
+        "cpu_count": os.cpu_count(),
     }
     results = []
     for size in sizes:

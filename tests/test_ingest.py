@@ -215,7 +215,7 @@ def _worker_pids(parent: int) -> list[int]:
     children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
     return [
         int(pid) for pid in children
-        if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
 
 
