@@ -30,6 +30,15 @@ def test_accepted_formats_decode_to_rgb(fmt: str) -> None:
     assert image.format == fmt
 
 
+@pytest.mark.parametrize("fmt", ["AVIF", "HEIF"])
+def test_avif_and_heif(fmt: str) -> None:
+    if fmt == "HEIF":
+        heif = pytest.importorskip("pillow_heif")  # the heif extra; the dev extra installs it
+        heif.register_heif_opener()  # to write the test file; decode() registers it itself
+    image = decode(encoded(fmt), SETTINGS)
+    assert image.pixels.shape == (250, 250, 3) and image.format == fmt
+
+
 def test_animated_gif_uses_first_frame() -> None:
     red, blue = Image.new("RGB", (32, 32), "red"), Image.new("RGB", (32, 32), "blue")
     data = encoded("GIF", red, save_all=True, append_images=[blue])

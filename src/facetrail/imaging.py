@@ -6,9 +6,10 @@ Limits (all in Settings, enforced before any pixel is decoded):
 - ``max_pixels``: width x height from the header, the decompression-bomb guard.
 
 Only these formats are opened: JPEG, PNG, WebP, GIF (first frame), BMP, TIFF (first
-page), plus HEIF/AVIF when the ``heif`` extra is installed. Pillow is never asked to guess among
-its other formats (EPS, for one, would run Ghostscript). The EXIF orientation is applied, so
-every coordinate facetrail reports is in the image as a person sees it.
+page), AVIF when Pillow was built with it, and HEIF/HEIC with the ``heif`` extra. Pillow is
+never asked to guess among its other formats (EPS, for one, would run Ghostscript). The EXIF
+orientation is applied, so every coordinate facetrail reports is in the image as a person
+sees it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from facetrail.errors import ImageError, ImageTooLargeError
 from facetrail.settings import Settings
@@ -73,9 +74,7 @@ def decode(data: bytes, settings: Settings, sha256: str | None = None) -> Decode
         raise
     except UnidentifiedImageError as exc:
         raise ImageError(
-            "not a recognised image (accepted: JPEG, PNG, WebP, GIF, BMP, TIFF"
-            + (", HEIF/AVIF" if len(_formats()) > len(BASE_FORMATS) else "")
-            + ")"
+            f"not a recognised image (accepted: {', '.join(_formats())})"
         ) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(str(exc)) from exc
@@ -105,9 +104,12 @@ def _check_size(width: int, height: int, settings: Settings) -> None:
 @functools.cache
 def _formats() -> tuple[str, ...]:
     """Formats to open; registering the HEIF opener once is the only effect."""
+    formats = list(BASE_FORMATS)
+    if features.check("avif"):  # Pillow >= 11.2 wheels read AVIF themselves
+        formats.append("AVIF")
     try:
-        import pillow_heif  # noqa: F401  (optional extra: facetrail[heif])
+        import pillow_heif  # optional extra: facetrail[heif]
     except ImportError:
-        return BASE_FORMATS
+        return tuple(formats)
     pillow_heif.register_heif_opener()
-    return (*BASE_FORMATS, "HEIF", "AVIF")
+    return (*formats, "HEIF")
