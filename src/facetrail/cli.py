@@ -11,7 +11,14 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from facetrail import serialize
@@ -149,14 +156,14 @@ def ingest(engine: Facetrail, target: str, source_name: str | None, as_json: boo
     name, paths = (source_name, [target]) if source_name else (target, None)
     console = Console(stderr=True)
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-        console=console, transient=True, disable=as_json,
+        SpinnerColumn(), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+        TimeElapsedColumn(), console=console, transient=True, disable=as_json,
     ) as bar:
         task = bar.add_task("starting workers", total=None)
 
-        def show(c: RunCounts) -> None:
-            bar.update(task, description=(
-                f"{c.items} items: {c.images_new} new images, {c.duplicates} duplicates, "
+        def show(c: RunCounts, total: int | None) -> None:
+            bar.update(task, completed=c.items, total=total, description=(
+                f"{c.images_new} new images, {c.duplicates} duplicates, "
                 f"{c.skipped} unchanged, {c.faces} faces, {c.errors} errors"
             ))
 

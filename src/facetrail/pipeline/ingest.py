@@ -25,9 +25,11 @@ from facetrail.pipeline.analyze import Analyzer, analyze_in_worker, init_worker
 from facetrail.records import ImageAnalysis, IngestReport, Provenance, SourceFailure
 from facetrail.settings import Settings
 from facetrail.sources import SourceItem, guess_kind, make_source
+from facetrail.sources.base import SeenCheck
 from facetrail.store import RunCounts, SourceRow, Store
 
-Progress = Callable[[RunCounts], None]
+Progress = Callable[[RunCounts, int | None], None]
+"""Called as items are counted, with the expected number of items when it is known."""
 Found = list[tuple[Provenance, str | None]]
 
 
@@ -58,10 +60,10 @@ class Ingest:
         targets = list(paths) if paths else [Path(source.uri)]
         started = time.perf_counter()
         run_id = self.store.start_run(source.id, [str(p) for p in targets], actor)
-        state = _RunState(self, source, run_id, progress)
+        state = _RunState(self, source, run_id, progress, self._estimate(source, targets))
         status = "failed"
         try:
-            state.consume(self._items(source, targets))
+            state.consume(self._items(source, targets, state.unchanged))
             status = "completed"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -75,16 +77,27 @@ class Ingest:
             seconds=round(time.perf_counter() - started, 3),
         )
 
-    def _items(self, source: SourceRow, targets: list[Path]) -> Iterator[SourceItem]:
-        def seen(location: str, fingerprint: str) -> bool:
-            return self.store.seen(source.id, location, fingerprint)
+    def _estimate(self, source: SourceRow, targets: list[Path]) -> int | None:
+        total = 0
+        for target in targets:
+            count = make_source(self._kind(source, target)).estimate(target)
+            if count is None:
+                return None
+            total += count
+        return total
 
+    @staticmethod
+    def _kind(source: SourceRow, target: Path) -> str:
+        return source.kind if source.kind != "folder" else guess_kind(target)
+
+    def _items(
+        self, source: SourceRow, targets: list[Path], seen: SeenCheck
+    ) -> Iterator[SourceItem]:
         for target in targets:
             if not target.exists():
                 yield SourceFailure(str(target), "not_found", "path does not exist")
                 continue
-            kind = source.kind if source.kind != "folder" else guess_kind(target)
-            yield from make_source(kind).items(target, seen)
+            yield from make_source(self._kind(source, target)).items(target, seen)
 
     def workers(self) -> int:
         return self.settings.workers or os.cpu_count() or 1
@@ -94,8 +107,14 @@ class _RunState:
     """Book-keeping of one run: what is in flight, what was counted."""
 
     def __init__(
-        self, ingest: Ingest, source: SourceRow, run_id: int, progress: Progress | None
+        self,
+        ingest: Ingest,
+        source: SourceRow,
+        run_id: int,
+        progress: Progress | None,
+        total: int | None,
     ) -> None:
+        self.total = total
         self.ingest = ingest
         self.store = ingest.store
         self.source = source
@@ -104,12 +123,19 @@ class _RunState:
         self.counts = RunCounts()
         self.pending: dict[str, Found] = {}
 
+    def unchanged(self, location: str, fingerprint: str) -> bool:
+        """The SeenCheck given to sources: counts an unchanged, already ingested location."""
+        if self.store.seen(self.source.id, location, fingerprint):
+            self.bump(items=1, skipped=1)
+            return True
+        return False
+
     def bump(self, **deltas: int) -> None:
         self.counts = replace(
             self.counts, **{k: getattr(self.counts, k) + v for k, v in deltas.items()}
         )
         if self.progress is not None:
-            self.progress(self.counts)
+            self.progress(self.counts, self.total)
 
     def consume(self, items: Iterator[SourceItem]) -> None:
         workers = self.ingest.workers()

@@ -28,6 +28,10 @@ class Source(Protocol):
 
     def items(self, path: Path, seen: SeenCheck) -> Iterator[SourceItem]: ...
 
+    def estimate(self, path: Path) -> int | None:
+        """How many items ``items`` will yield, if that is cheap to know; else None."""
+        ...
+
 
 def file_fingerprint(path: Path) -> str:
     st = path.stat()

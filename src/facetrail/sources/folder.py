@@ -14,17 +14,11 @@ class FolderSource:
     kind = "folder"
 
     def items(self, path: Path, seen: SeenCheck) -> Iterator[SourceItem]:
-        root = path.resolve()
-        if root.is_file():
-            yield from self._file(root, seen)
-            return
-        # Sorted walk keeps runs reproducible; symlinked directories are not followed (loops).
-        for dirpath, dirnames, filenames in os.walk(root, onerror=None):
-            dirnames.sort()
-            for name in sorted(filenames):
-                file = Path(dirpath) / name
-                if file.suffix.lower() in IMAGE_SUFFIXES:
-                    yield from self._file(file, seen)
+        for file in _image_files(path.resolve()):
+            yield from self._file(file, seen)
+
+    def estimate(self, path: Path) -> int | None:
+        return sum(1 for _ in _image_files(path.resolve()))
 
     def _file(self, file: Path, seen: SeenCheck) -> Iterator[SourceItem]:
         location = str(file)
@@ -37,3 +31,15 @@ class FolderSource:
             yield SourceFailure(location, "unreadable", f"cannot read file: {exc.strerror or exc}")
             return
         yield ImageRecord(Provenance(location=location), data, fingerprint)
+
+
+def _image_files(root: Path) -> Iterator[Path]:
+    if root.is_file():
+        yield root
+        return
+    # Sorted walk keeps runs reproducible; symlinked directories are not followed (loops).
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                yield Path(dirpath) / name

@@ -65,6 +65,10 @@ class ManifestSource:
             yield ImageRecord(provenance, data, fingerprint)
 
 
+    def estimate(self, path: Path) -> int | None:
+        return None
+
+
 def _rows(manifest: Path) -> Iterator[Mapping[str, Any] | SourceFailure]:
     suffix = manifest.suffix.lower()
     try:

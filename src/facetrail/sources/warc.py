@@ -46,6 +46,9 @@ class WarcSource:
         for archive in archives:
             yield from self._archive(archive, seen)
 
+    def estimate(self, path: Path) -> int | None:
+        return None
+
     def _archive(self, archive: Path, seen: SeenCheck) -> Iterator[SourceItem]:
         try:
             fingerprint = file_fingerprint(archive)
