@@ -20,6 +20,9 @@ import numpy as np
 from facetrail.faces.base import ModelInfo
 from facetrail.store.base import Store
 
+PARALLEL_BATCH = 16
+"""Query batches smaller than this are searched on one thread."""
+
 
 class FaissIndex:
     def __init__(self, directory: Path, store: Store, model: ModelInfo, model_id: int) -> None:
@@ -107,5 +110,16 @@ class FaissIndex:
         if self.size == 0:
             n = len(queries)
             return np.full((n, k), np.inf, np.float32), np.full((n, k), -1, np.int64)
-        squared, ids = self._index.search(queries, min(k, self.size))
+        k = min(k, self.size)
+        if len(queries) >= PARALLEL_BATCH:
+            squared, ids = self._index.search(queries, k)
+        else:
+            # One query on OpenMP threads is 2-5x slower than on one thread here, and far
+            # slower while other processes (an ingest) hold the cores (bench/README.md).
+            threads = self._faiss.omp_get_max_threads()
+            self._faiss.omp_set_num_threads(1)
+            try:
+                squared, ids = self._index.search(queries, k)
+            finally:
+                self._faiss.omp_set_num_threads(threads)
         return np.sqrt(np.maximum(squared, 0)), ids
