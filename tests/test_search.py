@@ -38,7 +38,8 @@ def test_each_identity_found_at_rank_1_from_another_photo(gallery: Facetrail) ->
 
 
 @pytest.mark.parametrize(
-    "probe", ["lin-manuel-miranda.jpg", "skimage_astronaut.jpg", "ultralight_5.jpg"]
+    "probe",
+    ["lin-manuel-miranda.jpg", "skimage_astronaut.jpg", "skimage_camera.jpg", "ultralight_5.jpg"],
 )
 def test_unknown_probe_scores_below_default_threshold(gallery: Facetrail, probe: str) -> None:
     data = (FACES / "unknown" / probe).read_bytes()

@@ -57,6 +57,16 @@ class Settings(BaseSettings):
         "upsampled x2 while that stays within this size, and downscaled above it.",
     )
 
+    hog_grey: bool = Field(
+        default=True,
+        description="Run the HOG detector on grey levels (30% faster than on RGB).",
+    )
+    hog_threshold: float = Field(
+        default=-0.2,
+        description="HOG detection threshold (dlib's adjust_threshold; dlib's default is 0). "
+        "-0.2 on grey levels finds every face that 0 on RGB finds on the fixtures.",
+    )
+
     # Search.
     threshold: float = Field(
         default=0.45,

@@ -16,7 +16,12 @@ def make_backend(settings: Settings) -> FaceBackend:
         case "dlib":
             from facetrail.faces.dlib_backend import DlibBackend
 
-            return DlibBackend(detector=settings.detector, detect_grid=settings.detect_grid)
+            return DlibBackend(
+                detector=settings.detector,
+                detect_grid=settings.detect_grid,
+                hog_grey=settings.hog_grey,
+                hog_threshold=settings.hog_threshold,
+            )
         case other:
             raise ConfigError(
                 f"unknown face back end {other!r}; use one of {', '.join(BACKENDS)}"

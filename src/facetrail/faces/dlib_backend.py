@@ -39,11 +39,19 @@ class _Models:
 
 
 class DlibBackend:
-    def __init__(self, detector: str = "hog", detect_grid: int = 3200) -> None:
+    def __init__(
+        self,
+        detector: str = "hog",
+        detect_grid: int = 3200,
+        hog_grey: bool = True,
+        hog_threshold: float = -0.2,
+    ) -> None:
         if detector not in ("hog", "cnn"):
             raise ConfigError(f"unknown dlib detector {detector!r}; use 'hog' or 'cnn'")
         self.detector = detector
         self.detect_grid = detect_grid
+        self.hog_grey = hog_grey
+        self.hog_threshold = hog_threshold
         self._models: _Models | None = None
 
     @cached_property
@@ -115,16 +123,20 @@ class DlibBackend:
         assert self._models is not None
         height, width = pixels.shape[:2]
         p = geometry.plan(width, height, self.detect_grid)
-        work = pixels
+        image = Image.fromarray(pixels)
         if p.scale != 1.0:
             size = (max(1, round(width * p.scale)), max(1, round(height * p.scale)))
-            work = np.asarray(
-                Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-            )
+            image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
         if self._models.cnn:
-            found = [(d.rect, d.confidence) for d in self._models.detector(work, p.upsample)]
+            found = [
+                (d.rect, d.confidence)
+                for d in self._models.detector(np.asarray(image), p.upsample)
+            ]
         else:
-            rects, scores, _ = self._models.detector.run(work, p.upsample, 0.0)
+            # HOG on grey levels costs 30% less than on RGB; with the lower threshold it finds
+            # every face the RGB detector finds on the fixtures, and more (docs/detection.md).
+            work = np.asarray(image.convert("L") if self.hog_grey else image)
+            rects, scores, _ = self._models.detector.run(work, p.upsample, self.hog_threshold)
             found = list(zip(rects, scores, strict=True))
         out: list[tuple[tuple[int, int, int, int], float]] = []
         for rect, score in found:
