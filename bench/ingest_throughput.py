@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _machine import system_busy_seconds
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "faces-small"
 SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
@@ -333,17 +335,6 @@ def children_cpu_seconds() -> float:
     """User + system CPU of this process's waited-for children (and theirs), in seconds."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def system_busy_seconds() -> float:
-    """CPU seconds all processes of the machine have used since boot (Linux; else 0)."""
-    try:
-        with open("/proc/stat") as fh:
-            fields = [int(v) for v in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def warm_file_cache(files: list[Path]) -> None:

@@ -39,6 +39,8 @@ from typing import Any, cast
 
 import numpy as np
 
+from _machine import system_busy_seconds
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "faces-small"
 RESULTS = REPO / "bench" / "results"
@@ -305,17 +307,6 @@ def bench_size(
 def process_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def system_busy_seconds() -> float:
-    """CPU seconds all processes of the machine have used since boot (Linux; else 0)."""
-    try:
-        with open("/proc/stat") as fh:
-            fields = [int(v) for v in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def print_table(results: list[SizeResult], header: dict[str, Any]) -> None:
