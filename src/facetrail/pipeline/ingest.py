@@ -184,22 +184,16 @@ class _RunState:
 
     def _isolate(self, pool: ProcessPoolExecutor, retry: list[_InFlight]) -> None:
         while retry:
-            job = retry[0]
-            future = pool.submit(analyze_in_worker, job.data, job.sha256)
+            job = retry.pop(0)
             try:
-                future.result()
+                self.finish(job, pool.submit(analyze_in_worker, job.data, job.sha256).result)
             except BrokenProcessPool:
-                retry.pop(0)
                 self._errors(
                     self.pending.pop(job.sha256), "worker_crashed",
                     "the analysing process died on this image (killed, out of memory, or a "
                     "crash in the model); it was retried alone and died again",
                 )
                 raise
-            except Exception:  # an ordinary failure: finish() below records it
-                pass
-            retry.pop(0)
-            self.finish(job, future.result)
 
     def drain(self, in_flight: dict[Future[ImageAnalysis], _InFlight]) -> None:
         done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
