@@ -211,7 +211,8 @@ def search(
 
 
 def print_search(result: SearchResult) -> None:
-    """One block per candidate, so that long paths and URLs stay readable at any width."""
+    """A table of candidates; each row is followed by the places the image was seen, on
+    lines of their own so that long paths and URLs stay readable at any width."""
     echo = click.echo
     echo(f"!! {LEADS_NOTICE}")
     faces = result.probe.faces
@@ -231,21 +232,24 @@ def print_search(result: SearchResult) -> None:
                  " its scores are less reliable.")
     if not result.candidates:
         echo("no candidate scored above the threshold.")
-    for c in result.candidates:
+    else:
         echo("")
+        echo(f"{'face':>4} {'rank':>4} {'score':>6} {'quality':>7} {'face_id':>8}  "
+             f"{'box (x, y, w, h)':<22} image")
+    for c in result.candidates:
+        box = ", ".join(map(str, c.box))
         echo(
-            f"[face {c.probe_face}] #{c.rank}  score {c.score:.3f}  face_id {c.face_id}  "
-            f"box {list(c.box)}  quality {c.quality:.2f}  image {c.image.sha256[:16]} "
-            f"({c.image.width}x{c.image.height})"
+            f"{c.probe_face:>4} {c.rank:>4} {c.score:>6.3f} {c.quality:>7.2f} {c.face_id:>8}  "
+            f"{box:<22} {c.image.sha256[:16]} ({c.image.width}x{c.image.height})"
         )
         for a in c.appearances:
-            echo(f"    seen in {a.source}: {a.location}")
+            echo(f"{'':>12}seen in {a.source}: {a.location}")
             if a.source_url:
-                echo(f"      image url: {a.source_url}")
+                echo(f"{'':>14}image url: {a.source_url}")
             for page in a.page_urls:
-                echo(f"      on page:   {page}")
+                echo(f"{'':>14}on page:   {page}")
             if a.captured_at:
-                echo(f"      captured:  {a.captured_at}")
+                echo(f"{'':>14}captured:  {a.captured_at}")
     echo("")
     echo(f"audit record #{result.audit_id} written (case and purpose recorded).")
 
