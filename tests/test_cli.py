@@ -61,3 +61,10 @@ def test_manifest_provenance_comes_back_with_a_match(tmp_path: Path) -> None:
         "page_urls": ["https://example.org/story", "https://example.org/gallery"],
         "captured_at": "2025-05-01T12:00:00Z", "title": "Press photo", "record_id": None,
     }
+
+
+def test_settings_doc_lists_every_setting_with_its_default() -> None:
+    from facetrail.settings import settings_table
+
+    doc = (Path(__file__).parent.parent / "docs" / "settings.md").read_text()
+    assert doc.endswith(settings_table())

@@ -53,8 +53,9 @@ class Settings(BaseSettings):
     # Detection geometry: see faces/geometry.py for how these interact.
     detect_grid: int = Field(
         default=3200,
-        description="Longest side, in pixels, of the grid the HOG detector scans. Images are "
-        "upsampled x2 while that stays within this size, and downscaled above it.",
+        description="Longest side, in pixels, of the grid the HOG detector scans. Images up to "
+        "half this size are upsampled x2 (faces down to 40 px are found); larger ones are "
+        "scaled so that the scanned grid is this size (docs/detection.md).",
     )
 
     hog_grey: bool = Field(
@@ -88,3 +89,14 @@ def load_settings(home: Path | str | None = None, **overrides: object) -> Settin
     if home is not None:
         overrides["home"] = Path(home)
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table: the body of docs/settings.md."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = (
+            "platform user data dir" if field.default_factory is not None else repr(field.default)
+        )
+        rows.append(f"| `FACETRAIL_{name.upper()}` | `{default}` | {field.description} |")
+    return "\n".join(rows) + "\n"
