@@ -150,3 +150,13 @@ def test_embedded_images_resolves_src_srcset_and_base() -> None:
     assert embedded_images(html, "https://example.org/x/page.html") == [
         "https://example.org/static/a.jpg", "https://cdn.example.org/b.jpg",
         "https://example.org/static/c.jpg", "https://example.org/static/d.webp"]
+
+
+def test_warc_cut_inside_a_page_record_is_reported_too(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.warc.gz"
+    cut.write_bytes(MONA_LISA.read_bytes()[:60_000])  # inside the first Mona_Lisa page record
+    got = items("warc", cut)
+    (failure,) = [i for i in got if isinstance(i, SourceFailure)]
+    assert failure.location == f"{cut}#after-52670"
+    assert PAGE in failure.reason and "truncated" in failure.reason
+    assert len([i for i in got if isinstance(i, ImageRecord)]) == 4

@@ -6,8 +6,9 @@ the archive's HTML pages and records, for every image URL they embed (``img`` sr
 ``source`` srcset, resolved against the page URL and any ``<base href>``), the pages that embed
 it. The archive itself is never left: nothing is fetched.
 
-A broken record (a truncated gzip member, a bad header) is reported as a failure at its offset;
-reading stops for that archive file, since nothing after a broken member can be located.
+A broken or truncated record is reported as a failure located after the last good record
+(``<archive>#after-<offset>``); reading stops for that archive file, since nothing after a
+broken member can be located.
 """
 
 from __future__ import annotations
@@ -58,9 +59,7 @@ class WarcSource:
         if archive.name.lower().endswith(".wacz"):
             yield from self._wacz(archive, fingerprint, seen)
             return
-        pages, failure = _embedding_pages(lambda: archive.open("rb"), str(archive))
-        if failure is not None:
-            yield failure
+        pages = _embedding_pages(lambda: archive.open("rb"))
         yield from _images(lambda: archive.open("rb"), str(archive), pages, fingerprint, seen)
 
     def _wacz(self, archive: Path, fingerprint: str, seen: SeenCheck) -> Iterator[SourceItem]:
@@ -81,10 +80,7 @@ class WarcSource:
 
             pages: dict[str, list[str]] = {}
             for name in members:
-                found, failure = _embedding_pages(opener(name), f"{archive}!{name}")
-                if failure is not None:
-                    yield failure
-                for url, urls in found.items():
+                for url, urls in _embedding_pages(opener(name)).items():
                     pages.setdefault(url, []).extend(u for u in urls if u not in pages.get(url, []))
             for name in members:
                 yield from _images(opener(name), f"{archive}!{name}", pages, fingerprint, seen)
@@ -93,31 +89,25 @@ class WarcSource:
 def _images(
     open_stream: Any, label: str, pages: dict[str, list[str]], fingerprint: str, seen: SeenCheck
 ) -> Iterator[SourceItem]:
-    offset = 0
+    offset = 0  # of the last record read whole; failures are located "after" it
     try:
         with open_stream() as stream:
             records = ArchiveIterator(stream)
             for record in records:
-                if not _is_image(record):
-                    continue
+                image = _is_image(record)
                 # warcio locates a record only after its body is read, so read first.
-                try:
-                    data = record.content_stream().read()
-                except Exception as exc:  # zlib/chunking errors surface from deep in warcio
-                    yield SourceFailure(
-                        f"{label}#{offset}", "bad_archive",
-                        f"unreadable record body after this offset: {exc}",
-                    )
-                    return
-                missing = getattr(record.raw_stream, "limit", 0)
+                data = record.content_stream().read() if image else b""
+                missing = _drain(record)
                 if missing:  # warcio returns a short body silently when an archive is cut
                     yield SourceFailure(
-                        f"{label}#{_offset_or_after(records, offset)}", "bad_archive",
-                        f"record for {record.rec_headers.get_header('WARC-Target-URI')} is "
-                        f"truncated: {missing} bytes missing",
+                        f"{label}#after-{offset}", "bad_archive",
+                        f"the next record ({record.rec_headers.get_header('WARC-Target-URI')})"
+                        f" is truncated: {missing} bytes missing",
                     )
                     return
                 offset = records.get_record_offset()
+                if not image:
+                    continue
                 location = f"{label}#{offset}"
                 if seen(location, fingerprint):
                     continue
@@ -130,29 +120,27 @@ def _images(
                     record_id=record.rec_headers.get_header("WARC-Record-ID"),
                 )
                 yield ImageRecord(provenance, data, fingerprint)
-    except Exception as exc:
+    except Exception as exc:  # zlib, chunking and header errors surface from deep in warcio
         yield SourceFailure(
-            f"{label}#{offset}", "bad_archive", f"archive broken after this offset: {exc}"
+            f"{label}#after-{offset}", "bad_archive", f"archive broken after this offset: {exc}"
         )
 
 
-def _offset_or_after(records: ArchiveIterator, previous: int) -> str:
-    try:
-        return str(records.get_record_offset())
-    except Exception:  # the record cannot be located: name the last good one
-        return f"after-{previous}"
+def _drain(record: Any) -> int:
+    """Read what is left of a record's raw body; return how many declared bytes are missing."""
+    while record.raw_stream.read(1 << 16):
+        pass
+    return int(getattr(record.raw_stream, "limit", 0))
 
 
-def _embedding_pages(
-    open_stream: Any, label: str
-) -> tuple[dict[str, list[str]], SourceFailure | None]:
-    """Map each image URL (normalised) to the archived pages that embed it, in archive order."""
+def _embedding_pages(open_stream: Any) -> dict[str, list[str]]:
+    """Map each image URL (normalised) to the archived pages that embed it, in archive order.
+
+    A broken archive ends this pass quietly; the image pass reports where it broke."""
     pages: dict[str, list[str]] = {}
-    offset = 0
     try:
         with open_stream() as stream:
-            records = ArchiveIterator(stream)
-            for record in records:
+            for record in ArchiveIterator(stream):
                 if record.rec_type not in ("response", "resource"):
                     continue
                 if not _content_type(record).startswith(HTML_TYPES) or not _ok(record):
@@ -161,16 +149,13 @@ def _embedding_pages(
                 if not page_url:
                     continue
                 html = _read_text(record.content_stream())
-                offset = records.get_record_offset()
                 for image_url in embedded_images(html, page_url):
                     known = pages.setdefault(_norm(image_url), [])
                     if page_url not in known:
                         known.append(page_url)
-    except Exception as exc:
-        return pages, SourceFailure(
-            f"{label}#{offset}", "bad_archive", f"archive broken after this offset: {exc}"
-        )
-    return pages, None
+    except Exception:  # reported by _images, which reads the same bytes
+        pass
+    return pages
 
 
 def embedded_images(html: str, page_url: str) -> list[str]:
