@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from facetrail.records import ImageRecord, SourceFailure
+from facetrail.records import ImageRecord, Provenance, SourceFailure
 
 SeenCheck = Callable[[str, str], bool]
 """``seen(location, fingerprint)`` is True when that location, unchanged, is already ingested.
@@ -40,3 +40,19 @@ def file_fingerprint(path: Path) -> str:
 
 def never_seen(location: str, fingerprint: str) -> bool:
     return False
+
+
+def read_local(
+    file: Path, provenance: Provenance, seen: SeenCheck, context: str = ""
+) -> Iterator[SourceItem]:
+    """The bytes of a local file as one item, unless ``seen`` says it is unchanged."""
+    try:
+        fingerprint = file_fingerprint(file)
+        if seen(provenance.location, fingerprint):
+            return
+        data = file.read_bytes()
+    except OSError as exc:
+        reason = f"{context}cannot read file: {exc.strerror or exc}"
+        yield SourceFailure(provenance.location, "unreadable", reason)
+        return
+    yield ImageRecord(provenance, data, fingerprint)

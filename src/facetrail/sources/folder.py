@@ -6,8 +6,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from facetrail.records import ImageRecord, Provenance, SourceFailure
-from facetrail.sources.base import IMAGE_SUFFIXES, SeenCheck, SourceItem, file_fingerprint
+from facetrail.records import Provenance
+from facetrail.sources.base import IMAGE_SUFFIXES, SeenCheck, SourceItem, read_local
 
 
 class FolderSource:
@@ -15,22 +15,11 @@ class FolderSource:
 
     def items(self, path: Path, seen: SeenCheck) -> Iterator[SourceItem]:
         for file in _image_files(path.resolve()):
-            yield from self._file(file, seen)
+            yield from read_local(file, Provenance(location=str(file)), seen)
 
     def estimate(self, path: Path) -> int | None:
         return sum(1 for _ in _image_files(path.resolve()))
 
-    def _file(self, file: Path, seen: SeenCheck) -> Iterator[SourceItem]:
-        location = str(file)
-        try:
-            fingerprint = file_fingerprint(file)
-            if seen(location, fingerprint):
-                return
-            data = file.read_bytes()
-        except OSError as exc:
-            yield SourceFailure(location, "unreadable", f"cannot read file: {exc.strerror or exc}")
-            return
-        yield ImageRecord(Provenance(location=location), data, fingerprint)
 
 
 def _image_files(root: Path) -> Iterator[Path]:

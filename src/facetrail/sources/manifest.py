@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from facetrail.errors import ManifestError, MissingExtraError
-from facetrail.records import ImageRecord, Provenance, SourceFailure
-from facetrail.sources.base import SeenCheck, SourceItem, file_fingerprint
+from facetrail.records import Provenance, SourceFailure
+from facetrail.sources.base import SeenCheck, SourceItem, read_local
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
@@ -44,25 +44,14 @@ class ManifestSource:
                 continue
             file = Path(raw_path)
             file = (file if file.is_absolute() else base / file).resolve()
-            location = str(file)
             provenance = Provenance(
-                location=location,
+                location=str(file),
                 source_url=_text(row.get("source_url")),
                 page_urls=_page_urls(row),
                 captured_at=_text(row.get("captured_at")),
                 title=_text(row.get("title")),
             )
-            try:
-                fingerprint = file_fingerprint(file)
-                if seen(location, fingerprint):
-                    continue
-                data = file.read_bytes()
-            except OSError as exc:
-                yield SourceFailure(
-                    location, "unreadable", f"{where}: cannot read file: {exc.strerror or exc}"
-                )
-                continue
-            yield ImageRecord(provenance, data, fingerprint)
+            yield from read_local(file, provenance, seen, context=f"{where}: ")
 
 
     def estimate(self, path: Path) -> int | None:
