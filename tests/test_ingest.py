@@ -250,3 +250,21 @@ def test_a_worker_killed_mid_run_costs_nothing(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert json.loads(out)["errors"] == 0
     assert snapshot(home) == snapshot(clean)
+
+
+def test_archive_error_clears_once_a_whole_copy_is_ingested(tmp_path: Path) -> None:
+    whole = (WARCS / "flashfrozen-jwat-recompressed.warc.gz").read_bytes()
+    archive = tmp_path / "capture.warc.gz"
+    archive.write_bytes(whole[:200_000])
+    home = tmp_path / "home"
+    add_source(home, "w", archive, kind="warc")
+    cli_json(home, "ingest", "w")
+    errors = cli_json(home, "errors")
+    assert isinstance(errors, list)
+    assert [e["code"] for e in errors if "#after-" in e["location"]] == ["bad_archive"]
+
+    archive.write_bytes(whole)
+    cli_json(home, "ingest", "w")
+    errors = cli_json(home, "errors")
+    assert isinstance(errors, list)
+    assert not [e for e in errors if e["code"] == "bad_archive"]

@@ -97,7 +97,10 @@ class Ingest:
             if not target.exists():
                 yield SourceFailure(str(target), "not_found", "path does not exist")
                 continue
-            yield from make_source(self._kind(source, target)).items(target, seen)
+            kind = self._kind(source, target)
+            if kind == "warc":
+                self.store.clear_archive_errors(source.id, str(target))
+            yield from make_source(kind).items(target, seen)
 
     def workers(self) -> int:
         return self.settings.workers or os.cpu_count() or 1

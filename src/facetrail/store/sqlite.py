@@ -256,6 +256,18 @@ class SQLiteStore:
                 (source_id, location, code, reason, run_id, utc_now()),
             )
 
+    def clear_archive_errors(self, source_id: int, under: str) -> None:
+        """Forget archive-level failures (``…#after-<offset>``) of archives under a path.
+
+        They are found again, if still there, when the archive is read."""
+        pattern = under.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM ingest_errors WHERE source_id = ? AND location LIKE ? ESCAPE '\\'"
+                " AND location LIKE '%#after-%'",
+                (source_id, pattern + "%"),
+            )
+
     def errors(self, source: str | None = None) -> list[ErrorRow]:
         sql = (
             "SELECT s.name, e.location, e.code, e.reason, e.run_id, e.at FROM ingest_errors e"
