@@ -160,16 +160,22 @@ class _RunState:
             job: _InFlight | None = None
             try:
                 with self._pool(workers) as pool:
-                    self._isolate(pool, retry)
-                    for item in items:
-                        job = self.accept(item)
-                        if job is not None:
-                            in_flight[pool.submit(analyze_in_worker, job.data, job.sha256)] = job
-                            job = None
-                        while len(in_flight) >= 2 * workers:
+                    try:
+                        self._isolate(pool, retry)
+                        for item in items:
+                            job = self.accept(item)
+                            if job is not None:
+                                future = pool.submit(analyze_in_worker, job.data, job.sha256)
+                                in_flight[future] = job
+                                job = None
+                            while len(in_flight) >= 2 * workers:
+                                self.drain(in_flight)
+                        while in_flight:
                             self.drain(in_flight)
-                    while in_flight:
-                        self.drain(in_flight)
+                    except BaseException:
+                        # Interrupted or broken: don't wait for queued images on the way out.
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        raise
                 return
             except BrokenProcessPool:
                 # A worker died (killed, out of memory, a crash in native code). Its image is
