@@ -182,27 +182,37 @@ def ingest(engine: Facetrail, target: str, source_name: str | None, as_json: boo
 
 # -- search ----------------------------------------------------------------------------------
 @main.command()
-@click.argument("probe", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("probes", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--case", "case_ref", required=True, help="Case reference; recorded in the audit.")
 @click.option("--purpose", required=True, help="Why this search is made; recorded in the audit.")
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Candidates per face.")
-@click.option("--threshold", type=float, default=None, help="Minimum score (default 0.45).")
+@click.option("--threshold", type=float, default=None,
+              help="Minimum score (default: calibrated for the gallery size, at least 0.45).")
 @click.option("--min-quality", type=click.FloatRange(0, 1), default=None,
               help="Leave out indexed faces of lower quality (default 0.1; 0 includes all).")
+@click.option("--include-low-quality", is_flag=True,
+              help="Include small or blurred indexed faces (same as --min-quality 0).")
 @click.option("--face", type=click.IntRange(min=0), default=None,
               help="Search probe face N (0 = largest, the default).")
 @click.option("--all-faces", is_flag=True, help="Search every face of the probe.")
+@click.option("--fusion", type=click.Choice(["mean", "max"]), default=None,
+              help="With several probe photos of one person: how they are combined.")
 @json_option
 @with_engine
 def search(
-    engine: Facetrail, probe: Path, case_ref: str, purpose: str, top: int | None,
-    threshold: float | None, min_quality: float | None, face: int | None, all_faces: bool,
-    as_json: bool,
+    engine: Facetrail, probes: tuple[Path, ...], case_ref: str, purpose: str, top: int | None,
+    threshold: float | None, min_quality: float | None, include_low_quality: bool,
+    face: int | None, all_faces: bool, fusion: str | None, as_json: bool,
 ) -> None:
-    """Find indexed faces like the one in PROBE. Results are leads, not identifications."""
+    """Find indexed faces like the one in PROBES. Several PROBES are photos of one person,
+    searched together. Results are leads, not identifications."""
+    if include_low_quality:
+        min_quality = 0.0
     result = engine.search(
-        probe, case_ref=case_ref, purpose=purpose, top=top, threshold=threshold,
-        min_quality=min_quality, face=face, all_faces=all_faces,
+        probes[0], case_ref=case_ref, purpose=purpose, top=top, threshold=threshold,
+        min_quality=min_quality, face=face, all_faces=all_faces, more_probes=probes[1:],
+        fusion=fusion,
     )
     if as_json:
         emit_json(serialize.search_result(result))
@@ -216,16 +226,24 @@ def print_search(result: SearchResult) -> None:
     echo = click.echo
     echo(f"!! {LEADS_NOTICE}")
     faces = result.probe.faces
-    echo(
-        f"probe {result.probe.sha256[:16]}: {len(faces)} face(s); searched "
-        + ", ".join(f"face {i} (box {list(faces[i].box)})" for i in result.probe.searched_faces)
-        + f" among {result.gallery_faces} indexed faces."
-    )
+    if result.probes:
+        echo(f"{len(result.probes)} probe photos of one person, the largest face of each, "
+             f"combined by {result.fusion}: "
+             + ", ".join(p.sha256[:16] for p in result.probes)
+             + f"; searched among {result.gallery_faces} indexed faces.")
+    else:
+        echo(
+            f"probe {result.probe.sha256[:16]}: {len(faces)} face(s); searched "
+            + ", ".join(f"face {i} (box {list(faces[i].box)})"
+                        for i in result.probe.searched_faces)
+            + f" among {result.gallery_faces} indexed faces."
+        )
     echo(
         f"score = 1 - descriptor distance; shown when >= {result.threshold} "
         f"and the indexed face's quality >= {result.min_quality} "
         "(higher is more alike; docs/scores.md)."
     )
+    echo(threshold_line(result))
     for i in result.probe.searched_faces:
         if faces[i].quality < result.min_quality:
             echo(f"warning: probe face {i} is small or blurred (quality {faces[i].quality:.2f});"
@@ -234,12 +252,15 @@ def print_search(result: SearchResult) -> None:
         echo("no candidate scored above the threshold.")
     else:
         echo("")
-        echo(f"{'face':>4} {'rank':>4} {'score':>6} {'quality':>7} {'face_id':>8}  "
-             f"{'box (x, y, w, h)':<22} image")
+        echo(f"{'face':>4} {'rank':>4} {'score':>6} {'est. FMR':>9} {'E[false]':>8} "
+             f"{'quality':>7} {'face_id':>8}  {'box (x, y, w, h)':<22} image")
     for c in result.candidates:
         box = ", ".join(map(str, c.box))
+        fmr = "-" if c.fmr is None else ("~" if c.fmr_extrapolated else "") + f"{c.fmr:.1e}"
+        expected = "-" if c.expected_false is None else f"{c.expected_false:.3g}"
         echo(
-            f"{c.probe_face:>4} {c.rank:>4} {c.score:>6.3f} {c.quality:>7.2f} {c.face_id:>8}  "
+            f"{c.probe_face:>4} {c.rank:>4} {c.score:>6.3f} {fmr:>9} {expected:>8} "
+            f"{c.quality:>7.2f} {c.face_id:>8}  "
             f"{box:<22} {c.image.sha256[:16]} ({c.image.width}x{c.image.height})"
         )
         for a in c.appearances:
@@ -252,6 +273,27 @@ def print_search(result: SearchResult) -> None:
                 echo(f"{'':>14}captured:  {a.captured_at}")
     echo("")
     echo(f"audit record #{result.audit_id} written (case and purpose recorded).")
+
+
+def threshold_line(result: SearchResult) -> str:
+    """What the threshold means at this gallery size, or that scores are uncalibrated."""
+    cal = result.calibration
+    if cal is None:
+        return ("scores are NOT calibrated for this model: no false-match rate can be given "
+                "(see 'facetrail calibrate').")
+    rule = {
+        "calibrated": f"raised to keep expected false candidates per search <= "
+                      f"{cal.fpir_target:g} at this gallery size",
+        "floor": f"the fixed floor (the calibrated {cal.calibrated_threshold} is lower)",
+        "override": "given with --threshold",
+        "fixed": "the fixed setting",
+    }[result.threshold_rule]
+    return (
+        f"threshold {result.threshold}: {rule}; expected false candidates per search at it: "
+        f"{cal.expected_false_at_threshold:.3g}. est. FMR = false-match rate of that score, "
+        f"E[false] = gallery faces x FMR (calibration: {cal.source}; rates below "
+        f"{cal.resolution:.1e} are extrapolated, marked ~; docs/calibration.md)."
+    )
 
 
 # -- errors and stats ------------------------------------------------------------------------
@@ -305,3 +347,136 @@ def index_rebuild(engine: Facetrail) -> None:
     """Rebuild the index from the store."""
     engine.index.rebuild()
     click.echo(f"index rebuilt from the store: {engine.index.size} faces")
+
+
+# -- evaluation and calibration ----------------------------------------------------------------
+def eval_options(f: F) -> F:
+    f = click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Keep the throwaway data directory here (default: a temporary one).")(f)
+    f = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Report directory: report.json, .md, .html and PNG plots.")(f)
+    return f
+
+
+@main.group("eval")
+def eval_group() -> None:
+    """Measure accuracy through the same ingest and search pipeline, on a throwaway store."""
+
+
+@eval_group.command("verify")
+@click.argument("pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Folder the pairs' image paths are relative to.")
+@eval_options
+@json_option
+@click.pass_obj
+def eval_verify(obj: dict[str, Any], pairs: Path, root: Path, out: Path | None,
+                work: Path | None, as_json: bool) -> None:
+    """1:1 accuracy on PAIRS (LFW pairs.txt, or CSV path_a,path_b,same)."""
+    from facetrail.eval import report, runner
+
+    outcome = runner.verify(pairs, root, work, **obj["overrides"])
+    summary = runner.verify_metrics(outcome)
+    document = report.verify_report(outcome, summary, out) if out else summary
+    if as_json:
+        emit_json(document)
+        return
+    acc = summary["accuracy"]
+    click.echo(f"{summary['pairs']} pairs ({summary['genuine']} genuine), "
+               f"{summary['no_face_images']} of {summary['images']} images with no face found "
+               f"({summary['pairs_with_no_face']} pairs counted as rejected)")
+    click.echo(f"accuracy ({acc['folds']}-fold): {acc['mean']:.4f} ± {acc['std']:.4f}   "
+               f"ROC AUC: {summary['roc_auc']:.4f}   EER: {summary['eer']['eer']:.4f}")
+    for p in summary["tar_at_far"]:
+        click.echo(f"TAR at FAR {p['target']:g}: {report._rate_line(p)}")
+    if out:
+        click.echo(f"report: {out / 'report.html'}")
+
+
+@eval_group.command("identify")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--distractors", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Images added to the gallery (every face), of nobody among the probes.")
+@click.option("--non-mated", "nonmated", type=click.Path(exists=True, path_type=Path),
+              default=None, help="More non-mated probes: images of people not in FOLDER.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the enrolled / never-enrolled split.")
+@click.option("--enrol-fraction", type=click.FloatRange(0.05, 0.95), default=0.5,
+              show_default=True, help="Fraction of identities (with >= 2 photos) enrolled.")
+@click.option("--probe-photos", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Photos of one person per search (fused).")
+@click.option("--fusion", type=click.Choice(["mean", "max"]), default=None)
+@click.option("--top", type=click.IntRange(min=10), default=None,
+              help="Candidate list length L (default: the search default, 20).")
+@click.option("--min-quality", type=click.FloatRange(0, 1), default=None,
+              help="Quality floor of gallery faces (default: the search default).")
+@eval_options
+@json_option
+@click.pass_obj
+def eval_identify(obj: dict[str, Any], folder: Path, distractors: Path | None,
+                  nonmated: Path | None, seed: int, enrol_fraction: float, probe_photos: int,
+                  fusion: str | None, top: int | None, min_quality: float | None,
+                  out: Path | None, work: Path | None, as_json: bool) -> None:
+    """1:N accuracy on FOLDER (one folder per identity), in NIST FRTE terms."""
+    from facetrail.eval import report, runner
+
+    outcome = runner.identify(
+        folder, distractors=distractors, nonmated=nonmated, seed=seed, fraction=enrol_fraction,
+        probe_photos=probe_photos, top=top, min_quality=min_quality, fusion=fusion, work=work,
+        **obj["overrides"],
+    )
+    summary = runner.identify_metrics(outcome)
+    document = report.identify_report(outcome, summary, out) if out else summary
+    if as_json:
+        emit_json(document)
+        return
+    click.echo(f"gallery: {summary['gallery_faces']} faces ({summary['enrolled_identities']} "
+               f"enrolled identities, {summary['distractor_images']} distractor images); "
+               f"{summary['mated_searches']} mated and {summary['nonmated_searches']} non-mated "
+               f"searches of {summary['probe_photos_per_search']} photo(s)")
+    click.echo(f"rank-1: {summary['rank_1']:.4f}   rank-10: {summary['rank_10']:.4f}")
+    for p in summary["fnir_at_fpir"]:
+        click.echo(f"FNIR at FPIR {p['target']:g}: {report._rate_line(p)}")
+    if out:
+        click.echo(f"report: {out / 'report.html'}")
+
+
+@main.command()
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="With a pairs file: the folder its paths are relative to.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the calibration to this JSON file instead of the store.")
+@click.option("--source", "description", default=None,
+              help="Where the data came from, in words (kept with the calibration).")
+@click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep the throwaway data directory here (default: a temporary one).")
+@json_option
+@with_engine
+def calibrate(engine: Facetrail, data: Path, root: Path | None, output: Path | None,
+              description: str | None, work: Path | None, as_json: bool) -> None:
+    """Measure what scores mean (score -> false-match rate) for the active model, from DATA:
+    a folder with one folder per identity (all pairs of photos), or a pairs file with --root.
+    The calibration is kept in the store; searches then use it."""
+    from facetrail.eval import runner
+
+    calibration = runner.calibrate(data, root, description, work, engine.settings)
+    if output is not None:
+        output.write_text(calibration.to_json() + "\n")
+        where = str(output)
+    else:
+        engine.save_calibration(calibration)
+        where = "the store"
+    if as_json:
+        emit_json({"written_to": where, "model": calibration.model, "source": calibration.source,
+                   "genuine": calibration.genuine, "impostor": calibration.impostor,
+                   "resolution": calibration.resolution})
+        return
+    click.echo(f"calibration of {calibration.model} written to {where}: "
+               f"{calibration.genuine} genuine and {calibration.impostor} impostor comparisons; "
+               f"FMR measured down to {calibration.resolution:.1e}, extrapolated below.")
+    for n in (1_000, 100_000, 10_000_000):
+        t = calibration.threshold_for_gallery(n, engine.settings.fpir_target)
+        click.echo(f"  gallery of {n:>10,} faces: threshold {t:.3f} keeps expected false "
+                   f"candidates per search <= {engine.settings.fpir_target:g}; "
+                   f"{calibration.tar_at(t):.1%} of genuine comparisons pass it")

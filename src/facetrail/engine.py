@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from facetrail.audit import AuditEvent, os_user
+from facetrail.calibration import Calibration, shipped_default
 from facetrail.errors import NotFoundError, PolicyError
 from facetrail.index.faiss_index import FaissIndex
 from facetrail.pipeline.analyze import Analyzer
@@ -57,6 +58,47 @@ class Facetrail:
         """The vector index, caught up with the store when first used."""
         model = self.analyzer.backend.model
         return FaissIndex(self.home / "index", self.store, model, self.model_id)
+
+    @cached_property
+    def calibration(self) -> Calibration | None:
+        """The active model's calibration: the store's latest, else the one facetrail ships
+        for its default model, else None (scores are then uncalibrated)."""
+        text = self.store.calibration(self.model_id)
+        if text is not None:
+            return Calibration.from_json(text)
+        return shipped_default(self.analyzer.backend.model.key)
+
+    def save_calibration(self, calibration: Calibration, actor: str | None = None) -> int:
+        """Keep ``calibration`` in the store for the active model; later searches use it."""
+        if calibration.model != self.analyzer.backend.model.key:
+            raise PolicyError(
+                f"calibration is for model {calibration.model}, not the active "
+                f"{self.analyzer.backend.model.key}"
+            )
+        actor = actor or os_user()
+        row = self.store.save_calibration(
+            self.model_id, calibration.source, calibration.to_json(), actor
+        )
+        self.__dict__.pop("calibration", None)
+        self.store.append_audit(
+            AuditEvent(
+                actor=actor, action="calibrate",
+                details={"model": calibration.model, "source": calibration.source,
+                         "genuine": calibration.genuine, "impostor": calibration.impostor},
+            )
+        )
+        return row
+
+    def default_threshold(self) -> tuple[float, str, float | None]:
+        """(threshold, rule, calibrated threshold) for a search of the current gallery."""
+        floor = self.settings.threshold
+        cal = self.calibration
+        if cal is None:
+            return floor, "fixed", None
+        calibrated = cal.threshold_for_gallery(self.index.size, self.settings.fpir_target)
+        if calibrated > floor:
+            return calibrated, "calibrated", calibrated
+        return floor, "floor", calibrated
 
     # -- sources ----------------------------------------------------------------------------
     def add_source(
@@ -136,14 +178,26 @@ class Facetrail:
         face: int | None = None,
         all_faces: bool = False,
         actor: str | None = None,
+        more_probes: Iterable[bytes | Path] = (),
+        fusion: str | None = None,
     ) -> SearchResult:
+        """Search ``probe``; with ``more_probes`` (further photos of the same person), the
+        largest face of every photo is searched as one person (``fusion``)."""
         data = probe.read_bytes() if isinstance(probe, Path) else probe
+        more = tuple(p.read_bytes() if isinstance(p, Path) else p for p in more_probes)
+        if threshold is not None:
+            rule, calibrated = "override", None
+        else:
+            threshold, rule, calibrated = self.default_threshold()
         request = SearchRequest(
             probe=data, case_ref=case_ref, purpose=purpose, actor=actor or os_user(),
             top=top if top is not None else self.settings.top,
-            threshold=threshold if threshold is not None else self.settings.threshold,
+            threshold=threshold,
             min_quality=min_quality if min_quality is not None else self.settings.min_quality,
-            face=face, all_faces=all_faces,
+            face=face, all_faces=all_faces, more_probes=more,
+            fusion=fusion or self.settings.fusion, calibration=self.calibration,
+            fpir_target=self.settings.fpir_target, threshold_rule=rule,
+            calibrated_threshold=calibrated,
         )
         return search(request, self.analyzer, self.index, self.store)
 

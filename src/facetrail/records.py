@@ -119,6 +119,12 @@ class Candidate:
     appearances: tuple[Appearance, ...]
     probe_face: int
     """Index of the probe face this candidate answers (see ``ProbeInfo.faces``)."""
+    fmr: float | None = None
+    """Estimated false-match rate of this score (None without a calibration)."""
+    fmr_extrapolated: bool = False
+    """True when ``fmr`` is beyond what the calibration data resolves (an extrapolation)."""
+    expected_false: float | None = None
+    """Expected false candidates at this score or above: gallery faces x ``fmr``."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,30 @@ class SearchResult:
     model: str
     gallery_faces: int
     audit_id: int
+    threshold_rule: str = "fixed"
+    """How the threshold was set: 'override' (given), 'fixed' (the setting, no calibration),
+    'calibrated' (raised for the gallery size) or 'floor' (the setting, above the calibrated)."""
+    calibration: CalibrationNote | None = None
+    probes: tuple[ProbeInfo, ...] = ()
+    """Every probe photo when several were searched as one person (``probe`` is the first)."""
+    fusion: str | None = None
+    """How several probe photos were combined ('mean' or 'max'); None for one photo."""
+
+
+@dataclass(frozen=True)
+class CalibrationNote:
+    """The calibration a search used, in brief."""
+
+    source: str
+    genuine: int
+    impostor: int
+    resolution: float
+    """The lowest FMR the calibration data measures; rates below it are extrapolated."""
+    fpir_target: float
+    calibrated_threshold: float
+    """The threshold at which gallery faces x FMR = fpir_target."""
+    expected_false_at_threshold: float
+    """Gallery faces x FMR(threshold) for the threshold used."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from facetrail.records import Appearance, Candidate, IngestReport, SearchResult
+from facetrail.records import (
+    Appearance,
+    CalibrationNote,
+    Candidate,
+    IngestReport,
+    ProbeInfo,
+    SearchResult,
+)
 from facetrail.store import ErrorRow
 
 SEARCH_SCHEMA = "facetrail.search/1"
@@ -38,6 +45,33 @@ def candidate(c: Candidate) -> dict[str, Any]:
         "quality": c.quality,
         "image": {"sha256": c.image.sha256, "width": c.image.width, "height": c.image.height},
         "appearances": [appearance(a) for a in c.appearances],
+        "fmr": c.fmr,
+        "fmr_extrapolated": c.fmr_extrapolated,
+        "expected_false": c.expected_false,
+    }
+
+
+def probe_info(p: ProbeInfo) -> dict[str, Any]:
+    return {
+        "sha256": p.sha256,
+        "width": p.width,
+        "height": p.height,
+        "faces": [
+            {"box": list(f.box), "det_score": f.det_score, "quality": f.quality}
+            for f in p.faces
+        ],
+        "searched_faces": list(p.searched_faces),
+    }
+
+
+def calibration_note(n: CalibrationNote | None) -> dict[str, Any] | None:
+    if n is None:
+        return None
+    return {
+        "source": n.source, "genuine": n.genuine, "impostor": n.impostor,
+        "resolution": n.resolution, "fpir_target": n.fpir_target,
+        "calibrated_threshold": n.calibrated_threshold,
+        "expected_false_at_threshold": n.expected_false_at_threshold,
     }
 
 
@@ -46,17 +80,12 @@ def search_result(r: SearchResult) -> dict[str, Any]:
         "schema": SEARCH_SCHEMA,
         "notice": "Candidates are investigative leads, not identifications; "
         "each must be checked by a person.",
-        "probe": {
-            "sha256": r.probe.sha256,
-            "width": r.probe.width,
-            "height": r.probe.height,
-            "faces": [
-                {"box": list(f.box), "det_score": f.det_score, "quality": f.quality}
-                for f in r.probe.faces
-            ],
-            "searched_faces": list(r.probe.searched_faces),
-        },
+        "probe": probe_info(r.probe),
+        "probes": [probe_info(p) for p in r.probes] or [probe_info(r.probe)],
+        "fusion": r.fusion,
         "threshold": r.threshold,
+        "threshold_rule": r.threshold_rule,
+        "calibration": calibration_note(r.calibration),
         "min_quality": r.min_quality,
         "top": r.top,
         "model": r.model,

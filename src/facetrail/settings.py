@@ -83,6 +83,21 @@ class Settings(BaseSettings):
     )
     top: int = Field(default=20, ge=1, description="Default number of candidates.")
 
+    # Calibrated scores (docs/calibration.md).
+    fpir_target: float = Field(
+        default=0.01,
+        gt=0.0,
+        lt=1.0,
+        description="With a calibration, the default threshold is raised as the gallery grows "
+        "so that gallery faces x FMR(threshold), the expected false candidates per search, "
+        "stays at most this. FACETRAIL_THRESHOLD stays the floor.",
+    )
+    fusion: str = Field(
+        default="mean",
+        description="How several probe photos of one person are combined: 'mean' (mean of "
+        "their descriptors) or 'max' (each photo searched, best score kept) (docs/scores.md).",
+    )
+
 
 def load_settings(home: Path | str | None = None, **overrides: object) -> Settings:
     """Settings from the environment, with an explicit ``home`` and overrides on top."""

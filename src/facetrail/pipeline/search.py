@@ -6,16 +6,24 @@ The score is ``1 - d`` where ``d`` is the Euclidean distance between two dlib de
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from facetrail import imaging
 from facetrail.audit import AuditEvent
+from facetrail.calibration import Calibration
 from facetrail.errors import InputError, NoFaceError, PolicyError
 from facetrail.index.base import VectorIndex
 from facetrail.pipeline.analyze import Analyzer
-from facetrail.records import Candidate, ProbeFace, ProbeInfo, SearchResult
+from facetrail.records import (
+    CalibrationNote,
+    Candidate,
+    ImageAnalysis,
+    ProbeFace,
+    ProbeInfo,
+    SearchResult,
+)
 from facetrail.store import Store
 
 
@@ -30,6 +38,16 @@ class SearchRequest:
     min_quality: float = 0.0
     face: int | None = None
     all_faces: bool = False
+    more_probes: tuple[bytes, ...] = ()
+    """Further photos of the same person: all photos' largest faces are searched as one."""
+    fusion: str = "mean"
+    calibration: Calibration | None = None
+    fpir_target: float = 0.01
+    threshold_rule: str = "fixed"
+    calibrated_threshold: float | None = None
+
+
+FUSIONS = ("mean", "max")
 
 
 def score_of(distance: float) -> float:
@@ -48,10 +66,17 @@ def search(
     if request.face is not None and request.all_faces:
         raise InputError("use either --face N or --all-faces, not both")
 
+    if request.more_probes and (request.face is not None or request.all_faces):
+        raise InputError("--face and --all-faces apply to one probe photo, not several")
+    if request.fusion not in FUSIONS:
+        raise InputError(f"unknown fusion {request.fusion!r}; use one of {', '.join(FUSIONS)}")
+
     sha = imaging.sha256_hex(request.probe)
     analysis = analyzer(request.probe, sha)
     if not analysis.faces:
         raise NoFaceError("no face was found in the probe image; try a clearer or larger photo")
+    if request.more_probes:
+        return _search_fused(request, analysis, analyzer, index, store)
     if request.all_faces:
         chosen = tuple(range(len(analysis.faces)))
     else:
@@ -66,11 +91,74 @@ def search(
     for probe_face in chosen:
         candidates += _nearest(request, probe_face, analysis.faces[probe_face].embedding,
                                index, store)
-    probe = ProbeInfo(
-        sha256=sha, width=analysis.width, height=analysis.height,
+    return _finish(request, [_probe_info(analysis, chosen)], candidates, analyzer, index, store)
+
+
+def _probe_info(analysis: ImageAnalysis, chosen: tuple[int, ...]) -> ProbeInfo:
+    return ProbeInfo(
+        sha256=analysis.sha256, width=analysis.width, height=analysis.height,
         faces=tuple(ProbeFace(f.box, f.det_score, f.quality) for f in analysis.faces),
         searched_faces=chosen,
     )
+
+
+def _search_fused(
+    request: SearchRequest,
+    first: ImageAnalysis,
+    analyzer: Analyzer,
+    index: VectorIndex,
+    store: Store,
+) -> SearchResult:
+    """Several photos of one person, each represented by its largest face, searched as one.
+
+    'mean' searches the mean of their descriptors; 'max' searches each photo and keeps each
+    indexed face's best score (docs/scores.md compares the two)."""
+    analyses = [first]
+    for n, data in enumerate(request.more_probes, start=2):
+        analysis = analyzer(data, imaging.sha256_hex(data))
+        if not analysis.faces:
+            raise NoFaceError(f"no face was found in probe photo {n}; leave it out or replace it")
+        analyses.append(analysis)
+    vectors = np.stack([a.faces[0].embedding for a in analyses])
+    if request.fusion == "mean":
+        candidates = _nearest(request, 0, vectors.mean(axis=0), index, store)
+    else:
+        best: dict[int, Candidate] = {}
+        for vector in vectors:
+            for c in _nearest(request, 0, vector, index, store):
+                if c.face_id not in best or c.score > best[c.face_id].score:
+                    best[c.face_id] = c
+        ordered = sorted(best.values(), key=lambda c: (-c.score, c.face_id))[: request.top]
+        candidates = [replace(c, rank=r) for r, c in enumerate(ordered, start=1)]
+    probes = [_probe_info(a, (0,)) for a in analyses]
+    return _finish(request, probes, candidates, analyzer, index, store)
+
+
+def _finish(
+    request: SearchRequest,
+    probes: list[ProbeInfo],
+    candidates: list[Candidate],
+    analyzer: Analyzer,
+    index: VectorIndex,
+    store: Store,
+) -> SearchResult:
+    """Annotate the candidates with the calibration, write the audit record, build the result."""
+    probe, chosen, sha = probes[0], probes[0].searched_faces, probes[0].sha256
+    note = None
+    cal = request.calibration
+    if cal is not None:
+        candidates = [_calibrated(c, cal, index.size) for c in candidates]
+        note = CalibrationNote(
+            source=cal.source, genuine=cal.genuine, impostor=cal.impostor,
+            resolution=cal.resolution, fpir_target=request.fpir_target,
+            calibrated_threshold=(
+                request.calibrated_threshold
+                if request.calibrated_threshold is not None
+                else cal.threshold_for_gallery(index.size, request.fpir_target)
+            ),
+            expected_false_at_threshold=index.size * cal.fmr_at(request.threshold).fmr,
+        )
+    fused = len(probes) > 1
     model = analyzer.backend.model
     audit_id = store.append_audit(
         AuditEvent(
@@ -80,9 +168,12 @@ def search(
             purpose=request.purpose.strip(),
             details={
                 "probe_sha256": sha,
+                **({"probe_sha256s": [p.sha256 for p in probes], "fusion": request.fusion}
+                   if fused else {}),
                 "searched_faces": list(chosen),
                 "candidate_face_ids": [c.face_id for c in candidates],
                 "threshold": request.threshold,
+                "threshold_rule": request.threshold_rule,
                 "min_quality": request.min_quality,
                 "top": request.top,
                 "model": model.key,
@@ -93,8 +184,16 @@ def search(
     return SearchResult(
         probe=probe, candidates=tuple(candidates), threshold=request.threshold,
         min_quality=request.min_quality, top=request.top, model=model.key,
-        gallery_faces=index.size, audit_id=audit_id,
+        gallery_faces=index.size, audit_id=audit_id, threshold_rule=request.threshold_rule,
+        calibration=note, probes=tuple(probes) if fused else (),
+        fusion=request.fusion if fused else None,
     )
+
+
+def _calibrated(c: Candidate, cal: Calibration, gallery_faces: int) -> Candidate:
+    est = cal.fmr_at(c.score)
+    return replace(c, fmr=est.fmr, fmr_extrapolated=est.extrapolated,
+                   expected_false=gallery_faces * est.fmr)
 
 
 def _nearest(

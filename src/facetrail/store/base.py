@@ -54,6 +54,18 @@ class FaceRow:
 
 
 @dataclass(frozen=True)
+class LocatedFace:
+    """A stored face with the location it was seen at (for evaluation and calibration)."""
+
+    location: str
+    face_id: int
+    ordinal: int
+    """0 is the largest face of its image."""
+    quality: float
+    embedding: np.ndarray
+
+
+@dataclass(frozen=True)
 class RunCounts:
     items: int = 0
     images_new: int = 0
@@ -79,6 +91,10 @@ class Store(Protocol):
 
     # models
     def model_id(self, model: ModelInfo) -> int: ...
+    def save_calibration(self, model_id: int, source: str, data: str, actor: str) -> int: ...
+    def calibration(self, model_id: int) -> str | None:
+        """The JSON of the model's latest calibration, or None."""
+        ...
 
     # ingest
     def start_run(self, source_id: int, paths: Sequence[str], actor: str) -> int: ...
@@ -115,6 +131,7 @@ class Store(Protocol):
         self, model_id: int, after_id: int = 0, batch: int = 65536
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
     def faces(self, face_ids: Sequence[int]) -> dict[int, FaceRow]: ...
+    def source_faces(self, source: str, model_id: int) -> list[LocatedFace]: ...
 
     # audit and reporting
     def append_audit(self, event: AuditEvent) -> int: ...

@@ -25,13 +25,14 @@ from facetrail.store.base import (
     AuditRow,
     ErrorRow,
     FaceRow,
+    LocatedFace,
     RunCounts,
     SourceRow,
     SourceSpec,
 )
 
-SCHEMA_VERSION = 1
-MIGRATIONS = {1: "schema_v1.sql"}
+SCHEMA_VERSION = 2
+MIGRATIONS = {1: "schema_v1.sql", 2: "schema_v2.sql"}
 """Schema version -> script that brings the previous version to it."""
 
 
@@ -127,6 +128,22 @@ class SQLiteStore:
                 (model.key, model.to_json(), utc_now()),
             )
         return int(self._one("SELECT id FROM models WHERE key=?", model.key)[0])
+
+    def save_calibration(self, model_id: int, source: str, data: str, actor: str) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO calibrations (model_id, source, data, created_at, created_by)"
+                " VALUES (?,?,?,?,?)",
+                (model_id, source, data, utc_now(), actor),
+            )
+        return int(cur.lastrowid or 0)
+
+    def calibration(self, model_id: int) -> str | None:
+        row = self._db.execute(
+            "SELECT data FROM calibrations WHERE model_id=? ORDER BY id DESC LIMIT 1",
+            (model_id,),
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     # -- ingest -----------------------------------------------------------------------------
     def start_run(self, source_id: int, paths: Sequence[str], actor: str) -> int:
@@ -344,6 +361,19 @@ class SQLiteStore:
             )
             for r in rows
         }
+
+    def source_faces(self, source: str, model_id: int) -> list[LocatedFace]:
+        """Every face of ``model_id`` seen in ``source``, by location then ordinal."""
+        rows = self._db.execute(
+            "SELECT a.location, f.id, f.ordinal, f.quality, f.embedding FROM faces f"
+            " JOIN appearances a ON a.image_id = f.image_id"
+            " WHERE a.source_id = ? AND f.model_id = ? ORDER BY a.location, f.ordinal",
+            (self.get_source(source).id, model_id),
+        ).fetchall()
+        return [
+            LocatedFace(r[0], r[1], r[2], r[3], np.frombuffer(r[4], dtype="<f4").astype(np.float32))
+            for r in rows
+        ]
 
     # -- audit ------------------------------------------------------------------------------
     def append_audit(self, event: AuditEvent) -> int:

@@ -1,0 +1,2 @@
+"""Accuracy evaluation: metrics (metrics.py), runs through the real pipeline (runner.py) and
+reports (report.py)."""
