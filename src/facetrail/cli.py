@@ -256,7 +256,10 @@ def print_search(result: SearchResult) -> None:
              f"{'quality':>7} {'face_id':>8}  {'box (x, y, w, h)':<22} image")
     for c in result.candidates:
         box = ", ".join(map(str, c.box))
-        fmr = "-" if c.fmr is None else ("~" if c.fmr_extrapolated else "") + f"{c.fmr:.1e}"
+        fmr = "-" if c.fmr is None else (
+            ("~" if c.fmr_extrapolated else "")
+            + ("<1e-09" if c.fmr < 1e-9 else f"{c.fmr:.1e}")
+        )
         expected = "-" if c.expected_false is None else f"{c.expected_false:.3g}"
         echo(
             f"{c.probe_face:>4} {c.rank:>4} {c.score:>6.3f} {fmr:>9} {expected:>8} "

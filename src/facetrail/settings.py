@@ -71,8 +71,9 @@ class Settings(BaseSettings):
     # Search.
     threshold: float = Field(
         default=0.45,
-        description="Default minimum score for a candidate. score = 1 - Euclidean distance; "
-        "0.45 (distance 0.55) keeps every open-set fixture probe below it (docs/scores.md).",
+        description="Default minimum score for a candidate, and the floor under the calibrated "
+        "threshold. score = 1 - Euclidean distance; 0.45 (distance 0.55) keeps every open-set "
+        "fixture probe below it (docs/scores.md).",
     )
     min_quality: float = Field(
         default=0.1,
