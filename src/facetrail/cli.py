@@ -380,7 +380,8 @@ def eval_verify(obj: dict[str, Any], pairs: Path, root: Path, out: Path | None,
 
     outcome = runner.verify(pairs, root, work, **obj["overrides"])
     summary = runner.verify_metrics(outcome)
-    document = report.verify_report(outcome, summary, out) if out else summary
+    document = (report.verify_report(outcome, summary, out) if out
+                else {"schema": report.REPORT_SCHEMA, "kind": "verify", **summary})
     if as_json:
         emit_json(document)
         return
@@ -429,7 +430,8 @@ def eval_identify(obj: dict[str, Any], folder: Path, distractors: Path | None,
         **obj["overrides"],
     )
     summary = runner.identify_metrics(outcome)
-    document = report.identify_report(outcome, summary, out) if out else summary
+    document = (report.identify_report(outcome, summary, out) if out
+                else {"schema": report.REPORT_SCHEMA, "kind": "identify", **summary})
     if as_json:
         emit_json(document)
         return
