@@ -134,3 +134,14 @@ def test_calibration_needs_data() -> None:
     with pytest.raises(ValueError):
         _calibration([0.5], [0.1])
     assert math.isinf(metrics.threshold_at_rate([0.1, 0.2], 1.0))
+
+
+def test_an_uncalibrated_search_says_so() -> None:
+    from facetrail.cli import threshold_line
+    from facetrail.records import ProbeFace, ProbeInfo, SearchResult
+
+    probe = ProbeInfo("0" * 64, 10, 10, (ProbeFace((0, 0, 5, 5), 1.0, 1.0),), (0,))
+    result = SearchResult(probe=probe, candidates=(), threshold=0.45, min_quality=0.1, top=5,
+                          model="other", gallery_faces=3, audit_id=1)
+    assert result.calibration is None and result.threshold_rule == "fixed"
+    assert "NOT calibrated" in threshold_line(result)
