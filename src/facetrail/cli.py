@@ -366,6 +366,19 @@ def eval_group() -> None:
     """Measure accuracy through the same ingest and search pipeline, on a throwaway store."""
 
 
+def _eval_document(kind: str, outcome: Any, summary: dict[str, Any], out: Path | None,
+                   as_json: bool) -> bool:
+    """Write the report directory if asked; print the JSON document if asked (True then)."""
+    from facetrail.eval import report
+
+    build = report.verify_report if kind == "verify" else report.identify_report
+    document = (build(outcome, summary, out) if out
+                else {"schema": report.REPORT_SCHEMA, "kind": kind, **summary})
+    if as_json:
+        emit_json(document)
+    return as_json
+
+
 @eval_group.command("verify")
 @click.argument("pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -380,10 +393,7 @@ def eval_verify(obj: dict[str, Any], pairs: Path, root: Path, out: Path | None,
 
     outcome = runner.verify(pairs, root, work, **obj["overrides"])
     summary = runner.verify_metrics(outcome)
-    document = (report.verify_report(outcome, summary, out) if out
-                else {"schema": report.REPORT_SCHEMA, "kind": "verify", **summary})
-    if as_json:
-        emit_json(document)
+    if _eval_document("verify", outcome, summary, out, as_json):
         return
     acc = summary["accuracy"]
     click.echo(f"{summary['pairs']} pairs ({summary['genuine']} genuine), "
@@ -430,10 +440,7 @@ def eval_identify(obj: dict[str, Any], folder: Path, distractors: Path | None,
         **obj["overrides"],
     )
     summary = runner.identify_metrics(outcome)
-    document = (report.identify_report(outcome, summary, out) if out
-                else {"schema": report.REPORT_SCHEMA, "kind": "identify", **summary})
-    if as_json:
-        emit_json(document)
+    if _eval_document("identify", outcome, summary, out, as_json):
         return
     click.echo(f"gallery: {summary['gallery_faces']} faces ({summary['enrolled_identities']} "
                f"enrolled identities, {summary['distractor_images']} distractor images); "

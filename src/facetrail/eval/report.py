@@ -25,8 +25,9 @@ def _figure() -> Any:
 
 
 def det_plot(path: Path, points: Sequence[tuple[float, float]], x_label: str, y_label: str,
-             title: str) -> None:
-    """(false positive rate, false negative rate) points on log axes."""
+             title: str, negatives: int) -> None:
+    """(false positive rate, false negative rate) points on log axes. Left of ``1 / negatives``
+    nothing is measured: a dotted line marks it (observed zeros are drawn at the axis floor)."""
     fig = _figure()
     ax = fig.add_subplot()
     floor = 1e-4
@@ -35,6 +36,10 @@ def det_plot(path: Path, points: Sequence[tuple[float, float]], x_label: str, y_
     ax.step(xs, ys, where="post")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    if negatives:
+        ax.axvline(1 / negatives, color="grey", linestyle=":",
+                   label=f"1/{negatives}: lowest measurable rate")
+        ax.legend(loc="upper right")
     ax.set_xlim(floor, 1)
     ax.set_ylim(floor, 1)
     ax.set_xlabel(x_label)
@@ -106,7 +111,8 @@ def verify_report(outcome: Any, summary: dict[str, Any], out: Path) -> dict[str,
     out.mkdir(parents=True, exist_ok=True)
     points = metrics.verification_points(genuine, impostor)
     det_plot(out / "det.png", [(fmr, fnmr) for _, fmr, fnmr in points],
-             "false match rate (FMR)", "false non-match rate (FNMR)", "DET, verification")
+             "false match rate (FMR)", "false non-match rate (FNMR)", "DET, verification",
+             len(impostor))
     score_plot(out / "scores.png", genuine, impostor, ("genuine pairs", "impostor pairs"),
                outcome.threshold, "Pair scores")
     acc = summary["accuracy"]
@@ -135,7 +141,8 @@ def identify_report(outcome: Any, summary: dict[str, Any], out: Path) -> dict[st
     points = metrics.det_points(outcome.mated, outcome.nonmated, outcome.top)
     det_plot(out / "det.png", [(fpir, fnir) for _, fpir, fnir in points],
              "false positive identification rate (FPIR)",
-             "false negative identification rate (FNIR)", "DET, identification")
+             "false negative identification rate (FNIR)", "DET, identification",
+             len(outcome.nonmated))
     mate_scores = [m.score for m in outcome.mated if m.score is not None]
     score_plot(out / "scores.png", mate_scores, outcome.nonmated,
                ("mate score, mated searches", "top score, non-mated searches"), None,
