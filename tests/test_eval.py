@@ -67,6 +67,9 @@ def test_eval_identify_on_the_fixture_people(tmp_path: Path) -> None:
     assert fpir2["target"] == 0.01 and fpir2["observed"] <= 0.01
     assert 0 <= fpir2["value"] <= fpir3["value"] <= 1
     assert fpir3["resolved"] is (doc["nonmated_searches"] * 0.003 >= 1)
+    default = doc["at_default_threshold"]  # what a user's search of this gallery would get
+    assert default["rule"] in ("calibrated", "floor") and default["threshold"] >= 0.45
+    assert default["fpir"] <= fpir2["observed"] + 0.01 and default["fnir"] >= fpir2["value"] - 0.2
     assert (out / "det.png").read_bytes()[:8] == PNG
 
 

@@ -449,6 +449,9 @@ def eval_identify(obj: dict[str, Any], folder: Path, distractors: Path | None,
     click.echo(f"rank-1: {summary['rank_1']:.4f}   rank-10: {summary['rank_10']:.4f}")
     for p in summary["fnir_at_fpir"]:
         click.echo(f"FNIR at FPIR {p['target']:g}: {report._rate_line(p)}")
+    d = summary["at_default_threshold"]
+    click.echo(f"at the default threshold {d['threshold']} ({d['rule']}): "
+               f"FNIR {d['fnir']:.4f}, FPIR {d['fpir']:.4f}")
     if out:
         click.echo(f"report: {out / 'report.html'}")
 

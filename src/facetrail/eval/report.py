@@ -164,6 +164,9 @@ def identify_report(outcome: Any, summary: dict[str, Any], out: Path) -> dict[st
     for p in summary["fnir_at_fpir"]:
         lines.append((f"FNIR at FPIR {p['target']:g} (L = {summary['candidate_list_length']})",
                       _rate_line(p)))
+    d = summary["at_default_threshold"]
+    lines.append((f"at the default threshold {d['threshold']} ({d['rule']})",
+                  f"FNIR {d['fnir']:.4f}, FPIR {d['fpir']:.4f}"))
     return write(out, "identify", summary, lines,
                  {"det.png": "DET curve", "scores.png": "Mated and non-mated search scores"})
 

@@ -294,6 +294,9 @@ class IdentifyOutcome:
     fusion: str
     seconds: float
     searches_per_second: float
+    default_threshold: float = 0.45
+    """The threshold a user's search of this gallery gets by default (calibrated or fixed)."""
+    default_rule: str = "fixed"
 
 
 def identify(
@@ -359,6 +362,7 @@ def identify(
             non.append(-math.inf if found is None else metrics.top_score(found))
         search_seconds = time.perf_counter() - searched
         size = engine.index.size
+        default_threshold, default_rule, _ = engine.default_threshold()
     searches = len(mated_sets) + len(nonmated_sets)
     return IdentifyOutcome(
         mated=mated, nonmated=non, gallery_faces=size, enrolled=len(split.enrolled),
@@ -366,6 +370,7 @@ def identify(
         probe_photos=probe_photos, failed_probes=failed, top=top, min_quality=mq, fusion=fuse,
         seconds=round(time.perf_counter() - started, 1),
         searches_per_second=round(searches / max(search_seconds, 1e-9), 2),
+        default_threshold=default_threshold, default_rule=default_rule,
     )
 
 
@@ -380,6 +385,11 @@ def identify_metrics(o: IdentifyOutcome) -> dict[str, Any]:
         "rank_1": metrics.rank_rate(o.mated, 1), "rank_10": metrics.rank_rate(o.mated, 10),
         "fnir_at_fpir": [_point(metrics.fnir_at_fpir(o.mated, o.nonmated, fpir, o.top))
                          for fpir in (0.01, 0.003)],
+        "at_default_threshold": {
+            "threshold": o.default_threshold, "rule": o.default_rule,
+            "fnir": metrics.fnir(o.mated, o.default_threshold, o.top),
+            "fpir": metrics.accept_rate(o.nonmated, o.default_threshold),
+        },
         "seconds": o.seconds, "searches_per_second": o.searches_per_second,
     }
 
