@@ -69,7 +69,7 @@ def test_eval_identify_on_the_fixture_people(tmp_path: Path) -> None:
     assert fpir3["resolved"] is (doc["nonmated_searches"] * 0.003 >= 1)
     default = doc["at_default_threshold"]  # what a user's search of this gallery would get
     assert default["rule"] in ("calibrated", "floor") and default["threshold"] >= 0.45
-    assert default["fpir"] <= fpir2["observed"] + 0.01 and default["fnir"] >= fpir2["value"] - 0.2
+    assert default["fpir"] <= 0.02 and 0 <= default["fnir"] <= 1
     assert (out / "det.png").read_bytes()[:8] == PNG
 
 
