@@ -260,7 +260,9 @@ def print_search(result: SearchResult) -> None:
             ("~" if c.fmr_extrapolated else "")
             + ("<1e-09" if c.fmr < 1e-9 else f"{c.fmr:.1e}")
         )
-        expected = "-" if c.expected_false is None else f"{c.expected_false:.3g}"
+        expected = "-" if c.expected_false is None else (
+            "<1e-06" if c.expected_false < 1e-6 else f"{c.expected_false:.3g}"
+        )
         echo(
             f"{c.probe_face:>4} {c.rank:>4} {c.score:>6.3f} {fmr:>9} {expected:>8} "
             f"{c.quality:>7.2f} {c.face_id:>8}  "
@@ -285,17 +287,17 @@ def threshold_line(result: SearchResult) -> str:
         return ("scores are NOT calibrated for this model: no false-match rate can be given "
                 "(see 'facetrail calibrate').")
     rule = {
-        "calibrated": f"raised to keep expected false candidates per search <= "
-                      f"{cal.fpir_target:g} at this gallery size",
+        "calibrated": "raised for this gallery size",
         "floor": f"the fixed floor (the calibrated {cal.calibrated_threshold} is lower)",
         "override": "given with --threshold",
         "fixed": "the fixed setting",
     }[result.threshold_rule]
     return (
-        f"threshold {result.threshold}: {rule}; expected false candidates per search at it: "
-        f"{cal.expected_false_at_threshold:.3g}. est. FMR = false-match rate of that score, "
-        f"E[false] = gallery faces x FMR (calibration: {cal.source}; rates below "
-        f"{cal.resolution:.1e} are extrapolated, marked ~; docs/calibration.md)."
+        f"threshold {result.threshold} ({rule}): expected false candidates per search "
+        f"{cal.expected_false_at_threshold:.2g} (target {cal.fpir_target:g}).\n"
+        f"est. FMR = chance that an unrelated face scores this high; E[false] = "
+        f"{result.gallery_faces} faces x FMR; ~ = extrapolated below {cal.resolution:.1e} "
+        f"(calibration: {cal.source}; docs/calibration.md)."
     )
 
 
