@@ -34,13 +34,16 @@ def describe(backend: DlibBackend, path: Path, jitters: int) -> dict[str, object
 
     data = path.read_bytes()
     image = imaging.decode(data, _settings(), sha256=imaging.sha256_hex(data))
-    boxes = backend._detect(image.pixels)
-    if not boxes:
+    faces = backend.analyze(image)  # facetrail's own choice of the largest face
+    if not faces:
         return None
     m = backend._models
     assert m is not None
-    ltrb = max(boxes, key=lambda b: (b[0][2] - b[0][0]) * (b[0][3] - b[0][1]))[0]
-    shape = m.shape_predictor(image.pixels, dlib.rectangle(*ltrb))
+    x, y, w, h = faces[0].box
+    shape = dlib.full_object_detection(
+        dlib.rectangle(x, y, x + w - 1, y + h - 1),
+        [dlib.point(round(px), round(py)) for px, py in faces[0].landmarks],
+    )
     chip = dlib.get_face_chip(image.pixels, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
     out: dict[str, object] = {}
     t0 = time.perf_counter()
