@@ -19,7 +19,7 @@ from typing import Any
 
 from facetrail.audit import AuditEvent, os_user
 from facetrail.calibration import Calibration, shipped_default
-from facetrail.errors import NotFoundError, PolicyError
+from facetrail.errors import NotFoundError, PolicyError, StoreError
 from facetrail.index.faiss_index import FaissIndex
 from facetrail.pipeline.analyze import Analyzer
 from facetrail.pipeline.ingest import Ingest, Progress
@@ -65,7 +65,10 @@ class Facetrail:
         for its default model, else None (scores are then uncalibrated)."""
         text = self.store.calibration(self.model_id)
         if text is not None:
-            return Calibration.from_json(text)
+            try:
+                return Calibration.from_json(text)
+            except (ValueError, TypeError) as exc:
+                raise StoreError(f"the stored calibration is unreadable: {exc}") from exc
         return shipped_default(self.analyzer.backend.model.key)
 
     def save_calibration(self, calibration: Calibration, actor: str | None = None) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import random
 import tempfile
 import time
@@ -249,8 +250,6 @@ def all_pairs_scores(
 
 
 def _common_root(paths: Sequence[Path]) -> str:
-    import os
-
     return os.path.commonpath([str(p.parent) for p in paths])
 
 
