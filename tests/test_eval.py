@@ -148,6 +148,9 @@ def test_calibrate_then_search_reports_rates(gallery_home: Path, tmp_path: Path)
                      "--threshold", "0.3")
     assert isinstance(loose, dict)
     assert loose["threshold"] == 0.3 and loose["threshold_rule"] == "override"
+    everything = cli_json(home, "search", str(probe), "--case", "C-1", "--purpose", "test",
+                          "--include-low-quality")
+    assert isinstance(everything, dict) and everything["min_quality"] == 0.0
     text = run_cli(home, "search", str(probe), "--case", "C-1", "--purpose", "test").stdout
     assert "est. FMR" in text and "E[false]" in text and "fixture people, test run" in text
 

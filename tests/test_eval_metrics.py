@@ -145,3 +145,27 @@ def test_an_uncalibrated_search_says_so() -> None:
                           model="other", gallery_faces=3, audit_id=1)
     assert result.calibration is None and result.threshold_rule == "fixed"
     assert "NOT calibrated" in threshold_line(result)
+
+
+def test_pairs_files_lfw_and_csv(tmp_path: Path) -> None:
+    from facetrail.errors import InputError
+    from facetrail.eval.runner import read_pairs
+
+    lfw = tmp_path / "pairs.txt"
+    lfw.write_text("2\t1\nAnn\t1\t2\nAnn\t1\tBob\t3\nBob\t3\t4\nCid\t2\tAnn\t2\n")
+    pairs = read_pairs(lfw, tmp_path)
+    assert [(p.a.name, p.b.name, p.same, p.fold) for p in pairs] == [
+        ("Ann_0001.jpg", "Ann_0002.jpg", True, 0),
+        ("Ann_0001.jpg", "Bob_0003.jpg", False, 0),
+        ("Bob_0003.jpg", "Bob_0004.jpg", True, 1),
+        ("Cid_0002.jpg", "Ann_0002.jpg", False, 1),
+    ]
+    assert pairs[0].a == tmp_path.resolve() / "Ann" / "Ann_0001.jpg"
+    csv_file = tmp_path / "pairs.csv"
+    csv_file.write_text("path_a,path_b,same\na/1.jpg,b/2.jpg,0\na/1.jpg,a/3.jpg,1\n")
+    assert [(p.same, p.fold) for p in read_pairs(csv_file, tmp_path)] == [(False, None),
+                                                                          (True, None)]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("hello world\n")
+    with pytest.raises(InputError, match="neither"):
+        read_pairs(bad, tmp_path)
