@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facetrail.store.base import ErrorRow, FaceRow, RunCounts, SourceRow, SourceSpec, Store
+from facetrail.store.base import (
+    Credential,
+    ErrorRow,
+    FaceRow,
+    RunCounts,
+    SourceRow,
+    SourceSpec,
+    Store,
+    UserRow,
+)
 
-__all__ = ["ErrorRow", "FaceRow", "RunCounts", "SourceRow", "SourceSpec", "Store", "open_store"]
+__all__ = [
+    "Credential", "ErrorRow", "FaceRow", "RunCounts", "SourceRow", "SourceSpec", "Store",
+    "UserRow", "open_store",
+]
 
 
 def open_store(home: Path) -> Store:

@@ -71,6 +71,26 @@ class AuditRow:
     hash: str
 
 
+@dataclass(frozen=True)
+class UserRow:
+    id: int
+    name: str
+    role: str
+    created_at: str
+    created_by: str
+    active_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Credential:
+    """Who a token or session belongs to."""
+
+    user: UserRow
+    token_id: int
+    csrf: str | None = None
+    """The session's CSRF token; None for a bearer token."""
+
+
 class Store(Protocol):
     # sources
     def add_source(self, spec: SourceSpec, actor: str) -> SourceRow: ...
@@ -115,6 +135,17 @@ class Store(Protocol):
         self, model_id: int, after_id: int = 0, batch: int = 65536
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
     def faces(self, face_ids: Sequence[int]) -> dict[int, FaceRow]: ...
+
+    # users, tokens and sessions (only hashes of tokens and session ids are kept)
+    def add_user(self, name: str, role: str, actor: str) -> UserRow: ...
+    def get_user(self, name: str) -> UserRow: ...
+    def list_users(self) -> list[UserRow]: ...
+    def add_token(self, user_id: int, token_hash: str) -> int: ...
+    def revoke_tokens(self, user_id: int) -> int: ...
+    def credential(self, token_hash: str) -> Credential | None: ...
+    def add_session(self, id_hash: str, token_id: int, csrf: str, expires_at: str) -> None: ...
+    def session(self, id_hash: str, now: str) -> Credential | None: ...
+    def end_session(self, id_hash: str) -> None: ...
 
     # audit and reporting
     def append_audit(self, event: AuditEvent) -> int: ...

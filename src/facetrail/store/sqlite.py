@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -23,15 +24,17 @@ from facetrail.faces.base import ModelInfo
 from facetrail.records import Appearance, ImageAnalysis, ImageInfo, Provenance
 from facetrail.store.base import (
     AuditRow,
+    Credential,
     ErrorRow,
     FaceRow,
     RunCounts,
     SourceRow,
     SourceSpec,
+    UserRow,
 )
 
-SCHEMA_VERSION = 1
-MIGRATIONS = {1: "schema_v1.sql"}
+SCHEMA_VERSION = 2
+MIGRATIONS = {1: "schema_v1.sql", 2: "schema_v2.sql"}
 """Schema version -> script that brings the previous version to it."""
 
 
@@ -41,6 +44,9 @@ class SQLiteStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
+        # One connection may serve several threads (the HTTP server's); transactions on it
+        # must not interleave.
+        self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives process crashes; only an OS crash can lose the last
         # commits, never consistency.
@@ -65,13 +71,14 @@ class SQLiteStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -373,6 +380,104 @@ class SQLiteStore:
             )
             for r in self._db.execute("SELECT * FROM audit ORDER BY id")
         ]
+
+    # -- users, tokens, sessions -------------------------------------------------------------
+    _USER_SQL = (
+        "SELECT u.*, (SELECT count(*) FROM tokens t WHERE t.user_id = u.id"
+        " AND t.revoked_at IS NULL) AS active_tokens FROM users u"
+    )
+
+    def add_user(self, name: str, role: str, actor: str) -> UserRow:
+        try:
+            with self._tx() as db:
+                cur = db.execute(
+                    "INSERT INTO users (name, role, created_at, created_by) VALUES (?,?,?,?)",
+                    (name, role, utc_now(), actor),
+                )
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc):
+                raise ConflictError(f"a user named {name!r} already exists") from exc
+            raise PolicyError(f"user rejected: {exc}") from exc
+        return self._user_row(self._one(self._USER_SQL + " WHERE u.id=?", cur.lastrowid))
+
+    def get_user(self, name: str) -> UserRow:
+        row = self._db.execute(self._USER_SQL + " WHERE u.name=?", (name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no user named {name!r}; see 'facetrail users list'")
+        return self._user_row(row)
+
+    def list_users(self) -> list[UserRow]:
+        return [
+            self._user_row(r) for r in self._db.execute(self._USER_SQL + " ORDER BY u.name")
+        ]
+
+    @staticmethod
+    def _user_row(row: sqlite3.Row) -> UserRow:
+        return UserRow(
+            id=row["id"], name=row["name"], role=row["role"], created_at=row["created_at"],
+            created_by=row["created_by"], active_tokens=row["active_tokens"],
+        )
+
+    def add_token(self, user_id: int, token_hash: str) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO tokens (user_id, token_hash, created_at) VALUES (?,?,?)",
+                (user_id, token_hash, utc_now()),
+            )
+        return int(cur.lastrowid or 0)
+
+    def revoke_tokens(self, user_id: int) -> int:
+        """Revoke every live token of a user (their sessions end with them)."""
+        now = utc_now()
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE tokens SET revoked_at=? WHERE user_id=? AND revoked_at IS NULL",
+                (now, user_id),
+            )
+            db.execute(
+                "UPDATE sessions SET ended_at=? WHERE ended_at IS NULL AND token_id IN"
+                " (SELECT id FROM tokens WHERE user_id=?)",
+                (now, user_id),
+            )
+        return cur.rowcount
+
+    def credential(self, token_hash: str) -> Credential | None:
+        row = self._db.execute(
+            "SELECT id, user_id FROM tokens WHERE token_hash=? AND revoked_at IS NULL",
+            (token_hash,),
+        ).fetchone()
+        if row is None:
+            return None
+        user = self._user_row(self._one(self._USER_SQL + " WHERE u.id=?", row["user_id"]))
+        return Credential(user=user, token_id=row["id"])
+
+    def add_session(self, id_hash: str, token_id: int, csrf: str, expires_at: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sessions (id_hash, token_id, csrf, created_at, expires_at)"
+                " VALUES (?,?,?,?,?)",
+                (id_hash, token_id, csrf, utc_now(), expires_at),
+            )
+
+    def session(self, id_hash: str, now: str) -> Credential | None:
+        row = self._db.execute(
+            "SELECT s.token_id, s.csrf, t.user_id FROM sessions s"
+            " JOIN tokens t ON t.id = s.token_id"
+            " WHERE s.id_hash=? AND s.ended_at IS NULL AND s.expires_at > ?"
+            " AND t.revoked_at IS NULL",
+            (id_hash, now),
+        ).fetchone()
+        if row is None:
+            return None
+        user = self._user_row(self._one(self._USER_SQL + " WHERE u.id=?", row["user_id"]))
+        return Credential(user=user, token_id=row["token_id"], csrf=row["csrf"])
+
+    def end_session(self, id_hash: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE sessions SET ended_at=? WHERE id_hash=? AND ended_at IS NULL",
+                (utc_now(), id_hash),
+            )
 
     # -- reporting --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
