@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from facetrail.store.base import (
+    AuditQuery,
     Credential,
     ErrorRow,
     FaceRow,
@@ -16,8 +17,8 @@ from facetrail.store.base import (
 )
 
 __all__ = [
-    "Credential", "ErrorRow", "FaceRow", "RunCounts", "SourceRow", "SourceSpec", "Store",
-    "UserRow", "open_store",
+    "AuditQuery", "Credential", "ErrorRow", "FaceRow", "RunCounts", "SourceRow", "SourceSpec",
+    "Store", "UserRow", "open_store",
 ]
 
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from facetrail.audit import AuditEvent
+from facetrail.audit import AuditEvent, ChainedEvent
 from facetrail.faces.base import ModelInfo
 from facetrail.records import Appearance, ImageAnalysis, ImageInfo, Provenance
 
@@ -63,12 +63,20 @@ class RunCounts:
     errors: int = 0
 
 
+AuditRow = ChainedEvent
+
+
 @dataclass(frozen=True)
-class AuditRow:
-    id: int
-    event: AuditEvent
-    prev_hash: str
-    hash: str
+class AuditQuery:
+    """Filters on the audit log; times are ISO 8601 UTC strings compared as text."""
+
+    actor: str | None = None
+    case_ref: str | None = None
+    action: str | None = None
+    since: str | None = None
+    until: str | None = None
+    after_id: int = 0
+    limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +157,6 @@ class Store(Protocol):
 
     # audit and reporting
     def append_audit(self, event: AuditEvent) -> int: ...
-    def audit_rows(self) -> list[AuditRow]: ...
+    def audit_rows(self, query: AuditQuery | None = None) -> list[AuditRow]: ...
     def stats(self) -> dict[str, Any]: ...
     def close(self) -> None: ...

@@ -23,6 +23,7 @@ from facetrail.errors import ConflictError, NotFoundError, PolicyError, StoreErr
 from facetrail.faces.base import ModelInfo
 from facetrail.records import Appearance, ImageAnalysis, ImageInfo, Provenance
 from facetrail.store.base import (
+    AuditQuery,
     AuditRow,
     Credential,
     ErrorRow,
@@ -367,7 +368,20 @@ class SQLiteStore:
             )
         return int(cur.lastrowid or 0)
 
-    def audit_rows(self) -> list[AuditRow]:
+    def audit_rows(self, query: AuditQuery | None = None) -> list[AuditRow]:
+        """Events in id order, all of them or those matching ``query``."""
+        q = query or AuditQuery()
+        where: list[str] = ["id > ?"]
+        args: list[Any] = [q.after_id]
+        for column, value, op in (("actor", q.actor, "="), ("case_ref", q.case_ref, "="),
+                                  ("action", q.action, "="), ("at", q.since, ">="),
+                                  ("at", q.until, "<")):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                args.append(value)
+        sql = f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id"
+        if q.limit is not None:
+            sql += f" LIMIT {int(q.limit)}"
         return [
             AuditRow(
                 id=r["id"],
@@ -378,7 +392,7 @@ class SQLiteStore:
                 prev_hash=r["prev_hash"],
                 hash=r["hash"],
             )
-            for r in self._db.execute("SELECT * FROM audit ORDER BY id")
+            for r in self._db.execute(sql, args)
         ]
 
     # -- users, tokens, sessions -------------------------------------------------------------

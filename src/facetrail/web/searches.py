@@ -1,0 +1,7 @@
+"""searches routes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
