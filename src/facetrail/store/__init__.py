@@ -9,7 +9,11 @@ from facetrail.store.base import (
     Credential,
     ErrorRow,
     FaceRow,
+    JobRow,
+    ProbeRow,
+    ReviewRow,
     RunCounts,
+    SearchRow,
     SourceRow,
     SourceSpec,
     Store,
@@ -17,8 +21,8 @@ from facetrail.store.base import (
 )
 
 __all__ = [
-    "AuditQuery", "Credential", "ErrorRow", "FaceRow", "RunCounts", "SourceRow", "SourceSpec",
-    "Store", "UserRow", "open_store",
+    "AuditQuery", "Credential", "ErrorRow", "FaceRow", "JobRow", "ProbeRow", "ReviewRow",
+    "RunCounts", "SearchRow", "SourceRow", "SourceSpec", "Store", "UserRow", "open_store",
 ]
 
 
