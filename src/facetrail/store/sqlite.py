@@ -724,6 +724,16 @@ class SQLiteStore:
             for a in rows
         ]
 
+    def source_roots(self, name: str) -> list[str]:
+        """Where a source's items may lie: its uri and every path an ingest of it was given."""
+        source = self.get_source(name)
+        roots = [source.uri]
+        for row in self._db.execute(
+            "SELECT paths FROM ingest_runs WHERE source_id=? ORDER BY id", (source.id,)
+        ):
+            roots += [p for p in json.loads(row[0]) if p not in roots]
+        return roots
+
     # -- reporting --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         def count(sql: str) -> int:

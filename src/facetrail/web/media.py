@@ -1,8 +1,8 @@
 """Image bytes, thumbnails and face crops, served only from what the store holds.
 
 A request names an image by sha256 or a face by face_id, never by path. The bytes are read
-from where the store says the image was found, only inside that source's registered location,
-and only if they still hash to the sha256. Thumbnails and crops are made once and cached
+from where the store says the image was found, only inside that source's registered paths (its
+uri and the paths it was ingested from), and only if they still hash to the sha256. Thumbnails and crops are made once and cached
 under ``<home>/cache/``. Appearance URLs are data for the client; the server never fetches them.
 """
 
@@ -48,15 +48,16 @@ def image_bytes(engine: Facetrail, sha256: str) -> bytes:
     if not appearances:
         raise NotFoundError(f"no image with sha256 {sha256} in the store")
     for a in appearances:
-        root = Path(engine.store.get_source(a.source).uri)
-        data = read_location(root, a.location)
+        roots = [Path(r) for r in engine.store.source_roots(a.source)]
+        data = read_location(roots, a.location)
         if data is not None and imaging.sha256_hex(data) == sha256:
             return data
     raise NotFoundError(f"image {sha256} is no longer readable where it was found")
 
 
-def read_location(root: Path, location: str) -> bytes | None:
-    """The bytes at an appearance's location, if it lies inside ``root``; None if unreadable.
+def read_location(roots: list[Path], location: str) -> bytes | None:
+    """The bytes at an appearance's location if it lies inside one of ``roots`` (a source's
+    registered paths); None if it does not or cannot be read.
 
     Locations are a file path, ``<warc>#<offset>`` or ``<wacz>!<member>#<offset>``."""
     file_part, offset = location, None
@@ -70,8 +71,7 @@ def read_location(root: Path, location: str) -> bytes | None:
         file_part, _, member = file_part.partition("!")
     try:
         path = Path(file_part).resolve(strict=True)
-        base = root.resolve(strict=True)
-        if path != base and not path.is_relative_to(base):
+        if not any(path.is_relative_to(root.resolve()) for root in roots):
             return None
         if offset is None:
             return path.read_bytes() if path.is_file() else None
