@@ -5,12 +5,12 @@ HTTP statuses are mapped from facetrail's exception tree here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from facetrail import __version__
@@ -76,6 +76,22 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    # Uploads are the largest bodies; anything declaring more is refused before it is read.
+    body_limit = settings.max_upload_bytes + 64 * 1024
+
+    @app.middleware("http")
+    async def refuse_large_bodies(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > body_limit:
+            exc = UploadTooLargeError(
+                f"the request body of {declared} bytes is over the upload limit of "
+                f"{settings.max_upload_bytes} bytes (FACETRAIL_MAX_UPLOAD_BYTES)"
+            )
+            return error_response(413, exc.code, str(exc))
+        return await call_next(request)
+
     app.include_router(api.router, prefix="/api")
     app.include_router(ui.router)
 
