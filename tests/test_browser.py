@@ -302,3 +302,25 @@ def test_auditor_has_no_search_page(server: Server, page: Page) -> None:
     expect(page.locator("input[type=file]")).to_have_count(0)
     expect(page.locator("main")).to_contain_text("may not do this")
     shot(page, "09-auditor-no-search")
+
+
+def test_admin_starts_an_ingest_job_and_reads_its_errors(server: Server, page: Page) -> None:
+    log_in(page, server, "admin")
+    assert page.url == server.url + "/sources"
+    expect(page.locator("nav a")).to_have_text(["Sources"])
+    inbox = page.get_by_test_id("source-row").filter(has_text="inbox")
+    expect(inbox.locator("td").nth(5)).to_have_text("0")  # nothing ingested yet
+    shot(page, "10-sources")
+    inbox.get_by_role("button", name="Start ingest").click()
+    job = page.get_by_test_id("job").filter(has_text="inbox").first
+    expect(job).to_be_visible()
+    # The page follows the job and reloads itself when it ends.
+    expect(job.get_by_test_id("job-status")).to_have_text("completed", timeout=120_000)
+    expect(job).to_contain_text("2 items: 0 new images, 1 duplicates")  # Ashanti is indexed
+    expect(job).to_contain_text("1 errors")
+    inbox = page.get_by_test_id("source-row").filter(has_text="inbox")
+    expect(inbox.locator("td").nth(5)).to_have_text("1")
+    errors = page.locator("#errors-inbox")
+    expect(errors).to_contain_text("https://elsewhere.example.net/only-a-url.jpg")
+    expect(errors).to_contain_text("bad_manifest_row")
+    shot(page, "11-ingest-done-with-errors")

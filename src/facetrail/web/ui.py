@@ -31,7 +31,7 @@ from facetrail.errors import (
     PolicyError,
     UploadTooLargeError,
 )
-from facetrail.store import AuditQuery, ReviewRow, SearchRow
+from facetrail.store import AuditQuery, JobRow, ReviewRow, SearchRow
 from facetrail.store.base import AuditRow, ErrorRow
 from facetrail.web.auth import Principal, csrf_token, end_session, require, start_session
 from facetrail.web.searches import search_json
@@ -168,115 +168,6 @@ async def logout(request: Request) -> Response:
     response = RedirectResponse("/login", status_code=303)
     end_session(request, response)
     return response
-
-
-# -- review (reviewer) --------------------------------------------------------------------------
-@router.get("/review")
-@html_errors
-async def review_queue(request: Request) -> Response:
-    principal = await who(request, "reviewer")
-    queue = _service(request).engine.store.list_searches(pending_for=principal.user_id)
-    return render(request, "review_queue.html", principal, title="Review", queue=queue)
-
-
-@router.get("/review/{search_id}")
-@html_errors
-async def review_page(request: Request, search_id: int) -> Response:
-    principal = await who(request, "reviewer")
-    store = _service(request).engine.store
-    search = store.get_search(search_id)
-    if search.user_id == principal.user_id:
-        raise OwnSearchReviewError(
-            f"search {search_id} is your own; another reviewer must review it (two-person rule)"
-        )
-    view = search_view(search, store.reviews([search_id]))
-    return render(request, "review.html", principal, title=f"Review #{search_id}", s=view)
-
-
-@router.post("/review/{search_id}/{face_id}")
-@html_errors
-async def review_decision(
-    request: Request,
-    search_id: int,
-    face_id: int,
-    decision: Annotated[str, Form()] = "",
-    note: Annotated[str, Form()] = "",
-) -> Response:
-    principal = await who(request, "reviewer")
-    _service(request).casework.review(
-        Actor(principal.user_id, principal.name), search_id, face_id, decision, note
-    )
-    return RedirectResponse(f"/review/{search_id}", status_code=303)
-
-
-# -- audit (auditor) -----------------------------------------------------------------------------
-AUDIT_PAGE_EVENTS = 500
-"""The audit page shows at most this many of the newest matching events; export has them all."""
-
-
-def audit_query(actor: str, case: str, since: str, until: str) -> AuditQuery:
-    """Filters from the audit page's form. Dates are UTC days, both ends included."""
-    def day(value: str, name: str) -> date | None:
-        if not value.strip():
-            return None
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError as exc:
-            raise InputError(f"{name} must be a date like 2026-04-17") from exc
-
-    first, last = day(since, "from"), day(until, "to")
-    return AuditQuery(
-        actor=actor.strip() or None,
-        case_ref=case.strip() or None,
-        since=first.isoformat() if first else None,
-        until=(last + timedelta(days=1)).isoformat() if last else None,
-    )
-
-
-@router.get("/audit")
-@html_errors
-async def audit_page(
-    request: Request, actor: str = "", case: str = "", since: str = "", until: str = ""
-) -> Response:
-    principal = await who(request, "auditor")
-    engine = _service(request).engine
-    query = audit_query(actor, case, since, until)
-    rows = engine.audit_events(query)
-    shown = rows[-AUDIT_PAGE_EVENTS:][::-1]
-    filters = {"actor": actor, "case": case, "since": since, "until": until}
-    export = {k: v for k, v in (("actor", query.actor), ("case", query.case_ref),
-                                ("since", query.since), ("until", query.until)) if v}
-    return render(
-        request, "audit.html", principal, title="Audit trail",
-        verify=engine.verify_audit(), filters=filters, truncated=len(rows) > len(shown),
-        events=[_event_view(r) for r in shown],
-        export_href="/api/audit/export" + ("?" + urlencode(export) if export else ""),
-    )
-
-
-def _event_view(row: AuditRow) -> dict[str, Any]:
-    e = row.event
-    return {"id": row.id, "at": e.at, "actor": e.actor, "action": e.action,
-            "case_ref": e.case_ref, "purpose": e.purpose, "details": canonical_json(e.details)}
-
-
-# -- sources and ingest jobs (admin) -----------------------------------------------------------
-@router.get("/sources")
-@html_errors
-async def sources_page(request: Request) -> Response:
-    principal = await who(request, "admin")
-    engine = _service(request).engine
-    per_source = {s["source"]: s for s in engine.store.stats()["per_source"]}
-    errors: dict[str, list[ErrorRow]] = {}
-    for e in engine.errors():
-        errors.setdefault(e.source, []).append(e)
-    sources = [
-        {**vars(row), "images": per_source.get(row.name, {}).get("images", 0),
-         "errors": len(errors.get(row.name, [])), "error_rows": errors.get(row.name, [])}
-        for row in engine.sources()
-    ]
-    return render(request, "sources.html", principal, title="Sources", sources=sources,
-                  jobs=[])
 
 
 # -- search (analyst) ----------------------------------------------------------------------------
@@ -420,3 +311,146 @@ async def case_report(request: Request, case_ref: str) -> Response:
     views = [search_view(s, [r for r in reviews if r.search_id == s.id]) for s in searches]
     return render(request, "report.html", principal, title=f"Case {case_ref}",
                   case_ref=case_ref, searches=views, generated_at=utc_now())
+
+
+# -- review (reviewer) --------------------------------------------------------------------------
+@router.get("/review")
+@html_errors
+async def review_queue(request: Request) -> Response:
+    principal = await who(request, "reviewer")
+    queue = _service(request).engine.store.list_searches(pending_for=principal.user_id)
+    return render(request, "review_queue.html", principal, title="Review", queue=queue)
+
+
+@router.get("/review/{search_id}")
+@html_errors
+async def review_page(request: Request, search_id: int) -> Response:
+    principal = await who(request, "reviewer")
+    store = _service(request).engine.store
+    search = store.get_search(search_id)
+    if search.user_id == principal.user_id:
+        raise OwnSearchReviewError(
+            f"search {search_id} is your own; another reviewer must review it (two-person rule)"
+        )
+    view = search_view(search, store.reviews([search_id]))
+    return render(request, "review.html", principal, title=f"Review #{search_id}", s=view)
+
+
+@router.post("/review/{search_id}/{face_id}")
+@html_errors
+async def review_decision(
+    request: Request,
+    search_id: int,
+    face_id: int,
+    decision: Annotated[str, Form()] = "",
+    note: Annotated[str, Form()] = "",
+) -> Response:
+    principal = await who(request, "reviewer")
+    _service(request).casework.review(
+        Actor(principal.user_id, principal.name), search_id, face_id, decision, note
+    )
+    return RedirectResponse(f"/review/{search_id}", status_code=303)
+
+
+# -- audit (auditor) -----------------------------------------------------------------------------
+AUDIT_PAGE_EVENTS = 500
+"""The audit page shows at most this many of the newest matching events; export has them all."""
+
+
+def audit_query(actor: str, case: str, since: str, until: str) -> AuditQuery:
+    """Filters from the audit page's form. Dates are UTC days, both ends included."""
+    def day(value: str, name: str) -> date | None:
+        if not value.strip():
+            return None
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError as exc:
+            raise InputError(f"{name} must be a date like 2026-04-17") from exc
+
+    first, last = day(since, "from"), day(until, "to")
+    return AuditQuery(
+        actor=actor.strip() or None,
+        case_ref=case.strip() or None,
+        since=first.isoformat() if first else None,
+        until=(last + timedelta(days=1)).isoformat() if last else None,
+    )
+
+
+@router.get("/audit")
+@html_errors
+async def audit_page(
+    request: Request, actor: str = "", case: str = "", since: str = "", until: str = ""
+) -> Response:
+    principal = await who(request, "auditor")
+    engine = _service(request).engine
+    query = audit_query(actor, case, since, until)
+    rows = engine.audit_events(query)
+    shown = rows[-AUDIT_PAGE_EVENTS:][::-1]
+    filters = {"actor": actor, "case": case, "since": since, "until": until}
+    export = {k: v for k, v in (("actor", query.actor), ("case", query.case_ref),
+                                ("since", query.since), ("until", query.until)) if v}
+    return render(
+        request, "audit.html", principal, title="Audit trail",
+        verify=engine.verify_audit(), filters=filters, truncated=len(rows) > len(shown),
+        events=[_event_view(r) for r in shown],
+        export_href="/api/audit/export" + ("?" + urlencode(export) if export else ""),
+    )
+
+
+def _event_view(row: AuditRow) -> dict[str, Any]:
+    e = row.event
+    return {"id": row.id, "at": e.at, "actor": e.actor, "action": e.action,
+            "case_ref": e.case_ref, "purpose": e.purpose, "details": canonical_json(e.details)}
+
+
+# -- sources and ingest jobs (admin) -----------------------------------------------------------
+FINISHED = ("completed", "failed", "cancelled")
+
+
+def job_view(job: JobRow) -> dict[str, Any]:
+    p = job.progress
+    summary = (
+        f"{p.get('items', 0)} items: {p.get('images_new', 0)} new images, "
+        f"{p.get('duplicates', 0)} duplicates, {p.get('skipped', 0)} unchanged, "
+        f"{p.get('faces', 0)} faces, {p.get('errors', 0)} errors"
+    )
+    if job.error:
+        summary += f". {job.error}"
+    return {**vars(job), "items": p.get("items", 0), "total": p.get("total"),
+            "summary": summary, "done": job.status in FINISHED}
+
+
+@router.get("/sources")
+@html_errors
+async def sources_page(request: Request) -> Response:
+    principal = await who(request, "admin")
+    engine = _service(request).engine
+    per_source = {s["source"]: s for s in engine.store.stats()["per_source"]}
+    errors: dict[str, list[ErrorRow]] = {}
+    for e in engine.errors():
+        errors.setdefault(e.source, []).append(e)
+    sources = [
+        {**vars(row), "images": per_source.get(row.name, {}).get("images", 0),
+         "errors": len(errors.get(row.name, [])), "error_rows": errors.get(row.name, [])}
+        for row in engine.sources()
+    ]
+    jobs = [job_view(j) for j in engine.store.list_jobs(limit=20)]
+    return render(request, "sources.html", principal, title="Sources", sources=sources,
+                  jobs=jobs)
+
+
+@router.post("/sources/{name}/ingest")
+@html_errors
+async def start_ingest(request: Request, name: str) -> Response:
+    principal = await who(request, "admin")
+    service = _service(request)
+    service.jobs.submit(service.engine.store.get_source(name), [], principal.name)
+    return RedirectResponse("/sources", status_code=303)
+
+
+@router.post("/sources/jobs/{job_id}/cancel")
+@html_errors
+async def cancel_ingest(request: Request, job_id: int) -> Response:
+    principal = await who(request, "admin")
+    _service(request).jobs.cancel(job_id, principal.name)
+    return RedirectResponse("/sources", status_code=303)

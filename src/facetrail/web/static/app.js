@@ -139,23 +139,34 @@
     submit.disabled = true;
   }
 
-  // -- ingest jobs: refresh progress until the job ends -----------------------------------
-  const DONE = new Set(["completed", "failed", "cancelled", "interrupted"]);
+  // -- ingest jobs: refresh progress until the job ends, then reload the page ---------------
+  const DONE = new Set(["completed", "failed", "cancelled"]);
+
+  function jobSummary(job) {
+    const p = job.progress || {};
+    const n = (key) => p[key] || 0;
+    let text = `${n("items")} items: ${n("images_new")} new images, ${n("duplicates")} duplicates, ` +
+      `${n("skipped")} unchanged, ${n("faces")} faces, ${n("errors")} errors`;
+    if (job.error) text += `. ${job.error}`;
+    return text;
+  }
 
   function setupJob(el) {
-    const url = el.dataset.jobUrl;
     const bar = el.querySelector("progress");
     const text = el.querySelector("[data-job-text]");
+    const status = el.querySelector("[data-job-status]");
     async function refresh() {
-      const response = await fetch(url, {credentials: "same-origin", headers: {Accept: "application/json"}});
+      const response = await fetch(el.dataset.jobUrl, {
+        credentials: "same-origin", headers: {Accept: "application/json"},
+      });
       if (!response.ok) return;
-      const job = await response.json();
-      el.dataset.status = job.status;
-      if (job.total) { bar.max = job.total; bar.value = job.items; } else { bar.removeAttribute("value"); }
-      text.textContent = job.summary;
+      const job = (await response.json()).job;
+      const total = (job.progress || {}).total;
+      if (total) { bar.max = total; bar.value = (job.progress || {}).items || 0; }
+      text.textContent = jobSummary(job);
+      status.textContent = job.status;
       if (DONE.has(job.status)) {
-        bar.max = 1; bar.value = 1;
-        el.querySelectorAll("[data-job-cancel]").forEach((b) => b.remove());
+        window.location.reload();  // counts and error lists have changed
       } else {
         window.setTimeout(refresh, 1000);
       }
