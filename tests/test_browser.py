@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -139,6 +140,7 @@ def test_each_role_sees_only_its_own_pages(server: Server, role: str) -> None:
             if allowed == role:
                 assert response.status_code == 200, path
                 assert f'href="{path}"' in home.text
+                assert "default-src 'self'" in response.headers["content-security-policy"]
             else:
                 assert response.status_code == 403, path
                 assert "may not do this" in response.text
@@ -324,3 +326,35 @@ def test_admin_starts_an_ingest_job_and_reads_its_errors(server: Server, page: P
     expect(errors).to_contain_text("https://elsewhere.example.net/only-a-url.jpg")
     expect(errors).to_contain_text("bad_manifest_row")
     shot(page, "11-ingest-done-with-errors")
+
+
+def test_probe_without_a_face_is_explained(server: Server, page: Page) -> None:
+    log_in(page, server, "analyst")
+    page.set_input_files("input[name=probe]", FACES / "noface" / "skimage_coins.jpg")
+    expect(page.locator("[data-probe-status]")).to_contain_text("No face was found")
+    expect(page.locator("[data-picker] rect.facebox")).to_have_count(0)
+    expect(page.locator("form[data-probe-form] button[type=submit]")).to_be_disabled()
+
+
+def test_audit_page_names_the_first_tampered_event(
+    gallery_home: Path, tmp_path: Path, page: Page
+) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(gallery_home, home)
+    server = Server(home, add_users(home)).start()
+    try:
+        # Someone with write access to the database edits an old event, as an attacker would:
+        # the append-only trigger has to go first.
+        db = sqlite3.connect(home / "facetrail.db")
+        with db:
+            db.execute("DROP TRIGGER audit_no_update")
+            db.execute("UPDATE audit SET actor = 'someone-else' WHERE id = 2")
+        db.close()
+        log_in(page, server, "auditor")
+        broken = page.get_by_test_id("chain-broken")
+        expect(broken).to_contain_text("Chain broken at event #2")
+        expect(broken).to_contain_text("changed after it was written")
+        expect(page.get_by_test_id("chain-verified")).to_have_count(0)
+        shot(page, "12-audit-tampered")
+    finally:
+        server.stop()

@@ -54,6 +54,16 @@ NAV = (
 
 STATIC_FILES = ("app.css", "app.js")
 
+PAGE_HEADERS = {
+    # Only facetrail's own script, styles and images; no inline code, no framing.
+    "Content-Security-Policy": "default-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+"""Headers of every page: pages show case data, so browsers must not cache them either."""
+
 
 def _web_dir(name: str) -> Path:
     return Path(str(resources.files("facetrail.web").joinpath(name)))
@@ -79,13 +89,15 @@ def render(
     ]
     context.setdefault("title", "facetrail")
     context.setdefault("flashes", [])
-    return _templates().TemplateResponse(
+    response = _templates().TemplateResponse(
         request,
         template,
         {"principal": principal, "csrf": csrf_token(request) if principal else "", "nav": nav,
          **context},
         status_code=status_code,
     )
+    response.headers.update(PAGE_HEADERS)
+    return response
 
 
 def html_errors(
