@@ -279,6 +279,9 @@ def test_journey_search_review_audit(server: Server, page: Page) -> None:
     log_in(page, server, "analyst")
     page.goto(search_url)
     expect(page.get_by_test_id("decision").first).to_contain_text("confirmed by reviewer")
+    page.goto(server.url + "/search")
+    mine = page.get_by_test_id("my-search").filter(has_text="CASE-0417")
+    expect(mine).to_contain_text("2 awaiting review")  # 1 of 3 candidates decided
     log_out(page)
 
     # 6. An auditor sees the chain verified, with the search and the review in it.

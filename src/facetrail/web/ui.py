@@ -33,7 +33,15 @@ from facetrail.errors import (
 )
 from facetrail.store import AuditQuery, JobRow, ReviewRow, SearchRow
 from facetrail.store.base import AuditRow, ErrorRow
-from facetrail.web.auth import Principal, csrf_token, end_session, require, start_session
+from facetrail.web.auth import (
+    Principal,
+    authenticate,
+    csrf_token,
+    end_session,
+    require,
+    start_session,
+)
+from facetrail.web.deps import service_of
 from facetrail.web.searches import search_json
 from facetrail.web.service import Service
 
@@ -113,28 +121,28 @@ def html_errors(
         except FacetrailError as exc:
             request = kwargs["request"]
             assert isinstance(request, Request)
-            return error_page(request, exc)
+            return await error_page(request, exc)
 
     return endpoint
 
 
-def error_page(request: Request, exc: FacetrailError) -> Response:
+async def error_page(request: Request, exc: FacetrailError) -> Response:
     from facetrail.web.app import status_of  # the one status mapping; app imports this module
 
     if isinstance(exc, AuthError):
         return RedirectResponse("/login", status_code=303)
     status = status_of(exc)
     principal = getattr(request.state, "principal", None)
+    if principal is None:  # a role without the right: still show who is logged in
+        try:
+            principal = await authenticate(request)
+        except FacetrailError:
+            principal = None
     titles = {403: "Not allowed", 404: "Not found", 429: "Too many requests"}
     return render(
         request, "error.html", principal, status_code=status,
         title=titles.get(status, "Something went wrong"), code=exc.code, message=str(exc),
     )
-
-
-def _service(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
 
 
 async def who(request: Request, *roles: str) -> Principal:
@@ -193,7 +201,7 @@ async def search_page(request: Request) -> Response:
 def _search_form(
     request: Request, principal: Principal, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
-    store = _service(request).engine.store
+    store = service_of(request).engine.store
     return render(
         request, "search.html", principal, status_code=status_code, title="Search",
         gallery_faces=store.stats()["faces"],
@@ -215,8 +223,8 @@ async def run_search(
     try:
         principal = await who(request, "analyst")
     except FacetrailError as exc:
-        return error_page(request, exc)
-    service = _service(request)
+        return await error_page(request, exc)
+    service = service_of(request)
     try:
         if not case_ref.strip() or not purpose.strip():
             raise PolicyError("a search needs a case reference and a purpose")
@@ -302,7 +310,7 @@ def search_view(search: SearchRow, reviews: list[ReviewRow]) -> dict[str, Any]:
 @html_errors
 async def results_page(request: Request, search_id: int) -> Response:
     principal = await who(request, "analyst", "reviewer")
-    store = _service(request).engine.store
+    store = service_of(request).engine.store
     search = store.get_search(search_id)
     view = search_view(search, store.reviews([search_id]))
     case = quote(search.case_ref, safe="")
@@ -315,7 +323,7 @@ async def results_page(request: Request, search_id: int) -> Response:
 async def case_report(request: Request, case_ref: str) -> Response:
     """Every search of a case with its candidates and reviews, laid out for printing."""
     principal = await who(request, "analyst", "reviewer")
-    store = _service(request).engine.store
+    store = service_of(request).engine.store
     searches = list(reversed(store.list_searches(case_ref=case_ref, limit=100_000)))
     if not searches:
         raise NotFoundError(f"no search of case {case_ref!r}")
@@ -330,7 +338,7 @@ async def case_report(request: Request, case_ref: str) -> Response:
 @html_errors
 async def review_queue(request: Request) -> Response:
     principal = await who(request, "reviewer")
-    queue = _service(request).engine.store.list_searches(pending_for=principal.user_id)
+    queue = service_of(request).engine.store.list_searches(pending_for=principal.user_id)
     return render(request, "review_queue.html", principal, title="Review", queue=queue)
 
 
@@ -338,7 +346,7 @@ async def review_queue(request: Request) -> Response:
 @html_errors
 async def review_page(request: Request, search_id: int) -> Response:
     principal = await who(request, "reviewer")
-    store = _service(request).engine.store
+    store = service_of(request).engine.store
     search = store.get_search(search_id)
     if search.user_id == principal.user_id:
         raise OwnSearchReviewError(
@@ -358,7 +366,7 @@ async def review_decision(
     note: Annotated[str, Form()] = "",
 ) -> Response:
     principal = await who(request, "reviewer")
-    _service(request).casework.review(
+    service_of(request).casework.review(
         Actor(principal.user_id, principal.name), search_id, face_id, decision, note
     )
     return RedirectResponse(f"/review/{search_id}", status_code=303)
@@ -394,7 +402,7 @@ async def audit_page(
     request: Request, actor: str = "", case: str = "", since: str = "", until: str = ""
 ) -> Response:
     principal = await who(request, "auditor")
-    engine = _service(request).engine
+    engine = service_of(request).engine
     query = audit_query(actor, case, since, until)
     rows = engine.audit_events(query)
     shown = rows[-AUDIT_PAGE_EVENTS:][::-1]
@@ -436,7 +444,7 @@ def job_view(job: JobRow) -> dict[str, Any]:
 @html_errors
 async def sources_page(request: Request) -> Response:
     principal = await who(request, "admin")
-    engine = _service(request).engine
+    engine = service_of(request).engine
     per_source = {s["source"]: s for s in engine.store.stats()["per_source"]}
     errors: dict[str, list[ErrorRow]] = {}
     for e in engine.errors():
@@ -455,7 +463,7 @@ async def sources_page(request: Request) -> Response:
 @html_errors
 async def start_ingest(request: Request, name: str) -> Response:
     principal = await who(request, "admin")
-    service = _service(request)
+    service = service_of(request)
     service.jobs.submit(service.engine.store.get_source(name), [], principal.name)
     return RedirectResponse("/sources", status_code=303)
 
@@ -464,5 +472,5 @@ async def start_ingest(request: Request, name: str) -> Response:
 @html_errors
 async def cancel_ingest(request: Request, job_id: int) -> Response:
     principal = await who(request, "admin")
-    _service(request).jobs.cancel(job_id, principal.name)
+    service_of(request).jobs.cancel(job_id, principal.name)
     return RedirectResponse("/sources", status_code=303)
