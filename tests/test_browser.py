@@ -361,3 +361,29 @@ def test_audit_page_names_the_first_tampered_event(
         shot(page, "12-audit-tampered")
     finally:
         server.stop()
+
+
+def csrf_of(html: str) -> str:
+    return html.split('name="csrf-token" content="')[1].split('"')[0]
+
+
+def test_search_form_works_without_javascript(server: Server) -> None:
+    """The form alone (file, case, purpose) searches the largest face."""
+    probe = FACES / "group" / "two_people.jpg"
+    with session(server, "analyst2") as client:
+        token = csrf_of(client.get("/search").text)
+        form = {"csrf_token": token, "case_ref": "CASE-NOJS", "purpose": ""}
+        files = {"probe": (probe.name, probe.read_bytes(), "image/jpeg")}
+        refused = client.post("/search", data=form, files=files)
+        assert refused.status_code == 422
+        assert "needs a case reference and a purpose" in refused.text
+        assert 'value="CASE-NOJS"' in refused.text  # what was typed is kept
+        form["purpose"] = "check the no-script path"
+        done = client.post("/search", data=form, files=files)
+        assert done.status_code == 303 and done.headers["location"].startswith("/searches/")
+        results = client.get(done.headers["location"])
+        assert results.status_code == 200
+        assert "Face 1 of 2 searched" in results.text
+        assert "people/Barack_Obama/" in results.text
+        without_token = client.post("/search", data={**form, "csrf_token": ""}, files=files)
+        assert without_token.status_code == 403 and "CSRF" in without_token.text
