@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -387,3 +388,22 @@ def test_search_form_works_without_javascript(server: Server) -> None:
         assert "people/Barack_Obama/" in results.text
         without_token = client.post("/search", data={**form, "csrf_token": ""}, files=files)
         assert without_token.status_code == 403 and "CSRF" in without_token.text
+
+
+def test_audit_filters_by_user_and_dates(server: Server) -> None:
+    today = datetime.now(UTC).date()
+    with session(server, "auditor") as client:
+        def rows(**params: str) -> list[str]:
+            page = client.get("/audit", params=params)
+            assert page.status_code == 200
+            return page.text.split('data-testid="audit-row"')[1:]
+
+        logins = rows(actor="auditor")
+        assert logins and all("<td>auditor</td><td>login</td>" in r for r in logins)
+        assert len(rows(since=today.isoformat(), until=today.isoformat())) >= len(logins)
+        assert rows(until=(today - timedelta(days=1)).isoformat()) == []
+        assert rows(since=(today + timedelta(days=1)).isoformat()) == []
+        export = client.get("/audit", params={"actor": "auditor"}).text
+        assert 'href="/api/audit/export?actor=auditor"' in export
+        bad = client.get("/audit", params={"since": "yesterday"})
+        assert bad.status_code == 422 and "must be a date like" in bad.text
