@@ -72,7 +72,8 @@ def write_press_archive(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def server(gallery_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server of its own over the gallery plus a 'press' web archive (images with URLs), and
-    an 'inbox' manifest source registered but not ingested, one of whose rows has no file."""
+    two sources registered but not ingested: an 'inbox' manifest, one of whose rows has no
+    file, and 'later', a folder."""
     root = tmp_path_factory.mktemp("ui")
     home = root / "home"
     shutil.copytree(gallery_home, home)
@@ -82,6 +83,7 @@ def server(gallery_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     inbox.write_text(f"path,source_url\n{PEOPLE / 'Ashanti' / 'Ashanti_0001.jpg'},\n"
                      ",https://elsewhere.example.net/only-a-url.jpg\n")
     add_source(home, "inbox", inbox, kind="manifest")
+    add_source(home, "later", FACES / "unknown")
     server = Server(home, add_users(home)).start()
     try:
         yield server
@@ -407,3 +409,48 @@ def test_audit_filters_by_user_and_dates(server: Server) -> None:
         assert 'href="/api/audit/export?actor=auditor"' in export
         bad = client.get("/audit", params={"since": "yesterday"})
         assert bad.status_code == 422 and "must be a date like" in bad.text
+
+
+def test_admin_cancels_an_ingest_job(server: Server, page: Page) -> None:
+    log_in(page, server, "admin")
+    later = page.get_by_test_id("source-row").filter(has_text="later")
+    later.get_by_role("button", name="Start ingest").click()
+    job = page.get_by_test_id("job").filter(has_text="later").first
+    # Cancelled before its worker has finished starting, or stopped between images.
+    job.get_by_role("button", name="Cancel").click()
+    job = page.get_by_test_id("job").filter(has_text="later").first
+    expect(job.get_by_test_id("job-status")).to_have_text("cancelled", timeout=60_000)
+    expect(job.get_by_role("button", name="Cancel")).to_have_count(0)
+    shot(page, "13-ingest-cancelled")
+
+
+def test_a_reviewer_never_reviews_their_own_search(server: Server) -> None:
+    # Carol searches as an analyst, then becomes a reviewer (her role changed in the store).
+    made = json.loads(run_cli(server.home, "users", "add", "carol", "--role", "analyst",
+                              "--json").stdout)
+    probe = PEOPLE / "Kit_Harington" / "Kit_Harington_0001.jpg"
+    with httpx.Client(base_url=server.url, timeout=120,
+                      headers={"Authorization": f"Bearer {made['token']}"}) as api:
+        response = api.post("/api/searches/upload",
+                            data={"case_ref": "CASE-CAROL", "purpose": "two-person rule"},
+                            files={"file": (probe.name, probe.read_bytes(), "image/jpeg")})
+        assert response.status_code == 201, response.text
+        search_id = response.json()["search"]["id"]
+    db = sqlite3.connect(server.home / "facetrail.db")
+    with db:
+        db.execute("UPDATE users SET role = 'reviewer' WHERE name = 'carol'")
+    db.close()
+    server.tokens["carol"] = made["token"]
+
+    with session(server, "carol") as client:
+        assert "CASE-CAROL" not in client.get("/review").text
+        own = client.get(f"/review/{search_id}")
+        assert own.status_code == 403 and "two-person rule" in own.text
+        refused = client.post(f"/review/{search_id}/1", data={
+            "csrf_token": csrf_of(client.get("/review").text), "decision": "confirm",
+            "note": "mine",
+        })
+        assert refused.status_code == 403 and "two-person rule" in refused.text
+    with session(server, "reviewer") as client:
+        assert "CASE-CAROL" in client.get("/review").text
+        assert client.get(f"/review/{search_id}").status_code == 200
