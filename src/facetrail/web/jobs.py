@@ -8,6 +8,7 @@ starts; ingest is idempotent, so what was done is skipped.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from facetrail.web.service import Service
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 Admin = Annotated[Principal, Depends(require("admin"))]
 PROGRESS_EVERY = 0.5
@@ -93,14 +95,25 @@ class JobRunner:
             job_id = self._queue.get()
             if job_id is None:
                 return
-            self._run(job_id)
+            try:
+                self._run(job_id)
+            except Exception:  # the store failed under the job: keep serving the others
+                log.exception("ingest job %s could not be recorded", job_id)
 
     def _run(self, job_id: int) -> None:
-        store = self.service.engine.store
+        # The job reads and writes the store on its own connection, not the server's.
+        with Facetrail(self.service.settings) as engine:
+            if self._ingest(engine, job_id):
+                with self.service.lock:
+                    self.service.engine.index.sync()
+
+    def _ingest(self, engine: Facetrail, job_id: int) -> bool:
+        """Run one job; True when it completed."""
+        store = engine.store
         with self._lock:
             job = store.get_job(job_id)
             if job.status not in ("queued", "running") or job_id in self._cancel:
-                return
+                return False
             job = store.update_job(job_id, status="running", started=True)
         last = 0.0
 
@@ -114,28 +127,26 @@ class JobRunner:
                 store.update_job(job_id, progress=_progress(counts, total))
 
         try:
-            with Facetrail(self.service.settings) as engine:
-                report = engine.ingest(
-                    job.source, [Path(p) for p in job.paths] or None, progress=progress,
-                    actor=job.created_by,
-                )
+            report = engine.ingest(
+                job.source, [Path(p) for p in job.paths] or None, progress=progress,
+                actor=job.created_by,
+            )
         except _Stop:
             if job_id in self._cancel:
                 store.update_job(job_id, status="cancelled")
             # else the server is stopping: the job stays 'running' and resumes at next start
-            return
+            return False
         except FacetrailError as exc:
             store.update_job(job_id, status="failed", error=f"{exc.code}: {exc}")
-            return
-        except Exception as exc:  # noqa: BLE001  a job must fail visibly, never kill the worker
+            return False
+        except Exception as exc:  # a job must fail visibly, never kill the worker
             store.update_job(job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-            return
+            return False
         store.update_job(
             job_id, status="completed", run_id=report.run_id,
             progress={**serialize.ingest_report(report), "total": report.items},
         )
-        with self.service.lock:
-            self.service.engine.index.sync()
+        return True
 
 
 def _progress(c: RunCounts, total: int | None) -> dict[str, Any]:
