@@ -454,3 +454,18 @@ def test_a_reviewer_never_reviews_their_own_search(server: Server) -> None:
     with session(server, "reviewer") as client:
         assert "CASE-CAROL" in client.get("/review").text
         assert client.get(f"/review/{search_id}").status_code == 200
+
+
+def test_a_refused_search_keeps_the_probe_and_the_picked_face(server: Server, page: Page) -> None:
+    log_in(page, server, "analyst2")
+    drop_file(page, "[data-dropzone]", FACES / "group" / "two_people.jpg")
+    page.locator("[data-picker] rect.facebox").nth(1).click()
+    page.fill("#case_ref", "   ")  # passes the browser's check, not the server's
+    page.fill("#purpose", "a purpose")
+    page.click("form[data-probe-form] button[type=submit]")
+    expect(page.get_by_test_id("search-error")).to_contain_text("needs a case reference")
+    boxes = page.locator("[data-picker] rect.facebox")
+    expect(boxes).to_have_count(2)
+    expect(boxes.nth(1)).to_have_class("facebox picked")
+    expect(page.locator("#purpose")).to_have_value("a purpose")
+    expect(page.locator("form[data-probe-form] button[type=submit]")).to_be_enabled()

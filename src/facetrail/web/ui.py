@@ -8,6 +8,7 @@ a caller without a session is sent to the login page.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from importlib import resources
@@ -61,6 +62,7 @@ NAV = (
 """(role, path, label): a page appears in the navigation only for the role that may use it."""
 
 STATIC_FILES = ("app.css", "app.js")
+SHA256 = re.compile("[0-9a-f]{64}")
 
 PAGE_HEADERS = {
     # Only facetrail's own script, styles and images; no inline code, no framing.
@@ -242,7 +244,8 @@ async def run_search(
         from facetrail.web.app import status_of
 
         return _search_form(request, principal, status_of(exc), error=f"{exc} ({exc.code})",
-                            case_ref=case_ref, purpose=purpose)
+                            case_ref=case_ref, purpose=purpose, face=face,
+                            probe_sha256=probe_sha256 if SHA256.fullmatch(probe_sha256) else "")
     return RedirectResponse(f"/searches/{found.id}", status_code=303)
 
 

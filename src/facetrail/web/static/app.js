@@ -137,6 +137,17 @@
     });
     window.addEventListener("pageshow", () => { input.disabled = false; });
     submit.disabled = true;
+    if (shaField.value) restore(shaField.value, faceField.value);
+
+    // After a refused search the page comes back with the probe it had: draw it again.
+    async function restore(sha, face) {
+      const response = await fetch(`${form.dataset.probesUrl}/${sha}`, {
+        credentials: "same-origin", headers: {Accept: "application/json"},
+      });
+      if (!response.ok) { shaField.value = ""; faceField.value = ""; return; }
+      draw((await response.json()).probe);
+      if (face !== "") pick(Number(face));
+    }
   }
 
   // -- ingest jobs: refresh progress until the job ends, then reload the page ---------------
