@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -221,3 +222,32 @@ def test_media_by_hash_and_face_id(api_server: Server, user: str) -> None:
         assert sha256_hex(probe.content) == probe_sha
     crops = list((api_server.home / "cache" / "crops").glob(f"{best['face_id']}-*.jpg"))
     assert len(crops) == 1
+
+
+def test_audit_query_filters_and_export(api_server: Server) -> None:
+    with api_server.client("analyst2") as analyst:
+        made = analyst.post(
+            "/api/searches/upload", files={"file": (OBAMA.name, OBAMA.read_bytes())},
+            data={"case_ref": "API-6", "purpose": "audit filters"}).json()
+    with api_server.client("auditor") as auditor:
+        events = auditor.get("/api/audit", params={"case": "API-6"}).json()["events"]
+        assert [(e["action"], e["actor"]) for e in events] == [("search", "analyst2")]
+        event = events[0]
+        assert event["id"] == made["search"]["audit_id"]
+        assert event["at"].endswith("Z")
+        day = event["at"][:10]
+        for since, until, count in ((day, None, 1), (None, day, 0), ("2999-01-01", None, 0)):
+            params = {k: v for k, v in (("since", since), ("until", until)) if v}
+            got = auditor.get("/api/audit", params={"case": "API-6", **params}).json()
+            assert len(got["events"]) == count, params
+        by_user = auditor.get("/api/audit", params={"actor": "analyst2"}).json()["events"]
+        assert event in by_user and {e["actor"] for e in by_user} == {"analyst2"}
+        paged = auditor.get("/api/audit", params={"limit": 2}).json()
+        assert len(paged["events"]) == 2 and paged["next_after_id"] == paged["events"][1]["id"]
+
+        export = auditor.get("/api/audit/export", params={"case": "API-6"})
+        assert export.headers["content-type"] == "application/x-ndjson"
+        lines = [json.loads(line) for line in export.text.splitlines()]
+        assert lines == events
+        verified = auditor.get("/api/audit/verify").json()
+        assert verified["ok"] is True and verified["events"] >= event["id"]
