@@ -82,12 +82,15 @@ def test_a_job_ingests_in_the_background_and_lists_its_errors(
     assert actions[-4:] == ["source.add", "ingest.start", "ingest", "search"]
 
 
-def test_a_job_resumes_after_the_server_is_killed(server: Server, collection: Path) -> None:
+@pytest.mark.parametrize("kill", [True, False], ids=["killed", "stopped"])
+def test_a_job_resumes_after_a_restart(server: Server, collection: Path, kill: bool) -> None:
+    """Killed (SIGKILL) or stopped (SIGTERM: the run is interrupted cleanly), the job runs
+    again when the server starts."""
     with server.client("admin") as admin:
         add_source(admin, "coll", collection)
         job_id = admin.post("/api/jobs", json={"source": "coll"}).json()["job"]["id"]
         wait_for(admin, job_id, lambda j: j["progress"].get("images_new", 0) >= 3)
-    server.stop(kill=True)
+    server.stop(kill=kill)
     server.start()
     with server.client("admin") as admin:
         job = wait_for(admin, job_id, lambda j: j["status"] in FINAL)
