@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -123,8 +124,7 @@ def audit_events(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
     """Audit events in order, filtered; page with ``after_id`` = the last id received."""
-    query = AuditQuery(**{**filters.__dict__, "after_id": after_id, "limit": limit})
-    rows = engine.audit_events(query)
+    rows = engine.audit_events(replace(filters, after_id=after_id, limit=limit))
     return {"events": [r.to_json() for r in rows],
             "next_after_id": rows[-1].id if len(rows) == limit else None}
 
