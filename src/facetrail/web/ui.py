@@ -30,7 +30,6 @@ from facetrail.errors import (
     NotFoundError,
     OwnSearchReviewError,
     PolicyError,
-    UploadTooLargeError,
 )
 from facetrail.store import AuditQuery, JobRow, ReviewRow, SearchRow
 from facetrail.store.base import AuditRow, ErrorRow
@@ -43,7 +42,7 @@ from facetrail.web.auth import (
     start_session,
 )
 from facetrail.web.deps import service_of
-from facetrail.web.searches import search_json
+from facetrail.web.searches import read_upload, search_json
 from facetrail.web.service import Service
 
 router = APIRouter(include_in_schema=False)
@@ -230,16 +229,13 @@ async def run_search(
     try:
         if not case_ref.strip() or not purpose.strip():
             raise PolicyError("a search needs a case reference and a purpose")
-        index = int(face) if face.strip() else 0
-        upload = await probe.read(service.settings.max_upload_bytes + 1) if probe else b""
-        if not probe_sha256 and not upload:
+        if not face.strip().isdigit() and face.strip():
+            raise InputError(f"the face must be a number, not {face!r}")
+        if not probe_sha256 and not (probe and probe.filename):
             raise InputError("choose a probe photo first")
         found = await run_in_threadpool(
-            _search, service, principal, probe_sha256, upload, index, case_ref, purpose
+            _search, service, principal, probe_sha256, probe, int(face or 0), case_ref, purpose
         )
-    except ValueError:
-        return _search_form(request, principal, 422, error="the face must be a number",
-                            case_ref=case_ref, purpose=purpose)
     except FacetrailError as exc:
         from facetrail.web.app import status_of
 
@@ -250,18 +246,17 @@ async def run_search(
 
 
 def _search(
-    service: Service, principal: Principal, probe_sha256: str, upload: bytes, face: int,
-    case_ref: str, purpose: str,
+    service: Service, principal: Principal, probe_sha256: str, probe: UploadFile | None,
+    face: int, case_ref: str, purpose: str,
 ) -> SearchRow:
+    """The API's two steps in one: keep the probe (unless the page did), then search it."""
     actor = Actor(principal.user_id, principal.name)
-    if len(upload) > service.settings.max_upload_bytes:
-        raise UploadTooLargeError(
-            f"the upload is over the limit of {service.settings.max_upload_bytes} bytes "
-            "(FACETRAIL_MAX_UPLOAD_BYTES)"
-        )
+    upload = None
+    if not probe_sha256 and probe is not None:
+        upload = read_upload(probe, service.settings.max_upload_bytes)
     service.rate.check(principal.user_id)
     with service.lock:
-        if not probe_sha256:
+        if upload is not None:
             probe_sha256 = service.casework.add_probe(upload, actor).sha256
         return service.casework.search(
             actor, probe_sha256, face, case_ref=case_ref, purpose=purpose
