@@ -361,6 +361,7 @@ def test_audit_page_names_the_first_tampered_event(
         expect(broken).to_contain_text("Chain broken at event #2")
         expect(broken).to_contain_text("changed after it was written")
         expect(page.get_by_test_id("chain-verified")).to_have_count(0)
+        expect(page.locator("tr.bad-event td").first).to_have_text("2")  # marked in the list
         shot(page, "12-audit-tampered")
     finally:
         server.stop()
