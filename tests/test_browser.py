@@ -471,3 +471,12 @@ def test_a_refused_search_keeps_the_probe_and_the_picked_face(server: Server, pa
     expect(boxes.nth(1)).to_have_class("facebox picked")
     expect(page.locator("#purpose")).to_have_value("a purpose")
     expect(page.locator("form[data-probe-form] button[type=submit]")).to_be_enabled()
+
+
+def test_static_files_are_a_fixed_list(server: Server) -> None:
+    with httpx.Client(base_url=server.url) as client:
+        script = client.get("/static/app.js")
+        assert script.status_code == 200 and "use strict" in script.text
+        assert client.get("/static/app.css").headers["content-type"].startswith("text/css")
+        for path in ("/static/ui.py", "/static/..%2Fui.py", "/static/%2e%2e%2fapp.py"):
+            assert client.get(path).status_code == 404, path
