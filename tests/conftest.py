@@ -14,6 +14,7 @@ import pytest
 
 import facetrail
 from facetrail.engine import Facetrail
+from webserver import Server, serve_copy
 
 DATA = Path(__file__).parent / "data"
 FACES = DATA / "faces"
@@ -79,3 +80,10 @@ def gallery(gallery_home: Path, tmp_path: Path) -> Iterator[Facetrail]:
     shutil.copytree(gallery_home, home)
     with facetrail.open(home, workers=1) as engine:
         yield engine
+
+
+@pytest.fixture(scope="session")
+def api_server(gallery_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real ``facetrail serve`` over a copy of the gallery, with the accounts of
+    ``webserver.ROLE_USERS``. Shared by the session: tests add their own users and cases."""
+    yield from serve_copy(gallery_home, tmp_path_factory.mktemp("api"))

@@ -56,3 +56,56 @@ def canonical_json(value: Any) -> str:
 
 def chain_hash(prev_hash: str, canonical: str) -> str:
     return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ChainedEvent:
+    """An event as stored: its position in the log and the hashes that chain it."""
+
+    id: int
+    event: AuditEvent
+    prev_hash: str
+    hash: str
+
+    def to_json(self) -> dict[str, Any]:
+        e = self.event
+        return {"id": self.id, "at": e.at, "actor": e.actor, "action": e.action,
+                "case_ref": e.case_ref, "purpose": e.purpose, "details": e.details,
+                "prev_hash": self.prev_hash, "hash": self.hash}
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    events: int
+    head: str
+    """Hash of the last event: record it elsewhere to detect removal of events at the end."""
+    first_bad_id: int | None = None
+    problem: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "events": self.events, "head": self.head,
+                "first_bad_id": self.first_bad_id, "problem": self.problem}
+
+
+def verify(rows: list[ChainedEvent]) -> Verification:
+    """Walk the log in id order and name the first event that breaks the chain.
+
+    An edited event no longer hashes to its stored hash; a removed, inserted or moved event
+    leaves a gap in the ids or an event whose ``prev_hash`` is not its predecessor's hash.
+    """
+    prev_hash, prev_id = GENESIS, 0
+    for row in rows:
+        problem = None
+        if row.id != prev_id + 1:
+            problem = (f"event {row.id} follows event {prev_id}: "
+                       f"{row.id - prev_id - 1} event(s) before it were removed")
+        elif row.prev_hash != prev_hash:
+            problem = (f"event {row.id} does not chain to the event before it: an event "
+                       "was inserted, removed or moved here")
+        elif row.hash != chain_hash(prev_hash, row.event.canonical()):
+            problem = f"event {row.id} was changed after it was written: its hash does not match"
+        if problem is not None:
+            return Verification(False, len(rows), rows[-1].hash, row.id, problem)
+        prev_hash, prev_id = row.hash, row.id
+    return Verification(True, len(rows), prev_hash)

@@ -22,12 +22,13 @@ from rich.progress import (
 from rich.table import Table
 
 from facetrail import serialize
+from facetrail.accounts import ROLES
 from facetrail.engine import Facetrail
 from facetrail.errors import FacetrailError
 from facetrail.records import SearchResult
 from facetrail.settings import load_settings
 from facetrail.sources import KINDS
-from facetrail.store import RunCounts
+from facetrail.store import AuditQuery, RunCounts, UserRow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -497,3 +498,128 @@ def calibrate(engine: Facetrail, data: Path, root: Path | None, output: Path | N
         click.echo(f"  gallery of {n:>10,} faces: threshold {t:.3f} keeps expected false "
                    f"candidates per search <= {engine.settings.fpir_target:g}; "
                    f"{calibration.tar_at(t):.1%} of genuine comparisons pass it")
+# -- users -----------------------------------------------------------------------------------
+@main.group()
+def users() -> None:
+    """Accounts of the HTTP API and web app, each with one role and bearer tokens."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@json_option
+@with_engine
+def users_add(engine: Facetrail, name: str, role: str, as_json: bool) -> None:
+    """Add a user; prints their token once (only its hash is kept)."""
+    user, token = engine.add_user(name, role)
+    if as_json:
+        emit_json({"user": _user_dict(user), "token": token})
+        return
+    click.echo(f"user {user.name} ({user.role}) added. Token, shown only now:")
+    click.echo(token)
+
+
+@users.command("list")
+@json_option
+@with_engine
+def users_list(engine: Facetrail, as_json: bool) -> None:
+    """List users, their roles and how many live tokens they have."""
+    rows = engine.users()
+    if as_json:
+        emit_json([_user_dict(u) for u in rows])
+        return
+    table = Table("name", "role", "live tokens", "created", "by")
+    for u in rows:
+        table.add_row(u.name, u.role, str(u.active_tokens), u.created_at, u.created_by)
+    Console(width=160).print(table)
+
+
+@users.command("revoke")
+@click.argument("name")
+@with_engine
+def users_revoke(engine: Facetrail, name: str) -> None:
+    """Revoke all of a user's tokens and end their sessions."""
+    count = engine.revoke_user(name)
+    click.echo(f"{count} token(s) of {name} revoked")
+
+
+@users.command("rotate")
+@click.argument("name")
+@with_engine
+def users_rotate(engine: Facetrail, name: str) -> None:
+    """Revoke a user's tokens and print a new one, once."""
+    token = engine.rotate_token(name)
+    click.echo(f"old tokens of {name} revoked. New token, shown only now:")
+    click.echo(token)
+
+
+def _user_dict(u: UserRow) -> dict[str, Any]:
+    return {"name": u.name, "role": u.role, "active_tokens": u.active_tokens,
+            "created_at": u.created_at, "created_by": u.created_by}
+
+
+# -- audit -----------------------------------------------------------------------------------
+@main.group()
+def audit() -> None:
+    """Verify and export the hash-chained audit log."""
+
+
+@audit.command("verify")
+@json_option
+@with_engine
+def audit_verify(engine: Facetrail, as_json: bool) -> None:
+    """Check every event's hash and link; exits 1 and names the first bad event if broken."""
+    result = engine.verify_audit()
+    if as_json:
+        emit_json(result.to_json())
+    elif result.ok:
+        click.echo(f"audit log intact: {result.events} events, head {result.head}")
+    else:
+        click.echo(f"audit log BROKEN at event {result.first_bad_id}: {result.problem}")
+    if not result.ok:
+        sys.exit(1)
+
+
+@audit.command("export")
+@click.option("--since", default=None, help="From this UTC date or time (ISO 8601), inclusive.")
+@click.option("--until", default=None, help="Up to this UTC date or time, exclusive.")
+@click.option("--case", "case_ref", default=None, help="Only events of this case reference.")
+@click.option("--actor", default=None, help="Only events by this user.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file instead of standard output.")
+@with_engine
+def audit_export(
+    engine: Facetrail, since: str | None, until: str | None, case_ref: str | None,
+    actor: str | None, output: Path | None,
+) -> None:
+    """Write audit events as JSON Lines, one event with its hashes per line."""
+    rows = engine.audit_events(
+        AuditQuery(actor=actor, case_ref=case_ref, since=since, until=until)
+    )
+    lines = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rows)
+    if output is None:
+        click.echo(lines, nl=False)
+    else:
+        output.write_text(lines, encoding="utf-8")
+        click.echo(f"{len(rows)} events written to {output}", err=True)
+
+
+# -- serve -----------------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1: this machine).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Default 8000.")
+@click.pass_obj
+def serve(obj: dict[str, Any], host: str | None, port: int | None) -> None:
+    """Run the HTTP API and web app. OpenAPI documentation is at /docs."""
+    import uvicorn
+
+    from facetrail.web import create_app
+
+    overrides = dict(obj["overrides"])
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    settings = load_settings(obj["home"], **overrides)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level="info")

@@ -17,7 +17,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from facetrail.audit import AuditEvent, os_user
+from facetrail.accounts import ROLES, new_secret, secret_hash
+from facetrail.audit import AuditEvent, Verification, os_user, verify
 from facetrail.calibration import Calibration, shipped_default
 from facetrail.errors import NotFoundError, PolicyError, StoreError
 from facetrail.index.faiss_index import FaissIndex
@@ -27,7 +28,16 @@ from facetrail.pipeline.search import SearchRequest, search
 from facetrail.records import IngestReport, SearchResult
 from facetrail.settings import Settings, load_settings
 from facetrail.sources import KINDS
-from facetrail.store import ErrorRow, SourceRow, SourceSpec, Store, open_store
+from facetrail.store import (
+    AuditQuery,
+    ErrorRow,
+    SourceRow,
+    SourceSpec,
+    Store,
+    UserRow,
+    open_store,
+)
+from facetrail.store.base import AuditRow
 
 
 class Facetrail:
@@ -203,6 +213,55 @@ class Facetrail:
             calibrated_threshold=calibrated,
         )
         return search(request, self.analyzer, self.index, self.store)
+
+    # -- users and tokens -------------------------------------------------------------------
+    def add_user(self, name: str, role: str, *, actor: str | None = None) -> tuple[UserRow, str]:
+        """A new user and their first token. The token is returned once and never stored."""
+        if role not in ROLES:
+            raise PolicyError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+        if not name.strip():
+            raise PolicyError("a user needs a name")
+        actor = actor or os_user()
+        user = self.store.add_user(name.strip(), role, actor)
+        token = new_secret()
+        self.store.add_token(user.id, secret_hash(token))
+        self.store.append_audit(
+            AuditEvent(actor=actor, action="user.add", details={"user": user.name, "role": role})
+        )
+        return self.store.get_user(user.name), token
+
+    def users(self) -> list[UserRow]:
+        return self.store.list_users()
+
+    def revoke_user(self, name: str, *, actor: str | None = None) -> int:
+        """Revoke every token of a user (and end their sessions). Returns how many."""
+        user = self.store.get_user(name)
+        revoked = self.store.revoke_tokens(user.id)
+        self.store.append_audit(
+            AuditEvent(actor=actor or os_user(), action="user.revoke",
+                       details={"user": user.name, "tokens_revoked": revoked})
+        )
+        return revoked
+
+    def rotate_token(self, name: str, *, actor: str | None = None) -> str:
+        """Revoke a user's tokens and issue a new one, returned once."""
+        user = self.store.get_user(name)
+        revoked = self.store.revoke_tokens(user.id)
+        token = new_secret()
+        self.store.add_token(user.id, secret_hash(token))
+        self.store.append_audit(
+            AuditEvent(actor=actor or os_user(), action="user.rotate",
+                       details={"user": user.name, "tokens_revoked": revoked})
+        )
+        return token
+
+    # -- audit ------------------------------------------------------------------------------
+    def audit_events(self, query: AuditQuery | None = None) -> list[AuditRow]:
+        return self.store.audit_rows(query)
+
+    def verify_audit(self) -> Verification:
+        """Check the whole hash chain; names the first event that breaks it."""
+        return verify(self.store.audit_rows())
 
     # -- reporting --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

@@ -3,12 +3,18 @@
     FacetrailError
     ├── ConfigError              bad settings, unknown back end, missing optional extra
     │   └── MissingExtraError    an optional dependency is not installed
+    ├── AuthError                no credentials, or an unknown, revoked or expired token
     ├── PolicyError              an accountability rule was not met (no lawful basis, no case...)
+    │   ├── ForbiddenError       the caller's role lacks the right
+    │   │   ├── CsrfError        a cookie-authenticated change without its CSRF token
+    │   │   └── OwnSearchReviewError   a review of one's own search (two-person rule)
+    │   └── RateLimitError       too many searches in the current window
     ├── NotFoundError            a named source, face or image does not exist
     ├── ConflictError            something with that name already exists
     ├── InputError               an item could not be ingested or a probe could not be used
     │   ├── ImageError           not an image, truncated, corrupt, zero bytes
     │   │   └── ImageTooLargeError   over the byte, pixel or dimension limits
+    │   │       └── UploadTooLargeError  an upload over the byte limit, refused unread
     │   ├── ArchiveError         a broken or unreadable WARC/WACZ record or file
     │   ├── ManifestError        a manifest row or file that cannot be used
     │   └── NoFaceError          a probe in which no face was found
@@ -76,3 +82,39 @@ class NoFaceError(InputError):
 
 class StoreError(FacetrailError):
     code = "store_error"
+
+
+class AuthError(FacetrailError):
+    """No credentials, or a token or session that is unknown, revoked or expired."""
+
+    code = "unauthorized"
+
+
+class ForbiddenError(PolicyError):
+    """Valid credentials whose role lacks the right."""
+
+    code = "forbidden"
+
+
+class CsrfError(ForbiddenError):
+    code = "csrf_failed"
+
+
+class OwnSearchReviewError(ForbiddenError):
+    """The two-person rule: nobody reviews the candidates of their own search."""
+
+    code = "own_search_review"
+
+
+class RateLimitError(PolicyError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UploadTooLargeError(ImageTooLargeError):
+    """An upload over the byte limit, refused before it is decoded."""
+
+    code = "upload_too_large"

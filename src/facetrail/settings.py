@@ -99,6 +99,32 @@ class Settings(BaseSettings):
         "their descriptors) or 'max' (each photo searched, best score kept) (docs/scores.md).",
     )
 
+    # HTTP server (facetrail serve).
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address 'facetrail serve' binds to; localhost unless set otherwise.",
+    )
+    port: int = Field(default=8000, ge=0, le=65535, description="Port of 'facetrail serve'.")
+    session_hours: float = Field(
+        default=12.0, gt=0, description="Lifetime of a browser session after login, in hours."
+    )
+    max_upload_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1,
+        description="Largest probe upload accepted over HTTP, in bytes; larger ones get 413 "
+        "(upload_too_large) before they are decoded. Decoded probes are then held to "
+        "max_pixels (422, image_too_large).",
+    )
+    search_rate: int = Field(
+        default=30,
+        ge=1,
+        description="Searches one user may make over HTTP per rate window; more get 429 "
+        "(rate_limited).",
+    )
+    search_rate_window: int = Field(
+        default=60, ge=1, description="Length of the search rate window, in seconds."
+    )
+
 
 def load_settings(home: Path | str | None = None, **overrides: object) -> Settings:
     """Settings from the environment, with an explicit ``home`` and overrides on top."""

@@ -4,9 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facetrail.store.base import ErrorRow, FaceRow, RunCounts, SourceRow, SourceSpec, Store
+from facetrail.store.base import (
+    AuditQuery,
+    Credential,
+    ErrorRow,
+    FaceRow,
+    JobRow,
+    ProbeRow,
+    ReviewRow,
+    RunCounts,
+    SearchRow,
+    SourceRow,
+    SourceSpec,
+    Store,
+    UserRow,
+)
 
-__all__ = ["ErrorRow", "FaceRow", "RunCounts", "SourceRow", "SourceSpec", "Store", "open_store"]
+__all__ = [
+    "AuditQuery", "Credential", "ErrorRow", "FaceRow", "JobRow", "ProbeRow", "ReviewRow",
+    "RunCounts", "SearchRow", "SourceRow", "SourceSpec", "Store", "UserRow", "open_store",
+]
 
 
 def open_store(home: Path) -> Store:

@@ -11,9 +11,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from facetrail.audit import AuditEvent
+from facetrail.audit import AuditEvent, ChainedEvent
 from facetrail.faces.base import ModelInfo
-from facetrail.records import Appearance, ImageAnalysis, ImageInfo, Provenance
+from facetrail.records import Appearance, ImageAnalysis, ImageInfo, ProbeFace, Provenance
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,104 @@ class RunCounts:
     errors: int = 0
 
 
+AuditRow = ChainedEvent
+
+
 @dataclass(frozen=True)
-class AuditRow:
+class AuditQuery:
+    """Filters on the audit log; times are ISO 8601 UTC strings compared as text."""
+
+    actor: str | None = None
+    case_ref: str | None = None
+    action: str | None = None
+    since: str | None = None
+    until: str | None = None
+    after_id: int = 0
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class UserRow:
     id: int
-    event: AuditEvent
-    prev_hash: str
-    hash: str
+    name: str
+    role: str
+    created_at: str
+    created_by: str
+    active_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Credential:
+    """Who a token or session belongs to."""
+
+    user: UserRow
+    token_id: int
+    csrf: str | None = None
+    """The session's CSRF token; None for a bearer token."""
+
+
+@dataclass(frozen=True)
+class ProbeRow:
+    """An uploaded probe image and the faces found in it (largest first)."""
+
+    sha256: str
+    bytes: int
+    width: int
+    height: int
+    format: str
+    faces: tuple[ProbeFace, ...]
+    created_at: str
+    created_by: str
+
+
+@dataclass(frozen=True)
+class SearchRow:
+    """A search kept as a record, with its result in the stable JSON form (docs/json.md)."""
+
+    id: int
+    user_id: int
+    actor: str
+    case_ref: str
+    purpose: str
+    probe_sha256: str
+    probe_face: int
+    audit_id: int
+    result: dict[str, Any]
+    created_at: str
+    candidates: int = 0
+    pending: int = 0
+    """Candidates no one has reviewed yet."""
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    id: int
+    search_id: int
+    face_id: int
+    user_id: int
+    reviewer: str
+    decision: str
+    note: str
+    at: str
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """An ingest job started over HTTP; it runs in the background and resumes after restarts."""
+
+    id: int
+    source: str
+    paths: tuple[str, ...]
+    status: str
+    """queued, running, completed, failed or cancelled."""
+    created_by: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    attempts: int
+    run_ids: tuple[int, ...]
+    progress: dict[str, Any]
+    error: str | None
 
 
 class Store(Protocol):
@@ -133,8 +225,48 @@ class Store(Protocol):
     def faces(self, face_ids: Sequence[int]) -> dict[int, FaceRow]: ...
     def source_faces(self, source: str, model_id: int) -> list[LocatedFace]: ...
 
+    # users, tokens and sessions (only hashes of tokens and session ids are kept)
+    def add_user(self, name: str, role: str, actor: str) -> UserRow: ...
+    def get_user(self, name: str) -> UserRow: ...
+    def list_users(self) -> list[UserRow]: ...
+    def add_token(self, user_id: int, token_hash: str) -> int: ...
+    def revoke_tokens(self, user_id: int) -> int: ...
+    def credential(self, token_hash: str) -> Credential | None: ...
+    def add_session(self, id_hash: str, token_id: int, csrf: str, expires_at: str) -> None: ...
+    def session(self, id_hash: str, now: str) -> Credential | None: ...
+    def end_session(self, id_hash: str) -> None: ...
+
+    # probes, searches and reviews
+    def add_probe(self, probe: ProbeRow) -> None: ...
+    def get_probe(self, sha256: str) -> ProbeRow: ...
+    def add_search(
+        self, user_id: int, case_ref: str, purpose: str, probe_sha256: str, probe_face: int,
+        audit_id: int, result: dict[str, Any], candidates: Sequence[tuple[int, int, float]],
+    ) -> int: ...
+    def get_search(self, search_id: int) -> SearchRow: ...
+    def list_searches(
+        self, case_ref: str | None = None, user_id: int | None = None,
+        pending_for: int | None = None, limit: int = 200,
+    ) -> list[SearchRow]: ...
+    def add_review(
+        self, search_id: int, face_id: int, user_id: int, decision: str, note: str
+    ) -> ReviewRow: ...
+    def reviews(self, search_ids: Sequence[int]) -> list[ReviewRow]: ...
+    def image_appearances(self, sha256: str) -> list[Appearance]: ...
+    def source_roots(self, name: str) -> list[str]: ...
+
+    # sources: retention; ingest jobs
+    def set_retention(self, name: str, retention_days: int | None) -> SourceRow: ...
+    def add_job(self, source_id: int, paths: Sequence[str], actor: str) -> JobRow: ...
+    def get_job(self, job_id: int) -> JobRow: ...
+    def list_jobs(self, unfinished: bool = False, limit: int = 200) -> list[JobRow]: ...
+    def update_job(
+        self, job_id: int, *, status: str | None = None, progress: dict[str, Any] | None = None,
+        run_id: int | None = None, error: str | None = None, started: bool = False,
+    ) -> JobRow: ...
+
     # audit and reporting
     def append_audit(self, event: AuditEvent) -> int: ...
-    def audit_rows(self) -> list[AuditRow]: ...
+    def audit_rows(self, query: AuditQuery | None = None) -> list[AuditRow]: ...
     def stats(self) -> dict[str, Any]: ...
     def close(self) -> None: ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
@@ -20,19 +21,26 @@ import numpy as np
 from facetrail.audit import GENESIS, AuditEvent, chain_hash, utc_now
 from facetrail.errors import ConflictError, NotFoundError, PolicyError, StoreError
 from facetrail.faces.base import ModelInfo
-from facetrail.records import Appearance, ImageAnalysis, ImageInfo, Provenance
+from facetrail.records import Appearance, ImageAnalysis, ImageInfo, ProbeFace, Provenance
 from facetrail.store.base import (
+    AuditQuery,
     AuditRow,
+    Credential,
     ErrorRow,
     FaceRow,
+    JobRow,
     LocatedFace,
+    ProbeRow,
+    ReviewRow,
     RunCounts,
+    SearchRow,
     SourceRow,
     SourceSpec,
+    UserRow,
 )
 
-SCHEMA_VERSION = 2
-MIGRATIONS = {1: "schema_v1.sql", 2: "schema_v2.sql"}
+SCHEMA_VERSION = 3
+MIGRATIONS = {1: "schema_v1.sql", 2: "schema_v2.sql", 3: "schema_v3.sql"}
 """Schema version -> script that brings the previous version to it."""
 
 
@@ -42,6 +50,9 @@ class SQLiteStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
+        # One connection may serve several threads (the HTTP server's); transactions on it
+        # must not interleave.
+        self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives process crashes; only an OS crash can lose the last
         # commits, never consistency.
@@ -66,13 +77,16 @@ class SQLiteStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                # Also when COMMIT itself failed: never leave the connection in a transaction.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         self._db.close()
@@ -390,7 +404,20 @@ class SQLiteStore:
             )
         return int(cur.lastrowid or 0)
 
-    def audit_rows(self) -> list[AuditRow]:
+    def audit_rows(self, query: AuditQuery | None = None) -> list[AuditRow]:
+        """Events in id order, all of them or those matching ``query``."""
+        q = query or AuditQuery()
+        where: list[str] = ["id > ?"]
+        args: list[Any] = [q.after_id]
+        for column, value, op in (("actor", q.actor, "="), ("case_ref", q.case_ref, "="),
+                                  ("action", q.action, "="), ("at", q.since, ">="),
+                                  ("at", q.until, "<")):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                args.append(value)
+        sql = f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id"
+        if q.limit is not None:
+            sql += f" LIMIT {int(q.limit)}"
         return [
             AuditRow(
                 id=r["id"],
@@ -401,8 +428,343 @@ class SQLiteStore:
                 prev_hash=r["prev_hash"],
                 hash=r["hash"],
             )
-            for r in self._db.execute("SELECT * FROM audit ORDER BY id")
+            for r in self._db.execute(sql, args)
         ]
+
+    # -- users, tokens, sessions -------------------------------------------------------------
+    _USER_SQL = (
+        "SELECT u.*, (SELECT count(*) FROM tokens t WHERE t.user_id = u.id"
+        " AND t.revoked_at IS NULL) AS active_tokens FROM users u"
+    )
+
+    def add_user(self, name: str, role: str, actor: str) -> UserRow:
+        try:
+            with self._tx() as db:
+                cur = db.execute(
+                    "INSERT INTO users (name, role, created_at, created_by) VALUES (?,?,?,?)",
+                    (name, role, utc_now(), actor),
+                )
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc):
+                raise ConflictError(f"a user named {name!r} already exists") from exc
+            raise PolicyError(f"user rejected: {exc}") from exc
+        return self._user_row(self._one(self._USER_SQL + " WHERE u.id=?", cur.lastrowid))
+
+    def get_user(self, name: str) -> UserRow:
+        row = self._db.execute(self._USER_SQL + " WHERE u.name=?", (name,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no user named {name!r}; see 'facetrail users list'")
+        return self._user_row(row)
+
+    def list_users(self) -> list[UserRow]:
+        return [
+            self._user_row(r) for r in self._db.execute(self._USER_SQL + " ORDER BY u.name")
+        ]
+
+    @staticmethod
+    def _user_row(row: sqlite3.Row) -> UserRow:
+        return UserRow(
+            id=row["id"], name=row["name"], role=row["role"], created_at=row["created_at"],
+            created_by=row["created_by"], active_tokens=row["active_tokens"],
+        )
+
+    def add_token(self, user_id: int, token_hash: str) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO tokens (user_id, token_hash, created_at) VALUES (?,?,?)",
+                (user_id, token_hash, utc_now()),
+            )
+        return int(cur.lastrowid or 0)
+
+    def revoke_tokens(self, user_id: int) -> int:
+        """Revoke every live token of a user (their sessions end with them)."""
+        now = utc_now()
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE tokens SET revoked_at=? WHERE user_id=? AND revoked_at IS NULL",
+                (now, user_id),
+            )
+            db.execute(
+                "UPDATE sessions SET ended_at=? WHERE ended_at IS NULL AND token_id IN"
+                " (SELECT id FROM tokens WHERE user_id=?)",
+                (now, user_id),
+            )
+        return cur.rowcount
+
+    def credential(self, token_hash: str) -> Credential | None:
+        row = self._db.execute(
+            "SELECT id, user_id FROM tokens WHERE token_hash=? AND revoked_at IS NULL",
+            (token_hash,),
+        ).fetchone()
+        if row is None:
+            return None
+        user = self._user_row(self._one(self._USER_SQL + " WHERE u.id=?", row["user_id"]))
+        return Credential(user=user, token_id=row["id"])
+
+    def add_session(self, id_hash: str, token_id: int, csrf: str, expires_at: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sessions (id_hash, token_id, csrf, created_at, expires_at)"
+                " VALUES (?,?,?,?,?)",
+                (id_hash, token_id, csrf, utc_now(), expires_at),
+            )
+
+    def session(self, id_hash: str, now: str) -> Credential | None:
+        row = self._db.execute(
+            "SELECT s.token_id, s.csrf, t.user_id FROM sessions s"
+            " JOIN tokens t ON t.id = s.token_id"
+            " WHERE s.id_hash=? AND s.ended_at IS NULL AND s.expires_at > ?"
+            " AND t.revoked_at IS NULL",
+            (id_hash, now),
+        ).fetchone()
+        if row is None:
+            return None
+        user = self._user_row(self._one(self._USER_SQL + " WHERE u.id=?", row["user_id"]))
+        return Credential(user=user, token_id=row["token_id"], csrf=row["csrf"])
+
+    def end_session(self, id_hash: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE sessions SET ended_at=? WHERE id_hash=? AND ended_at IS NULL",
+                (utc_now(), id_hash),
+            )
+
+    # -- retention, jobs --------------------------------------------------------------------
+    def set_retention(self, name: str, retention_days: int | None) -> SourceRow:
+        source = self.get_source(name)
+        try:
+            with self._tx() as db:
+                db.execute(
+                    "UPDATE sources SET retention_days=? WHERE id=?", (retention_days, source.id)
+                )
+        except sqlite3.IntegrityError as exc:
+            raise PolicyError(f"retention rejected: {exc}") from exc
+        return self.get_source(name)
+
+    _JOB_SQL = "SELECT j.*, s.name AS source FROM jobs j JOIN sources s ON s.id = j.source_id"
+    UNFINISHED = ("queued", "running")
+
+    def add_job(self, source_id: int, paths: Sequence[str], actor: str) -> JobRow:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO jobs (source_id, paths, status, created_by, created_at)"
+                " VALUES (?,?,?,?,?)",
+                (source_id, json.dumps(list(paths)), "queued", actor, utc_now()),
+            )
+        return self.get_job(int(cur.lastrowid or 0))
+
+    def get_job(self, job_id: int) -> JobRow:
+        row = self._db.execute(self._JOB_SQL + " WHERE j.id=?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no ingest job {job_id}")
+        return self._job_row(row)
+
+    def list_jobs(self, unfinished: bool = False, limit: int = 200) -> list[JobRow]:
+        """Newest first; ``unfinished``: queued and running ones, oldest first."""
+        if unfinished:
+            sql = self._JOB_SQL + " WHERE j.status IN ('queued', 'running') ORDER BY j.id"
+        else:
+            sql = self._JOB_SQL + " ORDER BY j.id DESC"
+        return [self._job_row(r) for r in self._db.execute(f"{sql} LIMIT ?", (limit,))]
+
+    def update_job(
+        self, job_id: int, *, status: str | None = None, progress: dict[str, Any] | None = None,
+        run_id: int | None = None, error: str | None = None, started: bool = False,
+    ) -> JobRow:
+        """Change a job; ``started`` counts an attempt, a final status sets finished_at."""
+        sets: list[str] = []
+        args: list[Any] = []
+        if status is not None:
+            sets.append("status=?")
+            args.append(status)
+            if status not in self.UNFINISHED:
+                sets.append("finished_at=?")
+                args.append(utc_now())
+        if progress is not None:
+            sets.append("progress=?")
+            args.append(json.dumps(progress))
+        if run_id is not None:
+            sets.append("run_ids=json_insert(run_ids, '$[#]', ?)")
+            args.append(run_id)
+        if error is not None:
+            sets.append("error=?")
+            args.append(error)
+        if started:
+            sets.append("attempts=attempts+1")
+            sets.append("started_at=coalesce(started_at, ?)")
+            args.append(utc_now())
+        if sets:
+            with self._tx() as db:
+                db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*args, job_id))
+        return self.get_job(job_id)
+
+    @staticmethod
+    def _job_row(row: sqlite3.Row) -> JobRow:
+        return JobRow(
+            id=row["id"], source=row["source"], paths=tuple(json.loads(row["paths"])),
+            status=row["status"], created_by=row["created_by"], created_at=row["created_at"],
+            started_at=row["started_at"], finished_at=row["finished_at"],
+            attempts=row["attempts"], run_ids=tuple(json.loads(row["run_ids"])),
+            progress=json.loads(row["progress"]), error=row["error"],
+        )
+
+    # -- probes, searches, reviews ----------------------------------------------------------
+    def add_probe(self, probe: ProbeRow) -> None:
+        faces = [{"box": list(f.box), "det_score": f.det_score, "quality": f.quality}
+                 for f in probe.faces]
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO probes (sha256, bytes, width, height, format, faces, created_at,"
+                " created_by) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(sha256) DO NOTHING",
+                (probe.sha256, probe.bytes, probe.width, probe.height, probe.format,
+                 json.dumps(faces), probe.created_at, probe.created_by),
+            )
+
+    def get_probe(self, sha256: str) -> ProbeRow:
+        row = self._db.execute("SELECT * FROM probes WHERE sha256=?", (sha256,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no probe with sha256 {sha256}; upload it first")
+        faces = tuple(
+            ProbeFace(box=(f["box"][0], f["box"][1], f["box"][2], f["box"][3]),
+                      det_score=f["det_score"], quality=f["quality"])
+            for f in json.loads(row["faces"])
+        )
+        return ProbeRow(
+            sha256=row["sha256"], bytes=row["bytes"], width=row["width"], height=row["height"],
+            format=row["format"], faces=faces, created_at=row["created_at"],
+            created_by=row["created_by"],
+        )
+
+    def add_search(
+        self, user_id: int, case_ref: str, purpose: str, probe_sha256: str, probe_face: int,
+        audit_id: int, result: dict[str, Any], candidates: Sequence[tuple[int, int, float]],
+    ) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO searches (user_id, case_ref, purpose, probe_sha256, probe_face,"
+                " audit_id, result, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                (user_id, case_ref, purpose, probe_sha256, probe_face, audit_id,
+                 json.dumps(result), utc_now()),
+            )
+            search_id = int(cur.lastrowid or 0)
+            db.executemany(
+                "INSERT INTO search_candidates (search_id, rank, face_id, score)"
+                " VALUES (?,?,?,?)",
+                [(search_id, rank, face_id, score) for rank, face_id, score in candidates],
+            )
+        return search_id
+
+    _SEARCH_SQL = (
+        "SELECT s.*, u.name AS actor,"
+        " (SELECT count(*) FROM search_candidates c WHERE c.search_id = s.id) AS n_candidates,"
+        " (SELECT count(*) FROM search_candidates c WHERE c.search_id = s.id AND NOT EXISTS"
+        "   (SELECT 1 FROM reviews r WHERE r.search_id = c.search_id AND r.face_id = c.face_id)"
+        " ) AS n_pending"
+        " FROM searches s JOIN users u ON u.id = s.user_id"
+    )
+
+    def get_search(self, search_id: int) -> SearchRow:
+        row = self._db.execute(self._SEARCH_SQL + " WHERE s.id=?", (search_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no search {search_id}")
+        return self._search_row(row, with_result=True)
+
+    def list_searches(
+        self, case_ref: str | None = None, user_id: int | None = None,
+        pending_for: int | None = None, limit: int = 200,
+    ) -> list[SearchRow]:
+        """Newest first. ``pending_for``: searches by others with unreviewed candidates."""
+        where: list[str] = []
+        args: list[Any] = []
+        if case_ref is not None:
+            where.append("s.case_ref = ?")
+            args.append(case_ref)
+        if user_id is not None:
+            where.append("s.user_id = ?")
+            args.append(user_id)
+        sql = self._SEARCH_SQL + (f" WHERE {' AND '.join(where)}" if where else "")
+        if pending_for is not None:
+            sql = f"SELECT * FROM ({sql}) WHERE user_id != ? AND n_pending > 0"
+            args.append(pending_for)
+        rows = self._db.execute(f"{sql} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [self._search_row(r, with_result=case_ref is not None) for r in rows]
+
+    @staticmethod
+    def _search_row(row: sqlite3.Row, with_result: bool) -> SearchRow:
+        return SearchRow(
+            id=row["id"], user_id=row["user_id"], actor=row["actor"], case_ref=row["case_ref"],
+            purpose=row["purpose"], probe_sha256=row["probe_sha256"],
+            probe_face=row["probe_face"], audit_id=row["audit_id"],
+            result=json.loads(row["result"]) if with_result else {},
+            created_at=row["created_at"], candidates=row["n_candidates"],
+            pending=row["n_pending"],
+        )
+
+    def add_review(
+        self, search_id: int, face_id: int, user_id: int, decision: str, note: str
+    ) -> ReviewRow:
+        try:
+            with self._tx() as db:
+                if db.execute(
+                    "SELECT 1 FROM reviews WHERE search_id=? AND face_id=? AND user_id=?",
+                    (search_id, face_id, user_id),
+                ).fetchone():
+                    raise ConflictError(
+                        f"you have already reviewed candidate {face_id} of search {search_id}"
+                    )
+                cur = db.execute(
+                    "INSERT INTO reviews (search_id, face_id, user_id, decision, note, at)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (search_id, face_id, user_id, decision, note, utc_now()),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise NotFoundError(
+                f"face {face_id} is not a candidate of search {search_id}"
+            ) from exc
+        return self._review_rows("r.id = ?", (cur.lastrowid,))[0]
+
+    def reviews(self, search_ids: Sequence[int]) -> list[ReviewRow]:
+        marks = ",".join("?" * len(search_ids))
+        return self._review_rows(f"r.search_id IN ({marks})", tuple(search_ids))
+
+    def _review_rows(self, where: str, args: tuple[Any, ...]) -> list[ReviewRow]:
+        rows = self._db.execute(
+            "SELECT r.*, u.name AS reviewer FROM reviews r JOIN users u ON u.id = r.user_id"
+            f" WHERE {where} ORDER BY r.id",
+            args,
+        ).fetchall()
+        return [
+            ReviewRow(id=r["id"], search_id=r["search_id"], face_id=r["face_id"],
+                      user_id=r["user_id"], reviewer=r["reviewer"], decision=r["decision"],
+                      note=r["note"], at=r["at"])
+            for r in rows
+        ]
+
+    def image_appearances(self, sha256: str) -> list[Appearance]:
+        rows = self._db.execute(
+            "SELECT s.name, a.location, a.source_url, a.page_urls, a.captured_at, a.title,"
+            " a.record_id FROM appearances a JOIN sources s ON s.id = a.source_id"
+            " JOIN images i ON i.id = a.image_id WHERE i.sha256 = ?"
+            " ORDER BY s.name, a.location",
+            (sha256,),
+        ).fetchall()
+        return [
+            Appearance(source=a["name"], location=a["location"], source_url=a["source_url"],
+                       page_urls=tuple(json.loads(a["page_urls"])),
+                       captured_at=a["captured_at"], title=a["title"],
+                       record_id=a["record_id"])
+            for a in rows
+        ]
+
+    def source_roots(self, name: str) -> list[str]:
+        """Where a source's items may lie: its uri and every path an ingest of it was given."""
+        source = self.get_source(name)
+        roots = [source.uri]
+        for row in self._db.execute(
+            "SELECT paths FROM ingest_runs WHERE source_id=? ORDER BY id", (source.id,)
+        ):
+            roots += [p for p in json.loads(row[0]) if p not in roots]
+        return roots
 
     # -- reporting --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

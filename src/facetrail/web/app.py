@@ -1,0 +1,123 @@
+"""The FastAPI application: the API under ``/api``, the pages at ``/``, JSON errors everywhere.
+
+HTTP statuses are mapped from facetrail's exception tree here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from facetrail import __version__
+from facetrail.errors import (
+    AuthError,
+    ConflictError,
+    FacetrailError,
+    ForbiddenError,
+    InputError,
+    NotFoundError,
+    PolicyError,
+    RateLimitError,
+    UploadTooLargeError,
+)
+from facetrail.settings import Settings
+from facetrail.web import api, ui
+from facetrail.web.service import Service
+
+STATUS: tuple[tuple[type[FacetrailError], int], ...] = (
+    # Most specific first.
+    (AuthError, 401),
+    (ForbiddenError, 403),
+    (RateLimitError, 429),
+    (UploadTooLargeError, 413),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (PolicyError, 422),
+    (InputError, 422),
+)
+"""facetrail error class -> HTTP status; anything else is a 500."""
+
+
+def status_of(exc: FacetrailError) -> int:
+    for kind, status in STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    service = Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = FastAPI(
+        title="facetrail",
+        version=__version__,
+        description="Accountable face search. Every call except this documentation needs a "
+        "token: `Authorization: Bearer <token>` (see `facetrail users add`).",
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    # Uploads are the largest bodies; anything declaring more is refused before it is read.
+    body_limit = settings.max_upload_bytes + 64 * 1024
+
+    @app.middleware("http")
+    async def refuse_large_bodies(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > body_limit:
+            exc = UploadTooLargeError(
+                f"the request body of {declared} bytes is over the upload limit of "
+                f"{settings.max_upload_bytes} bytes (FACETRAIL_MAX_UPLOAD_BYTES)"
+            )
+            return error_response(413, exc.code, str(exc))
+        return await call_next(request)
+
+    app.include_router(api.router, prefix="/api")
+    app.include_router(ui.router)
+
+    @app.exception_handler(FacetrailError)
+    async def facetrail_error(request: Request, exc: FacetrailError) -> JSONResponse:
+        response = error_response(status_of(exc), exc.code, str(exc))
+        if isinstance(exc, RateLimitError):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, AuthError):
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in exc.errors()
+        )
+        return error_response(422, "invalid_request", problems or "invalid request")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return error_response(
+            exc.status_code, codes.get(exc.status_code, f"http_{exc.status_code}"),
+            str(exc.detail),
+        )
+
+    return app

@@ -1,0 +1,152 @@
+"""Who is calling: bearer tokens for the API, session cookies with CSRF tokens for browsers.
+
+A request is authenticated by ``Authorization: Bearer <token>`` or by the ``facetrail_session``
+cookie. A cookie-authenticated request that changes something (POST, PUT, PATCH, DELETE) must
+also carry the session's CSRF token, in the ``X-CSRF-Token`` header or a ``csrf_token`` form
+field. Missing, unknown, revoked or expired credentials raise ``AuthError`` (401); a role
+without the right raises ``ForbiddenError`` (403).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from fastapi import Request, Response
+
+from facetrail.accounts import ROLES, secret_hash
+from facetrail.audit import AuditEvent, utc_now
+from facetrail.errors import AuthError, CsrfError, ForbiddenError
+from facetrail.store import Credential, Store
+
+SESSION_COOKIE = "facetrail_session"
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: int
+    name: str
+    role: str
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.service.engine.store
+    return store
+
+
+def _principal(credential: Credential) -> Principal:
+    user = credential.user
+    return Principal(user_id=user.id, name=user.name, role=user.role)
+
+
+def _session_credential(request: Request) -> Credential | None:
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if not session_id:
+        return None
+    return _store(request).session(secret_hash(session_id), utc_now())
+
+
+async def authenticate(request: Request) -> Principal:
+    """The caller, from a bearer token or a session cookie (checking CSRF for changes)."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("use 'Authorization: Bearer <token>'")
+        credential = _store(request).credential(secret_hash(token.strip()))
+        if credential is None:
+            raise AuthError("unknown or revoked token")
+        return _principal(credential)
+    credential = _session_credential(request)
+    if credential is None:
+        if request.cookies.get(SESSION_COOKIE):
+            raise AuthError("the session has ended or expired; log in again")
+        raise AuthError("a token is required: 'Authorization: Bearer <token>' or log in")
+    if request.method in UNSAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER)
+        if sent is None and _is_form(request):
+            value = (await request.form()).get(CSRF_FIELD)
+            sent = value if isinstance(value, str) else None
+        if sent is None or credential.csrf is None or not hmac.compare_digest(
+            sent.encode(), credential.csrf.encode()
+        ):
+            raise CsrfError("missing or wrong CSRF token")
+    request.state.csrf_token = credential.csrf
+    return _principal(credential)
+
+
+def _is_form(request: Request) -> bool:
+    kind = request.headers.get("content-type", "")
+    return kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))
+
+
+def require(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
+    """A FastAPI dependency admitting the given roles (any role when none are given)."""
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}")
+
+    async def dependency(request: Request) -> Principal:
+        principal = await authenticate(request)
+        if roles and principal.role not in roles:
+            raise ForbiddenError(
+                f"the {principal.role} role may not do this; it needs: {', '.join(roles)}"
+            )
+        request.state.principal = principal
+        return principal
+
+    return dependency
+
+
+def start_session(request: Request, response: Response, token: str) -> tuple[Principal, str]:
+    """Log in with a token: sets the session cookie; returns the user and the CSRF token."""
+    store = _store(request)
+    credential = store.credential(secret_hash(token.strip()))
+    if credential is None:
+        raise AuthError("unknown or revoked token")
+    hours = request.app.state.service.settings.session_hours
+    session_id = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    expires = datetime.now(UTC) + timedelta(hours=hours)
+    store.add_session(
+        secret_hash(session_id), credential.token_id, csrf,
+        expires.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+    )
+    response.set_cookie(
+        SESSION_COOKIE, session_id, max_age=int(hours * 3600), httponly=True,
+        samesite="strict", secure=request.url.scheme == "https", path="/",
+    )
+    principal = _principal(credential)
+    store.append_audit(
+        AuditEvent(actor=principal.name, action="login",
+                   details={"role": principal.role, "via": "session"})
+    )
+    request.state.csrf_token = csrf
+    return principal, csrf
+
+
+def end_session(request: Request, response: Response) -> None:
+    """Log out: the session is ended in the store and the cookie cleared."""
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id:
+        store = _store(request)
+        credential = store.session(secret_hash(session_id), utc_now())
+        store.end_session(secret_hash(session_id))
+        if credential is not None:
+            store.append_audit(AuditEvent(actor=credential.user.name, action="logout"))
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+
+
+def csrf_token(request: Request) -> str:
+    """The current session's CSRF token, for forms in templates ('' without a session)."""
+    known = getattr(request.state, "csrf_token", None)
+    if known:
+        return str(known)
+    credential = _session_credential(request)
+    return credential.csrf or "" if credential is not None else ""

@@ -1,0 +1,197 @@
+"""Image bytes, thumbnails and face crops, served only from what the store holds.
+
+A request names an image by sha256 or a face by face_id, never by path. The bytes are read
+from where the store says the image was found, only inside that source's registered paths (its
+uri and the paths it was ingested from), and only if they still hash to the sha256. Thumbnails
+and crops are made once and cached under ``<home>/cache/``. Appearance URLs are data for the
+client; the server never fetches them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import IO, Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi import Path as PathParam
+from fastapi.responses import Response
+from PIL import Image
+from warcio.archiveiterator import ArchiveIterator
+
+from facetrail import imaging
+from facetrail.engine import Facetrail
+from facetrail.errors import NotFoundError
+from facetrail.records import Box
+from facetrail.web.auth import Principal, require
+from facetrail.web.deps import Svc
+from facetrail.web.searches import SHA256
+
+router = APIRouter()
+
+Reader = Annotated[Principal, Depends(require("analyst", "reviewer"))]
+Sha = Annotated[str, PathParam(pattern=SHA256)]
+THUMB_SIDE = 320
+CROP_SIDE = 256
+CROP_MARGIN = 0.3
+"""Added around a face box on every side, as a fraction of the box's size."""
+MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
+        "BMP": "image/bmp", "TIFF": "image/tiff", "AVIF": "image/avif", "HEIF": "image/heif"}
+CACHE_HEADERS = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
+
+
+# -- reading bytes back from a source ------------------------------------------------------
+def image_bytes(engine: Facetrail, sha256: str) -> bytes:
+    """The bytes of a stored image, read from one of its appearances and checked."""
+    appearances = engine.store.image_appearances(sha256)
+    if not appearances:
+        raise NotFoundError(f"no image with sha256 {sha256} in the store")
+    for a in appearances:
+        roots = [Path(r) for r in engine.store.source_roots(a.source)]
+        data = read_location(roots, a.location)
+        if data is not None and imaging.sha256_hex(data) == sha256:
+            return data
+    raise NotFoundError(f"image {sha256} is no longer readable where it was found")
+
+
+def read_location(roots: list[Path], location: str) -> bytes | None:
+    """The bytes at an appearance's location if it lies inside one of ``roots`` (a source's
+    registered paths); None if it does not or cannot be read.
+
+    Locations are a file path, ``<warc>#<offset>`` or ``<wacz>!<member>#<offset>``."""
+    file_part, offset = location, None
+    if "#" in location:
+        file_part, _, tail = location.rpartition("#")
+        if not tail.isdigit():
+            return None
+        offset = int(tail)
+    member = None
+    if offset is not None and "!" in file_part:
+        file_part, _, member = file_part.partition("!")
+    try:
+        path = Path(file_part).resolve(strict=True)
+        if not any(path.is_relative_to(root.resolve()) for root in roots):
+            return None
+        if offset is None:
+            return path.read_bytes() if path.is_file() else None
+        if member is None:
+            with path.open("rb") as stream:
+                return _record_at(stream, offset)
+        with zipfile.ZipFile(path) as zf, zf.open(member) as stream:
+            return _record_at(stream, offset)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def _record_at(stream: IO[bytes], offset: int) -> bytes | None:
+    stream.seek(offset)
+    for record in ArchiveIterator(stream):
+        return bytes(record.content_stream().read())
+    return None
+
+
+# -- derived images, made once ---------------------------------------------------------------
+def cached_jpeg(path: Path, make: bytes | None = None) -> bytes | None:
+    if path.exists():
+        return path.read_bytes()
+    if make is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(make)
+    os.replace(tmp, path)
+    return make
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=88)
+    return out.getvalue()
+
+
+def thumbnail(engine: Facetrail, data: bytes, side: int = THUMB_SIDE) -> bytes:
+    decoded = imaging.decode(data, engine.settings)
+    image = Image.fromarray(decoded.pixels)
+    image.thumbnail((side, side))
+    return _jpeg(image)
+
+
+def crop(engine: Facetrail, data: bytes, box: Box) -> bytes:
+    """The face box with a margin, from the upright image (boxes are in upright pixels)."""
+    decoded = imaging.decode(data, engine.settings)
+    x, y, w, h = box
+    mx, my = int(w * CROP_MARGIN), int(h * CROP_MARGIN)
+    region = (max(0, x - mx), max(0, y - my),
+              min(decoded.width, x + w + mx), min(decoded.height, y + h + my))
+    image = Image.fromarray(decoded.pixels).crop(region)
+    image.thumbnail((CROP_SIDE, CROP_SIDE))
+    return _jpeg(image)
+
+
+def jpeg_response(data: bytes) -> Response:
+    return Response(data, media_type="image/jpeg", headers=CACHE_HEADERS)
+
+
+# -- routes ----------------------------------------------------------------------------------
+@router.get("/images/{sha256}", tags=["media"], response_class=Response)
+def get_image(sha256: Sha, who: Reader, service: Svc) -> Response:
+    """The original bytes of an indexed image."""
+    data = image_bytes(service.engine, sha256)
+    try:
+        with Image.open(io.BytesIO(data)) as opened:  # reads the header only
+            fmt = opened.format or "?"
+    except (OSError, ValueError):  # a format only facetrail's decoder registers (HEIF)
+        fmt = "?"
+    return Response(data, media_type=MIME.get(fmt, "application/octet-stream"),
+                    headers=CACHE_HEADERS)
+
+
+@router.get("/images/{sha256}/thumb", tags=["media"], response_class=Response)
+def get_thumb(sha256: Sha, who: Reader, service: Svc) -> Response:
+    engine = service.engine
+    path = engine.home / "cache" / "thumbs" / f"{sha256}.jpg"
+    data = cached_jpeg(path)
+    if data is None:
+        data = cached_jpeg(path, thumbnail(engine, image_bytes(engine, sha256)))
+    assert data is not None
+    return jpeg_response(data)
+
+
+@router.get("/faces/{face_id}/crop", tags=["media"], response_class=Response)
+def get_face_crop(face_id: int, who: Reader, service: Svc) -> Response:
+    """The face, with a margin, cut from its image."""
+    engine = service.engine
+    face = engine.store.faces([face_id]).get(face_id)
+    if face is None:
+        raise NotFoundError(f"no face {face_id}")
+    path = engine.home / "cache" / "crops" / f"{face_id}-{face.image.sha256[:16]}.jpg"
+    data = cached_jpeg(path)
+    if data is None:
+        data = cached_jpeg(path, crop(engine, image_bytes(engine, face.image.sha256), face.box))
+    assert data is not None
+    return jpeg_response(data)
+
+
+@router.get("/probes/{sha256}/image", tags=["media"], response_class=Response)
+def get_probe_image(sha256: Sha, who: Reader, service: Svc) -> Response:
+    """An uploaded probe, as uploaded."""
+    probe = service.engine.store.get_probe(sha256)
+    data = service.casework.probe_bytes(sha256)
+    return Response(data, media_type=MIME.get(probe.format, "application/octet-stream"),
+                    headers=CACHE_HEADERS)
+
+
+@router.get("/probes/{sha256}/faces/{index}/crop", tags=["media"], response_class=Response)
+def get_probe_crop(sha256: Sha, index: int, who: Reader, service: Svc) -> Response:
+    probe = service.engine.store.get_probe(sha256)
+    if not 0 <= index < len(probe.faces):
+        raise NotFoundError(f"probe {sha256} has no face {index}")
+    path = service.engine.home / "cache" / "probe-crops" / f"{sha256}-{index}.jpg"
+    data = cached_jpeg(path)
+    if data is None:
+        made = crop(service.engine, service.casework.probe_bytes(sha256), probe.faces[index].box)
+        data = cached_jpeg(path, made)
+    assert data is not None
+    return jpeg_response(data)

@@ -1,0 +1,252 @@
+"""Routes for probes, searches, reviews and case reports.
+
+The search is two steps for the web app (upload a probe and see its faces, then search one)
+and one step for API clients (``POST /searches/upload``). Every search is audited and kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from facetrail.casework import Actor
+from facetrail.errors import UploadTooLargeError
+from facetrail.store import ProbeRow, ReviewRow, SearchRow
+from facetrail.web.auth import Principal, require
+from facetrail.web.deps import Svc
+
+if TYPE_CHECKING:
+    from facetrail.web.service import Service
+
+router = APIRouter()
+
+Analyst = Annotated[Principal, Depends(require("analyst"))]
+Reviewer = Annotated[Principal, Depends(require("reviewer"))]
+Reader = Annotated[Principal, Depends(require("analyst", "reviewer"))]
+SHA256 = r"^[0-9a-f]{64}$"
+
+
+def actor(p: Principal) -> Actor:
+    return Actor(user_id=p.user_id, name=p.name)
+
+
+def read_upload(upload: UploadFile, limit: int) -> bytes:
+    """The uploaded bytes, refused with 413 when over ``limit``."""
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        raise UploadTooLargeError(
+            f"the upload is over the limit of {limit} bytes (FACETRAIL_MAX_UPLOAD_BYTES)"
+        )
+    return data
+
+
+# -- JSON shapes -----------------------------------------------------------------------------
+def probe_json(p: ProbeRow) -> dict[str, Any]:
+    return {
+        "sha256": p.sha256, "bytes": p.bytes, "width": p.width, "height": p.height,
+        "format": p.format, "created_at": p.created_at,
+        "image_url": f"/api/probes/{p.sha256}/image",
+        "faces": [
+            {"index": i, "box": list(f.box), "det_score": f.det_score, "quality": f.quality,
+             "crop_url": f"/api/probes/{p.sha256}/faces/{i}/crop"}
+            for i, f in enumerate(p.faces)
+        ],
+    }
+
+
+def review_json(r: ReviewRow) -> dict[str, Any]:
+    return {"id": r.id, "search_id": r.search_id, "face_id": r.face_id, "reviewer": r.reviewer,
+            "decision": r.decision, "note": r.note, "at": r.at}
+
+
+def search_summary(s: SearchRow) -> dict[str, Any]:
+    return {
+        "id": s.id, "actor": s.actor, "case_ref": s.case_ref, "purpose": s.purpose,
+        "created_at": s.created_at, "probe_sha256": s.probe_sha256, "probe_face": s.probe_face,
+        "audit_id": s.audit_id, "candidates": s.candidates, "pending": s.pending,
+        "url": f"/api/searches/{s.id}",
+        "probe_face_crop_url": f"/api/probes/{s.probe_sha256}/faces/{s.probe_face}/crop",
+    }
+
+
+def search_json(s: SearchRow, reviews: list[ReviewRow]) -> dict[str, Any]:
+    result = dict(s.result)
+    result["candidates"] = [
+        {**c, "crop_url": f"/api/faces/{c['face_id']}/crop",
+         "image_url": f"/api/images/{c['image']['sha256']}",
+         "thumb_url": f"/api/images/{c['image']['sha256']}/thumb",
+         "reviews": [review_json(r) for r in reviews if r.face_id == c["face_id"]]}
+        for c in s.result.get("candidates", [])
+    ]
+    return {"search": search_summary(s), "result": result}
+
+
+# -- probes ----------------------------------------------------------------------------------
+@router.post("/probes", tags=["search"], status_code=201)
+def upload_probe(
+    who: Analyst, service: Svc, file: Annotated[UploadFile, File(description="probe image")]
+) -> dict[str, Any]:
+    """Upload a probe image; returns its sha256 and the faces found, largest first."""
+    data = read_upload(file, service.settings.max_upload_bytes)
+    with service.lock:
+        probe = service.casework.add_probe(data, actor(who))
+    return {"probe": probe_json(probe)}
+
+
+@router.get("/probes/{sha256}", tags=["search"])
+def get_probe(
+    sha256: Annotated[str, PathParam(pattern=SHA256)], who: Reader, service: Svc
+) -> dict[str, Any]:
+    return {"probe": probe_json(service.engine.store.get_probe(sha256))}
+
+
+# -- searches --------------------------------------------------------------------------------
+class SearchIn(BaseModel):
+    probe_sha256: str = Field(pattern=SHA256)
+    face: int = Field(default=0, ge=0, description="Index of the probe face, 0 = largest.")
+    case_ref: str = Field(min_length=1, description="Case reference; recorded in the audit.")
+    purpose: str = Field(min_length=1, description="Why this search is made; audited.")
+    top: int | None = Field(default=None, ge=1, le=200)
+    threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+
+
+def run_search(service: Service, who: Principal, body: SearchIn) -> JSONResponse:
+    service.rate.check(who.user_id)
+    with service.lock:
+        search = service.casework.search(
+            actor(who), body.probe_sha256, body.face, case_ref=body.case_ref,
+            purpose=body.purpose, top=body.top, threshold=body.threshold,
+        )
+    return JSONResponse(search_json(search, []), status_code=201)
+
+
+@router.post("/searches", tags=["search"], status_code=201)
+def search(body: SearchIn, who: Analyst, service: Svc) -> JSONResponse:
+    """Search one face of an uploaded probe. Case reference and purpose are required."""
+    return run_search(service, who, body)
+
+
+@router.post("/searches/upload", tags=["search"], status_code=201)
+def search_upload(
+    who: Analyst,
+    service: Svc,
+    file: Annotated[UploadFile, File(description="probe image")],
+    case_ref: Annotated[str, Form(min_length=1)],
+    purpose: Annotated[str, Form(min_length=1)],
+    face: Annotated[int, Form(ge=0)] = 0,
+    top: Annotated[int | None, Form(ge=1, le=200)] = None,
+    threshold: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
+) -> JSONResponse:
+    """Upload a probe and search it in one step (face 0, the largest, unless told)."""
+    data = read_upload(file, service.settings.max_upload_bytes)
+    service.rate.check(who.user_id)
+    with service.lock:
+        probe = service.casework.add_probe(data, actor(who))
+        found = service.casework.search(
+            actor(who), probe.sha256, face, case_ref=case_ref, purpose=purpose, top=top,
+            threshold=threshold,
+        )
+    return JSONResponse(search_json(found, []), status_code=201)
+
+
+@router.get("/searches", tags=["search"])
+def list_searches(
+    who: Reader, service: Svc, case: str | None = None,
+    mine: bool = False, limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    """Searches, newest first, optionally of one case or only the caller's."""
+    rows = service.engine.store.list_searches(
+        case_ref=case or None, user_id=who.user_id if mine else None, limit=limit
+    )
+    return {"searches": [search_summary(s) for s in rows]}
+
+
+@router.get("/searches/{search_id}", tags=["search"])
+def get_search(search_id: int, who: Reader, service: Svc) -> dict[str, Any]:
+    """A search with its candidates, their appearances and their reviews."""
+    store = service.engine.store
+    found = store.get_search(search_id)
+    return search_json(found, store.reviews([search_id]))
+
+
+# -- reviews ---------------------------------------------------------------------------------
+class ReviewIn(BaseModel):
+    face_id: int
+    decision: str = Field(pattern="^(confirm|reject)$")
+    note: str = Field(min_length=1)
+
+
+@router.post("/searches/{search_id}/reviews", tags=["review"], status_code=201)
+def review(search_id: int, body: ReviewIn, who: Reviewer, service: Svc) -> dict[str, Any]:
+    """Confirm or reject a candidate of someone else's search (two-person rule), with a note."""
+    row = service.casework.review(actor(who), search_id, body.face_id, body.decision, body.note)
+    return {"review": review_json(row)}
+
+
+@router.get("/reviews/queue", tags=["review"])
+def review_queue(who: Reviewer, service: Svc) -> dict[str, Any]:
+    """Searches by others with candidates no one has reviewed yet, newest first."""
+    rows = service.engine.store.list_searches(pending_for=who.user_id)
+    return {"searches": [search_summary(s) for s in rows]}
+
+
+# -- case reports ----------------------------------------------------------------------------
+REPORT_COLUMNS = (
+    "search_id", "searched_at", "analyst", "case_ref", "purpose", "probe_sha256", "probe_face",
+    "rank", "face_id", "score", "image_sha256", "source", "location", "source_url", "page_url",
+    "captured_at", "decisions",
+)
+
+
+@router.get("/cases/{case_ref}/report", tags=["search"])
+def case_report(
+    case_ref: str, who: Reader, service: Svc,
+    format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",  # noqa: A002
+) -> Response:
+    """Every search of a case with its candidates, appearances and reviews, as JSON or CSV.
+
+    CSV has one row per candidate appearance; ``decisions`` lists the reviews as
+    ``reviewer:decision``."""
+    store = service.engine.store
+    rows = list(reversed(store.list_searches(case_ref=case_ref, limit=100_000)))
+    reviews = store.reviews([s.id for s in rows]) if rows else []
+    searches = [search_json(s, [r for r in reviews if r.search_id == s.id]) for s in rows]
+    name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in case_ref)
+    if format == "json":
+        return JSONResponse(
+            {"case_ref": case_ref, "notice": "Candidates are investigative leads, not "
+             "identifications; each must be checked by a person.", "searches": searches},
+            headers={"Content-Disposition": f'attachment; filename="case-{name}.json"'},
+        )
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(REPORT_COLUMNS)
+    for s in searches:
+        meta = s["search"]
+        for c in s["result"]["candidates"]:
+            decisions = " ".join(f"{r['reviewer']}:{r['decision']}" for r in c["reviews"])
+            for a in c["appearances"] or [{}]:
+                writer.writerow([_cell(v) for v in (
+                    meta["id"], meta["created_at"], meta["actor"], meta["case_ref"],
+                    meta["purpose"], meta["probe_sha256"], meta["probe_face"], c["rank"],
+                    c["face_id"], c["score"], c["image"]["sha256"], a.get("source"),
+                    a.get("location"), a.get("source_url"), a.get("page_url"),
+                    a.get("captured_at"), decisions,
+                )])
+    return Response(
+        out.getvalue(), media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="case-{name}.csv"'},
+    )
+
+
+def _cell(value: object) -> object:
+    """Text that a spreadsheet would run as a formula is quoted."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

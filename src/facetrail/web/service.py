@@ -1,0 +1,59 @@
+"""What the HTTP layer holds for its lifetime: the engine, the lock around it, the job runner."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+
+from facetrail.casework import Casework
+from facetrail.engine import Facetrail
+from facetrail.errors import RateLimitError
+from facetrail.settings import Settings
+from facetrail.web.jobs import JobRunner
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = Facetrail(settings)
+        self.casework = Casework(self.engine)
+        # The vector index must not be searched while it is extended, and the analyzer holds
+        # one model: face detection, searches and index updates take turns.
+        self.lock = threading.Lock()
+        self.rate = RateLimiter(settings.search_rate, settings.search_rate_window)
+        self.jobs = JobRunner(self)
+
+    def start(self) -> None:
+        self.jobs.start()
+
+    def stop(self) -> None:
+        self.jobs.stop()
+        self.engine.close()
+
+
+class RateLimiter:
+    """At most ``limit`` events per user in any ``window`` seconds (a sliding window)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._events: dict[int, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, user_id: int) -> None:
+        """Count one event for the user, or raise ``RateLimitError`` if over the limit."""
+        now = time.monotonic()
+        with self._lock:
+            events = self._events.setdefault(user_id, deque())
+            while events and events[0] <= now - self.window:
+                events.popleft()
+            if len(events) >= self.limit:
+                wait = math.ceil(events[0] + self.window - now)
+                raise RateLimitError(
+                    f"more than {self.limit} searches in {self.window:g} s "
+                    f"(FACETRAIL_SEARCH_RATE); try again in {wait} s",
+                    retry_after=wait,
+                )
+            events.append(now)

@@ -1,0 +1,474 @@
+"""Server-rendered pages: log in, search, results and reports, review, audit, sources.
+
+Pages are thin: they call the same service functions as the JSON API and render Jinja2
+templates. A page that fails renders an HTML error page with the status the API would give;
+a caller without a session is sent to the login page.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Awaitable, Callable
+from datetime import date, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+
+from facetrail.audit import canonical_json, utc_now
+from facetrail.casework import Actor
+from facetrail.errors import (
+    AuthError,
+    FacetrailError,
+    InputError,
+    NotFoundError,
+    OwnSearchReviewError,
+    PolicyError,
+)
+from facetrail.store import AuditQuery, JobRow, ReviewRow, SearchRow
+from facetrail.store.base import AuditRow, ErrorRow
+from facetrail.web.auth import (
+    Principal,
+    authenticate,
+    csrf_token,
+    end_session,
+    require,
+    start_session,
+)
+from facetrail.web.deps import service_of
+from facetrail.web.searches import read_upload, search_json
+from facetrail.web.service import Service
+
+router = APIRouter(include_in_schema=False)
+
+P = ParamSpec("P")
+
+HOME = {"analyst": "/search", "reviewer": "/review", "auditor": "/audit", "admin": "/sources"}
+"""Each role's start page."""
+
+NAV = (
+    ("analyst", "/search", "Search"),
+    ("reviewer", "/review", "Review"),
+    ("auditor", "/audit", "Audit"),
+    ("admin", "/sources", "Sources"),
+)
+"""(role, path, label): a page appears in the navigation only for the role that may use it."""
+
+STATIC_FILES = ("app.css", "app.js")
+SHA256 = re.compile("[0-9a-f]{64}")
+
+PAGE_HEADERS = {
+    # Only facetrail's own script, styles and images; no inline code, no framing.
+    "Content-Security-Policy": "default-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+"""Headers of every page: pages show case data, so browsers must not cache them either."""
+
+
+def _web_dir(name: str) -> Path:
+    return Path(str(resources.files("facetrail.web").joinpath(name)))
+
+
+@functools.cache
+def _templates() -> Jinja2Templates:
+    return Jinja2Templates(directory=_web_dir("templates"))
+
+
+def render(
+    request: Request,
+    template: str,
+    principal: Principal | None,
+    status_code: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    path = request.url.path
+    nav = [
+        {"href": href, "label": label, "current": path.startswith(href)}
+        for role, href, label in NAV
+        if principal is not None and principal.role == role
+    ]
+    context.setdefault("title", "facetrail")
+    context.setdefault("flashes", [])
+    response = _templates().TemplateResponse(
+        request,
+        template,
+        {"principal": principal, "csrf": csrf_token(request) if principal else "", "nav": nav,
+         **context},
+        status_code=status_code,
+    )
+    response.headers.update(PAGE_HEADERS)
+    return response
+
+
+def html_errors(
+    handler: Callable[P, Awaitable[Response]],
+) -> Callable[P, Awaitable[Response]]:
+    """Show facetrail's errors as pages: no session -> the login page, others -> an error page
+    with the status the API maps the error to."""
+
+    @functools.wraps(handler)
+    async def endpoint(*args: P.args, **kwargs: P.kwargs) -> Response:
+        try:
+            return await handler(*args, **kwargs)
+        except FacetrailError as exc:
+            request = kwargs["request"]
+            assert isinstance(request, Request)
+            return await error_page(request, exc)
+
+    return endpoint
+
+
+async def error_page(request: Request, exc: FacetrailError) -> Response:
+    from facetrail.web.app import status_of  # the one status mapping; app imports this module
+
+    if isinstance(exc, AuthError):
+        return RedirectResponse("/login", status_code=303)
+    status = status_of(exc)
+    principal = getattr(request.state, "principal", None)
+    if principal is None:  # a role without the right: still show who is logged in
+        try:
+            principal = await authenticate(request)
+        except FacetrailError:
+            principal = None
+    titles = {403: "Not allowed", 404: "Not found", 429: "Too many requests"}
+    return render(
+        request, "error.html", principal, status_code=status,
+        title=titles.get(status, "Something went wrong"), code=exc.code, message=str(exc),
+    )
+
+
+async def who(request: Request, *roles: str) -> Principal:
+    """The logged-in caller, if their role is one of ``roles`` (raises otherwise)."""
+    return await require(*roles)(request)
+
+
+# -- static files, login, logout ---------------------------------------------------------------
+@router.get("/static/{path}", name="ui_static")
+async def static(path: str) -> Response:
+    if path not in STATIC_FILES:  # a fixed list: no request path reaches the file system
+        raise NotFoundError(f"no static file {path!r}")
+    return FileResponse(_web_dir("static") / path, headers={"Cache-Control": "max-age=300"})
+
+
+@router.get("/")
+@html_errors
+async def home(request: Request) -> Response:
+    principal = await who(request)
+    return RedirectResponse(HOME[principal.role], status_code=303)
+
+
+@router.get("/login")
+async def login_form(request: Request) -> Response:
+    return render(request, "login.html", None, title="Log in")
+
+
+@router.post("/login")
+async def login(request: Request, token: Annotated[str, Form()] = "") -> Response:
+    response = RedirectResponse("/", status_code=303)
+    try:
+        start_session(request, response, token)
+    except AuthError as exc:
+        return render(request, "login.html", None, status_code=401, title="Log in",
+                      error=f"{exc}.")
+    return response
+
+
+@router.post("/logout")
+@html_errors
+async def logout(request: Request) -> Response:
+    await who(request)
+    response = RedirectResponse("/login", status_code=303)
+    end_session(request, response)
+    return response
+
+
+# -- search (analyst) ----------------------------------------------------------------------------
+@router.get("/search")
+@html_errors
+async def search_page(request: Request) -> Response:
+    principal = await who(request, "analyst")
+    return _search_form(request, principal)
+
+
+def _search_form(
+    request: Request, principal: Principal, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    store = service_of(request).engine.store
+    return render(
+        request, "search.html", principal, status_code=status_code, title="Search",
+        gallery_faces=store.stats()["faces"],
+        searches=store.list_searches(user_id=principal.user_id, limit=20), **context,
+    )
+
+
+@router.post("/search")
+async def run_search(
+    request: Request,
+    case_ref: Annotated[str, Form()] = "",
+    purpose: Annotated[str, Form()] = "",
+    probe_sha256: Annotated[str, Form()] = "",
+    face: Annotated[str, Form()] = "",
+    probe: Annotated[UploadFile | None, File()] = None,
+) -> Response:
+    """Search one face of the probe the page uploaded (or of a file sent with the form, for
+    browsers without JavaScript: its largest face unless ``face`` says otherwise)."""
+    try:
+        principal = await who(request, "analyst")
+    except FacetrailError as exc:
+        return await error_page(request, exc)
+    service = service_of(request)
+    try:
+        if not case_ref.strip() or not purpose.strip():
+            raise PolicyError("a search needs a case reference and a purpose")
+        if not face.strip().isdigit() and face.strip():
+            raise InputError(f"the face must be a number, not {face!r}")
+        if not probe_sha256 and not (probe and probe.filename):
+            raise InputError("choose a probe photo first")
+        found = await run_in_threadpool(
+            _search, service, principal, probe_sha256, probe, int(face or 0), case_ref, purpose
+        )
+    except FacetrailError as exc:
+        from facetrail.web.app import status_of
+
+        return _search_form(request, principal, status_of(exc), error=f"{exc} ({exc.code})",
+                            case_ref=case_ref, purpose=purpose, face=face,
+                            probe_sha256=probe_sha256 if SHA256.fullmatch(probe_sha256) else "")
+    return RedirectResponse(f"/searches/{found.id}", status_code=303)
+
+
+def _search(
+    service: Service, principal: Principal, probe_sha256: str, probe: UploadFile | None,
+    face: int, case_ref: str, purpose: str,
+) -> SearchRow:
+    """The API's two steps in one: keep the probe (unless the page did), then search it."""
+    actor = Actor(principal.user_id, principal.name)
+    upload = None
+    if not probe_sha256 and probe is not None:
+        upload = read_upload(probe, service.settings.max_upload_bytes)
+    service.rate.check(principal.user_id)
+    with service.lock:
+        if upload is not None:
+            probe_sha256 = service.casework.add_probe(upload, actor).sha256
+        return service.casework.search(
+            actor, probe_sha256, face, case_ref=case_ref, purpose=purpose
+        )
+
+
+# -- results and reports (analyst, reviewer) -----------------------------------------------------
+CALIBRATED_FIELDS = {
+    "false_match_rate": "estimated false-match rate",
+    "expected_false_candidates": "expected false candidates",
+}
+"""Candidate fields that give a score a calibrated meaning, shown when a result carries them."""
+
+UNCALIBRATED = (
+    "Scores are 1 - descriptor distance (higher is more alike) and are not calibrated: they "
+    "are not probabilities and do not say how likely a false match is."
+)
+
+
+def search_view(search: SearchRow, reviews: list[ReviewRow]) -> dict[str, Any]:
+    """What the results, report and review pages show of a search."""
+    data = search_json(search, reviews)
+    result = data["result"]
+    probe = result["probe"]
+    candidates = []
+    for c in result["candidates"]:
+        calibration = [(label, c[key]) for key, label in CALIBRATED_FIELDS.items()
+                       if c.get(key) is not None]
+        decided = c["reviews"]
+        candidates.append({
+            **c, "crop_href": c["crop_url"], "image_href": c["image_url"],
+            "calibration": calibration, "review": decided[-1] if decided else None,
+        })
+    calibrated = bool(candidates) and all(c["calibration"] for c in candidates)
+    return {
+        "id": search.id, "case_ref": search.case_ref, "purpose": search.purpose,
+        "user": search.actor, "created_at": search.created_at, "audit_id": search.audit_id,
+        "probe": probe, "probe_face": search.probe_face, "result": result,
+        "probe_href": f"/api/probes/{search.probe_sha256}/image",
+        "probe_crop_href": data["search"]["probe_face_crop_url"],
+        "probe_boxes": [{"box": f["box"], "picked": i == search.probe_face}
+                        for i, f in enumerate(probe["faces"])],
+        "score_note": "Scores carry calibrated estimates." if calibrated else UNCALIBRATED,
+        "candidates": candidates,
+    }
+
+
+@router.get("/searches/{search_id}")
+@html_errors
+async def results_page(request: Request, search_id: int) -> Response:
+    principal = await who(request, "analyst", "reviewer")
+    store = service_of(request).engine.store
+    search = store.get_search(search_id)
+    view = search_view(search, store.reviews([search_id]))
+    case = quote(search.case_ref, safe="")
+    return render(request, "results.html", principal, title=f"Search #{search_id}", s=view,
+                  report_href=f"/cases/{case}/report", export_href=f"/api/cases/{case}/report")
+
+
+@router.get("/cases/{case_ref}/report")
+@html_errors
+async def case_report(request: Request, case_ref: str) -> Response:
+    """Every search of a case with its candidates and reviews, laid out for printing."""
+    principal = await who(request, "analyst", "reviewer")
+    store = service_of(request).engine.store
+    searches = list(reversed(store.list_searches(case_ref=case_ref, limit=100_000)))
+    if not searches:
+        raise NotFoundError(f"no search of case {case_ref!r}")
+    reviews = store.reviews([s.id for s in searches])
+    views = [search_view(s, [r for r in reviews if r.search_id == s.id]) for s in searches]
+    return render(request, "report.html", principal, title=f"Case {case_ref}",
+                  case_ref=case_ref, searches=views, generated_at=utc_now())
+
+
+# -- review (reviewer) --------------------------------------------------------------------------
+@router.get("/review")
+@html_errors
+async def review_queue(request: Request) -> Response:
+    principal = await who(request, "reviewer")
+    queue = service_of(request).engine.store.list_searches(pending_for=principal.user_id)
+    return render(request, "review_queue.html", principal, title="Review", queue=queue)
+
+
+@router.get("/review/{search_id}")
+@html_errors
+async def review_page(request: Request, search_id: int) -> Response:
+    principal = await who(request, "reviewer")
+    store = service_of(request).engine.store
+    search = store.get_search(search_id)
+    if search.user_id == principal.user_id:
+        raise OwnSearchReviewError(
+            f"search {search_id} is your own; another reviewer must review it (two-person rule)"
+        )
+    view = search_view(search, store.reviews([search_id]))
+    return render(request, "review.html", principal, title=f"Review #{search_id}", s=view)
+
+
+@router.post("/review/{search_id}/{face_id}")
+@html_errors
+async def review_decision(
+    request: Request,
+    search_id: int,
+    face_id: int,
+    decision: Annotated[str, Form()] = "",
+    note: Annotated[str, Form()] = "",
+) -> Response:
+    principal = await who(request, "reviewer")
+    service_of(request).casework.review(
+        Actor(principal.user_id, principal.name), search_id, face_id, decision, note
+    )
+    return RedirectResponse(f"/review/{search_id}", status_code=303)
+
+
+# -- audit (auditor) -----------------------------------------------------------------------------
+AUDIT_PAGE_EVENTS = 500
+"""The audit page shows at most this many of the newest matching events; export has them all."""
+
+
+def audit_query(actor: str, case: str, since: str, until: str) -> AuditQuery:
+    """Filters from the audit page's form. Dates are UTC days, both ends included."""
+    def day(value: str, name: str) -> date | None:
+        if not value.strip():
+            return None
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError as exc:
+            raise InputError(f"{name} must be a date like 2026-04-17") from exc
+
+    first, last = day(since, "from"), day(until, "to")
+    return AuditQuery(
+        actor=actor.strip() or None,
+        case_ref=case.strip() or None,
+        since=first.isoformat() if first else None,
+        until=(last + timedelta(days=1)).isoformat() if last else None,
+    )
+
+
+@router.get("/audit")
+@html_errors
+async def audit_page(
+    request: Request, actor: str = "", case: str = "", since: str = "", until: str = ""
+) -> Response:
+    principal = await who(request, "auditor")
+    engine = service_of(request).engine
+    query = audit_query(actor, case, since, until)
+    rows = engine.audit_events(query)
+    shown = rows[-AUDIT_PAGE_EVENTS:][::-1]
+    filters = {"actor": actor, "case": case, "since": since, "until": until}
+    export = {k: v for k, v in (("actor", query.actor), ("case", query.case_ref),
+                                ("since", query.since), ("until", query.until)) if v}
+    return render(
+        request, "audit.html", principal, title="Audit trail",
+        verify=engine.verify_audit(), filters=filters, truncated=len(rows) > len(shown),
+        events=[_event_view(r) for r in shown],
+        export_href="/api/audit/export" + ("?" + urlencode(export) if export else ""),
+    )
+
+
+def _event_view(row: AuditRow) -> dict[str, Any]:
+    e = row.event
+    return {"id": row.id, "at": e.at, "actor": e.actor, "action": e.action,
+            "case_ref": e.case_ref, "purpose": e.purpose, "details": canonical_json(e.details)}
+
+
+# -- sources and ingest jobs (admin) -----------------------------------------------------------
+FINISHED = ("completed", "failed", "cancelled")
+
+
+def job_view(job: JobRow) -> dict[str, Any]:
+    p = job.progress
+    summary = (
+        f"{p.get('items', 0)} items: {p.get('images_new', 0)} new images, "
+        f"{p.get('duplicates', 0)} duplicates, {p.get('skipped', 0)} unchanged, "
+        f"{p.get('faces', 0)} faces, {p.get('errors', 0)} errors"
+    )
+    if job.error:
+        summary += f". {job.error}"
+    return {**vars(job), "items": p.get("items", 0), "total": p.get("total"),
+            "summary": summary, "done": job.status in FINISHED}
+
+
+@router.get("/sources")
+@html_errors
+async def sources_page(request: Request) -> Response:
+    principal = await who(request, "admin")
+    engine = service_of(request).engine
+    per_source = {s["source"]: s for s in engine.store.stats()["per_source"]}
+    errors: dict[str, list[ErrorRow]] = {}
+    for e in engine.errors():
+        errors.setdefault(e.source, []).append(e)
+    sources = [
+        {**vars(row), "images": per_source.get(row.name, {}).get("images", 0),
+         "errors": len(errors.get(row.name, [])), "error_rows": errors.get(row.name, [])}
+        for row in engine.sources()
+    ]
+    jobs = [job_view(j) for j in engine.store.list_jobs(limit=20)]
+    return render(request, "sources.html", principal, title="Sources", sources=sources,
+                  jobs=jobs)
+
+
+@router.post("/sources/{name}/ingest")
+@html_errors
+async def start_ingest(request: Request, name: str) -> Response:
+    principal = await who(request, "admin")
+    service = service_of(request)
+    service.jobs.submit(service.engine.store.get_source(name), [], principal.name)
+    return RedirectResponse("/sources", status_code=303)
+
+
+@router.post("/sources/jobs/{job_id}/cancel")
+@html_errors
+async def cancel_ingest(request: Request, job_id: int) -> Response:
+    principal = await who(request, "admin")
+    service_of(request).jobs.cancel(job_id, principal.name)
+    return RedirectResponse("/sources", status_code=303)

@@ -1,0 +1,72 @@
+"""Media is served only from what the store holds, looked up by hash, never by a path."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import PEOPLE
+from facetrail.imaging import sha256_hex
+from webserver import Server, serve_copy
+
+PROBE = PEOPLE / "Barack_Obama" / "Barack_Obama_0002.jpg"
+
+
+@pytest.fixture(scope="module")
+def server(gallery_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from serve_copy(gallery_home, tmp_path_factory.mktemp("media"))
+
+
+def test_paths_in_requests_never_reach_the_file_system(server: Server) -> None:
+    hostname = Path("/etc/hostname")
+    with server.client("analyst") as client:
+        for url in ("/api/images/..%2F..%2F..%2Fetc%2Fpasswd", "/api/images/../../etc/passwd",
+                    "/api/images/%2Fetc%2Fpasswd", "/api/faces/..%2F1/crop",
+                    "/api/probes/..%2Fprobes/image", "/api/images/ABC"):
+            response = client.get(url)
+            assert response.status_code in (404, 422), url
+            assert response.headers["content-type"] == "application/json", url
+        if hostname.exists():
+            sha = sha256_hex(hostname.read_bytes())
+            assert client.get(f"/api/images/{sha}").status_code == 404
+        assert client.get(f"/api/images/{'0' * 64}").json()["error"]["code"] == "not_found"
+        assert client.get("/api/faces/99999999/crop").status_code == 404
+
+
+def test_a_location_outside_the_registered_paths_is_never_read(
+    server: Server, tmp_path: Path
+) -> None:
+    """Even a store edited to point at another file (with its hash) serves nothing."""
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(PROBE.read_bytes()[:-10] + b"secret!!!!")
+    sha = sha256_hex(secret.read_bytes())
+    db = sqlite3.connect(server.home / "facetrail.db")
+    image_id, face_id = db.execute(
+        "SELECT image_id, id FROM faces ORDER BY id DESC LIMIT 1").fetchone()
+    db.execute("UPDATE images SET sha256=? WHERE id=?", (sha, image_id))
+    db.execute("UPDATE appearances SET location=? WHERE image_id=?", (str(secret), image_id))
+    db.commit()
+    db.close()
+    with server.client("reviewer") as client:
+        for url in (f"/api/images/{sha}", f"/api/images/{sha}/thumb", f"/api/faces/{face_id}/crop"):
+            response = client.get(url)
+            assert response.status_code == 404, url
+            assert b"secret" not in response.content
+            assert "no longer readable" in response.json()["error"]["message"]
+
+
+def test_bytes_that_no_longer_match_their_hash_are_not_served(server: Server) -> None:
+    """A location inside the source whose bytes are not the image's: refused."""
+    db = sqlite3.connect(server.home / "facetrail.db")
+    rows = db.execute(
+        "SELECT a.image_id, a.location, i.sha256 FROM appearances a"
+        " JOIN images i ON i.id = a.image_id ORDER BY a.id LIMIT 2").fetchall()
+    (image_a, _, sha_a), (_, location_b, _) = rows
+    db.execute("UPDATE appearances SET location=? WHERE image_id=?", (location_b, image_a))
+    db.commit()
+    db.close()
+    with server.client("analyst") as client:
+        assert client.get(f"/api/images/{sha_a}").status_code == 404

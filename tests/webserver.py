@@ -1,0 +1,113 @@
+"""A real ``facetrail serve`` in a subprocess on a free localhost port, for API and UI tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+import facetrail
+
+ROLE_USERS = {
+    "admin": "admin",
+    "analyst": "analyst",
+    "analyst2": "analyst",
+    "reviewer": "reviewer",
+    "auditor": "auditor",
+    "revoked": "analyst",
+}
+"""User name -> role of the accounts made in every server home; 'revoked' has no live token."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def add_users(home: Path) -> dict[str, str]:
+    """The accounts of ROLE_USERS in ``home``; returns user name -> token."""
+    tokens: dict[str, str] = {}
+    with facetrail.open(home) as engine:
+        for name, role in ROLE_USERS.items():
+            tokens[name] = engine.add_user(name, role, actor="tests")[1]
+        engine.revoke_user("revoked", actor="tests")
+    return tokens
+
+
+@dataclass
+class Server:
+    home: Path
+    tokens: dict[str, str]
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+        env.update(self.env)
+        self.log = self.home.parent / f"server-{self.port}.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "facetrail", "--home", str(self.home), "--workers", "1",
+                 "serve", "--port", str(self.port)],
+                stdout=out, stderr=subprocess.STDOUT, env=env,
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited:\n{self.log.read_text()}")
+            try:
+                if httpx.get(self.url + "/openapi.json", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise AssertionError(f"server did not start:\n{self.log.read_text()}")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def client(self, user: str | None = None, token: str | None = None) -> httpx.Client:
+        """A client with the bearer token of ``user`` (or the given token, or none)."""
+        headers = {}
+        if user is not None:
+            token = self.tokens[user]
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return httpx.Client(base_url=self.url, headers=headers, timeout=120)
+
+
+def serve_copy(gallery_home: Path, where: Path, **env: str) -> Iterator[Server]:
+    """A server over a private copy of the gallery home, with the ROLE_USERS accounts."""
+    home = where / "home"
+    shutil.copytree(gallery_home, home)
+    server = Server(home, add_users(home), env=env).start()
+    try:
+        yield server
+    finally:
+        server.stop()
