@@ -264,11 +264,13 @@ def _search(
 
 
 # -- results and reports (analyst, reviewer) -----------------------------------------------------
-CALIBRATED_FIELDS = {
-    "false_match_rate": "estimated false-match rate",
-    "expected_false_candidates": "expected false candidates",
-}
-"""Candidate fields that give a score a calibrated meaning, shown when a result carries them."""
+def calibrated_meaning(c: dict[str, Any]) -> list[tuple[str, str]]:
+    """What a candidate's calibrated fields say of its score, or nothing without calibration."""
+    if c.get("fmr") is None:
+        return []
+    fmr = f"{c['fmr']:.1e}" + (" (extrapolated)" if c.get("fmr_extrapolated") else "")
+    return [("estimated false-match rate", fmr),
+            ("expected false candidates at this score", f"{c['expected_false']:.2g}")]
 
 UNCALIBRATED = (
     "Scores are 1 - descriptor distance (higher is more alike) and are not calibrated: they "
@@ -283,8 +285,7 @@ def search_view(search: SearchRow, reviews: list[ReviewRow]) -> dict[str, Any]:
     probe = result["probe"]
     candidates = []
     for c in result["candidates"]:
-        calibration = [(label, c[key]) for key, label in CALIBRATED_FIELDS.items()
-                       if c.get(key) is not None]
+        calibration = calibrated_meaning(c)
         decided = c["reviews"]
         candidates.append({
             **c, "crop_href": c["crop_url"], "image_href": c["image_url"],
