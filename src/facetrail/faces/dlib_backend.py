@@ -166,6 +166,11 @@ def _clip(ltrb: tuple[int, int, int, int], width: int, height: int) -> tuple[int
     return (left, top, max(1, right - left), max(1, bottom - top))
 
 
+def weights_path(name: str) -> Path:
+    """Path of an installed model file: 'resnet', 'landmarks5' or 'cnn'."""
+    return _weights()[name]
+
+
 def _weights() -> dict[str, Path]:
     import face_recognition_models as frm
 
