@@ -17,10 +17,11 @@ import numpy as np
 from PIL import Image
 
 from facetrail.errors import ConfigError
-from facetrail.faces import geometry
+from facetrail.faces import descriptor, geometry
 from facetrail.faces.base import ModelInfo
 from facetrail.imaging import DecodedImage
 from facetrail.records import DetectedFace
+from facetrail.settings import default_home
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
@@ -35,7 +36,7 @@ class _Models:
     detector: Any
     cnn: bool
     shape_predictor: Any
-    describer: Any
+    describer: descriptor.OnnxDescriptor | descriptor.DlibDescriptor
 
 
 class DlibBackend:
@@ -45,13 +46,21 @@ class DlibBackend:
         detect_grid: int = 3200,
         hog_grey: bool = True,
         hog_threshold: float = -0.2,
+        runtime: str = "auto",
+        threads: int = 1,
+        models_dir: Path | None = None,
     ) -> None:
+        """``runtime``: descriptor runtime, 'auto', 'onnx' or 'dlib' (faces/descriptor.py);
+        ``threads``: its threads; ``models_dir``: where the converted model is cached."""
         if detector not in ("hog", "cnn"):
             raise ConfigError(f"unknown dlib detector {detector!r}; use 'hog' or 'cnn'")
         self.detector = detector
         self.detect_grid = detect_grid
         self.hog_grey = hog_grey
         self.hog_threshold = hog_threshold
+        self.runtime = descriptor.resolve_runtime(runtime)
+        self.threads = threads
+        self.models_dir = models_dir
         self._models: _Models | None = None
 
     @cached_property
@@ -80,8 +89,13 @@ class DlibBackend:
             detector=detector,
             cnn=self.detector == "cnn",
             shape_predictor=dlib.shape_predictor(str(paths["landmarks5"])),
-            describer=dlib.face_recognition_model_v1(str(paths["resnet"])),
+            describer=descriptor.make_descriptor(
+                self.runtime, paths["resnet"], self._models_dir(), self.threads
+            ),
         )
+
+    def _models_dir(self) -> Path:
+        return self.models_dir if self.models_dir is not None else default_home() / "models"
 
     def analyze(self, image: DecodedImage) -> tuple[DetectedFace, ...]:
         import dlib
@@ -93,11 +107,11 @@ class DlibBackend:
         boxes = self._detect(pixels)
         if not boxes:
             return ()
-        shapes = [m.shape_predictor(pixels, dlib.rectangle(*ltrb)) for ltrb, _ in boxes]
-        chips = [
-            dlib.get_face_chip(pixels, s, size=CHIP_SIZE, padding=CHIP_PADDING) for s in shapes
-        ]
-        vectors = m.describer.compute_face_descriptor(chips)
+        shapes = dlib.full_object_detections()
+        for ltrb, _ in boxes:
+            shapes.append(m.shape_predictor(pixels, dlib.rectangle(*ltrb)))
+        chips = dlib.get_face_chips(pixels, shapes, size=CHIP_SIZE, padding=CHIP_PADDING)
+        vectors = m.describer.describe(chips)
         faces = []
         for (ltrb, score), shape, chip, vector in zip(boxes, shapes, chips, vectors, strict=True):
             box = _clip(ltrb, image.width, image.height)
@@ -112,7 +126,8 @@ class DlibBackend:
                     det_score=round(float(score), 4),
                     quality=round(quality, 4),
                     sharpness=round(sharp, 2),
-                    embedding=np.asarray(vector, dtype=np.float32),
+                    embedding=vector,
+                    runtime=m.describer.runtime,
                 )
             )
         faces.sort(key=lambda f: (-f.area, f.box))

@@ -30,8 +30,8 @@ from facetrail.store.base import (
     SourceSpec,
 )
 
-SCHEMA_VERSION = 1
-MIGRATIONS = {1: "schema_v1.sql"}
+SCHEMA_VERSION = 2
+MIGRATIONS = {1: "schema_v1.sql", 2: "schema_v2.sql"}
 """Schema version -> script that brings the previous version to it."""
 
 
@@ -190,12 +190,13 @@ class SQLiteStore:
                 image_id = cur.lastrowid
                 db.executemany(
                     "INSERT INTO faces (image_id, model_id, detector, ordinal, x, y, w, h,"
-                    " landmarks, det_score, quality, sharpness, embedding)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " landmarks, det_score, quality, sharpness, embedding, runtime)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     [
                         (image_id, model_id, detector, i, *f.box,
                          json.dumps([list(p) for p in f.landmarks]), f.det_score, f.quality,
-                         f.sharpness, np.ascontiguousarray(f.embedding, "<f4").tobytes())
+                         f.sharpness, np.ascontiguousarray(f.embedding, "<f4").tobytes(),
+                         f.runtime)
                         for i, f in enumerate(analysis.faces)
                     ],
                 )
@@ -310,7 +311,7 @@ class SQLiteStore:
             return {}
         marks = ",".join("?" * len(face_ids))
         rows = self._db.execute(
-            "SELECT f.id, f.x, f.y, f.w, f.h, f.det_score, f.quality, f.image_id,"
+            "SELECT f.id, f.x, f.y, f.w, f.h, f.det_score, f.quality, f.runtime, f.image_id,"
             " i.sha256, i.width, i.height FROM faces f JOIN images i ON i.id = f.image_id"
             f" WHERE f.id IN ({marks})",
             tuple(face_ids),
@@ -339,6 +340,7 @@ class SQLiteStore:
                 box=(r["x"], r["y"], r["w"], r["h"]),
                 det_score=r["det_score"],
                 quality=r["quality"],
+                runtime=r["runtime"],
                 image=ImageInfo(r["sha256"], r["width"], r["height"]),
                 appearances=tuple(seen_at[r["image_id"]]),
             )
