@@ -43,10 +43,10 @@ IR_VERSION = 8
 DIM = 128
 
 
-def cached_model(dat: Path, home: Path) -> Path:
-    """Path of the ONNX model converted from ``dat``, converting it first if needed."""
+def cached_model(dat: Path, directory: Path) -> Path:
+    """The ONNX model converted from ``dat``, in ``directory``, converting it if needed."""
     digest = file_sha256(dat)
-    target = home / "models" / f"dlib_resnet_{digest[:12]}.onnx"
+    target = directory / f"dlib_resnet_{digest[:12]}.onnx"
     if target.exists():
         return target
     model = build_model(dlib_dat.read_network(dat), source=digest)
