@@ -98,8 +98,6 @@ class DlibBackend:
         return self.models_dir if self.models_dir is not None else default_home() / "models"
 
     def analyze(self, image: DecodedImage) -> tuple[DetectedFace, ...]:
-        import dlib
-
         self.load()
         assert self._models is not None
         m = self._models
@@ -107,10 +105,7 @@ class DlibBackend:
         boxes = self._detect(pixels)
         if not boxes:
             return ()
-        shapes = dlib.full_object_detections()
-        for ltrb, _ in boxes:
-            shapes.append(m.shape_predictor(pixels, dlib.rectangle(*ltrb)))
-        chips = dlib.get_face_chips(pixels, shapes, size=CHIP_SIZE, padding=CHIP_PADDING)
+        shapes, chips = self._align(pixels, boxes)
         vectors = m.describer.describe(chips)
         faces = []
         for (ltrb, score), shape, chip, vector in zip(boxes, shapes, chips, vectors, strict=True):
@@ -132,6 +127,25 @@ class DlibBackend:
             )
         faces.sort(key=lambda f: (-f.area, f.box))
         return tuple(faces)
+
+    def face_chips(self, image: DecodedImage) -> list[np.ndarray]:
+        """The aligned chips of every face found, exactly as the descriptor sees them."""
+        self.load()
+        boxes = self._detect(image.pixels)
+        return self._align(image.pixels, boxes)[1] if boxes else []
+
+    def _align(
+        self, pixels: np.ndarray, boxes: list[tuple[tuple[int, int, int, int], float]]
+    ) -> tuple[Any, list[np.ndarray]]:
+        """5-point landmarks of each box, and dlib's 150 px chips (padding 0.25) from them."""
+        import dlib
+
+        assert self._models is not None
+        shapes = dlib.full_object_detections()
+        for ltrb, _ in boxes:
+            shapes.append(self._models.shape_predictor(pixels, dlib.rectangle(*ltrb)))
+        chips = dlib.get_face_chips(pixels, shapes, size=CHIP_SIZE, padding=CHIP_PADDING)
+        return shapes, list(chips)
 
     def _detect(self, pixels: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
         """Boxes as (left, top, right, bottom) in original pixels, with detector scores."""
