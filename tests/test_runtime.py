@@ -20,6 +20,7 @@ import pytest
 
 import facetrail
 from conftest import FACES, PEOPLE
+from facetrail import serialize
 from facetrail.engine import Facetrail
 from facetrail.errors import ConfigError, NoFaceError
 from facetrail.faces import make_backend, onnx_convert
@@ -101,9 +102,14 @@ def test_search_results_are_the_same(galleries: dict[str, Facetrail]) -> None:
     assert compared >= 500
 
 
-def test_search_json_says_which_runtime(galleries: dict[str, Facetrail]) -> None:
-    result = galleries["onnx"].search(PEOPLE / "Barack_Obama" / "Barack_Obama_0001.jpg", **CASE)
-    assert result.candidates and {c.runtime for c in result.candidates} == {"onnx"}
+def test_search_and_stats_say_which_runtime(galleries: dict[str, Facetrail]) -> None:
+    for runtime, engine in galleries.items():
+        result = engine.search(PEOPLE / "Barack_Obama" / "Barack_Obama_0001.jpg", **CASE)
+        assert result.candidates and {c.runtime for c in result.candidates} == {runtime}
+        assert serialize.search_result(result)["candidates"][0]["runtime"] == runtime
+        stats = engine.stats()
+        assert stats["descriptor_runtime"] == runtime
+        assert stats["faces_by_runtime"] == {runtime: stats["faces"]}
 
 
 def test_batches_give_the_same_vectors_as_single_chips(tmp_path: Path) -> None:

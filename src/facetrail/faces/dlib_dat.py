@@ -256,29 +256,26 @@ def read_network(path: Path) -> Network:
     r = _Reader(path.read_bytes(), path)
     r.expect_int(1, "network version")
     r.expect_string("loss_metric_2")
-    r.real(), r.real()  # margin and distance threshold: used in training only
+    _margin, _threshold = r.real(), r.real()  # of the training loss; unused here
     layers: list[Layer] = []
-    box: list[InputLayer] = []
-    _read_layer(r, 0, layers, box)
+    source = _read_layer(r, 0, layers)
     if r.pos != len(r.data):
         raise r.fail(f"{len(r.data) - r.pos} bytes left over after the network")
-    return Network(input=box[0], layers=tuple(layers))
+    return Network(input=source, layers=tuple(layers))
 
 
-def _read_layer(r: _Reader, i: int, out: list[Layer], box: list[InputLayer]) -> None:
-    """Read layer ``i`` of ``ARCHITECTURE`` and everything below it, appending bottom-up."""
+def _read_layer(r: _Reader, i: int, out: list[Layer]) -> InputLayer:
+    """Read layer ``i`` of ``ARCHITECTURE`` and everything below it, appending the layers to
+    ``out`` bottom-up; return the input layer found at the bottom."""
     spec = ARCHITECTURE[i]
     bottom = i == len(ARCHITECTURE) - 1
     if spec.kind in ("tag", "skip"):
         r.expect_int(1, f"{spec.kind} layer version")
-        _read_layer(r, i + 1, out, box)
+        source = _read_layer(r, i + 1, out)
         out.append(Tag(spec.args[0]) if spec.kind == "tag" else Skip(spec.args[0]))
-        return
+        return source
     r.expect_int(3 if bottom else 2, "layer version")
-    if bottom:
-        box.append(_read_input(r))
-    else:
-        _read_layer(r, i + 1, out, box)
+    source = _read_input(r) if bottom else _read_layer(r, i + 1, out)
     out.append(_read_details(r, spec))
     # Training state: set-up flags, gradients and cached outputs, all empty in a saved model.
     r.flag(), r.flag(), r.flag()
@@ -286,6 +283,7 @@ def _read_layer(r: _Reader, i: int, out: list[Layer], box: list[InputLayer]) -> 
         r.empty_tensor(what)
     if bottom:
         r.expect_int(1, "sample expansion factor")
+    return source
 
 
 def _read_input(r: _Reader) -> InputLayer:

@@ -402,6 +402,9 @@ class SQLiteStore:
             "searches": count("SELECT count(*) FROM audit WHERE action = 'search'"),
             "ingest_runs": count("SELECT count(*) FROM ingest_runs"),
             "per_source": per_source,
+            "faces_by_runtime": dict(
+                self._db.execute("SELECT runtime, count(*) FROM faces GROUP BY runtime ORDER BY 1")
+            ),
         }
 
     def _one(self, sql: str, *args: Any) -> sqlite3.Row:
