@@ -19,6 +19,7 @@ from PIL import Image
 from facetrail.errors import ConfigError
 from facetrail.faces import descriptor, geometry
 from facetrail.faces.base import ModelInfo
+from facetrail.faces.cache import write_atomically
 from facetrail.imaging import DecodedImage
 from facetrail.records import DetectedFace
 from facetrail.settings import default_home
@@ -83,7 +84,7 @@ class DlibBackend:
         detector = (
             dlib.cnn_face_detection_model_v1(str(paths["cnn"]))
             if self.detector == "cnn"
-            else dlib.get_frontal_face_detector()
+            else hog_detector(self._models_dir())
         )
         self._models = _Models(
             detector=detector,
@@ -193,6 +194,28 @@ def _clip(ltrb: tuple[int, int, int, int], width: int, height: int) -> tuple[int
     left, top = max(0, ltrb[0]), max(0, ltrb[1])
     right, bottom = min(width, ltrb[2] + 1), min(height, ltrb[3] + 1)
     return (left, top, max(1, right - left), max(1, bottom - top))
+
+
+def hog_detector(directory: Path) -> Any:
+    """dlib's frontal face (HOG) detector, loaded from a copy saved in ``directory``.
+
+    dlib builds its built-in detector by decompressing and parsing a copy compiled into the
+    library: 0.7-0.9 s of CPU in every process that loads it. The copy saved on first use
+    loads in about a millisecond. It is the same detector, written back exactly as dlib read
+    it (tests/test_faces.py checks that it finds the same boxes with the same scores); the file
+    name carries dlib's version, so another dlib saves its own.
+    """
+    import dlib
+
+    path = directory / f"dlib_frontal_face_detector_{dlib.__version__}.svm"
+    if path.exists():
+        try:
+            return dlib.fhog_object_detector(str(path))
+        except RuntimeError:
+            pass  # unreadable (a damaged disk, a foreign file): save dlib's copy again
+    detector = dlib.get_frontal_face_detector()
+    write_atomically(path, lambda partial: detector.save(str(partial)))
+    return detector
 
 
 def weights_path(name: str) -> Path:

@@ -12,7 +12,6 @@ a different name, so a stale conversion is never used.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ import numpy as np
 
 from facetrail.errors import MissingExtraError
 from facetrail.faces import dlib_dat
+from facetrail.faces.cache import write_atomically
 from facetrail.faces.dlib_dat import (
     AddPrev,
     Affine,
@@ -50,12 +50,7 @@ def cached_model(dat: Path, directory: Path) -> Path:
     if target.exists():
         return target
     model = build_model(dlib_dat.read_network(dat), source=digest)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    partial.write_bytes(model.SerializeToString())
-    # Atomic, so that worker processes converting at the same time never read half a file.
-    partial.replace(target)
-    return target
+    return write_atomically(target, lambda path: path.write_bytes(model.SerializeToString()))
 
 
 def file_sha256(path: Path) -> str:
