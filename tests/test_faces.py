@@ -31,8 +31,8 @@ EXPECTED_FACES = {
 
 
 @pytest.fixture(scope="module")
-def backend():  # type: ignore[no-untyped-def]
-    b = make_backend(SETTINGS)
+def backend(tmp_path_factory):  # type: ignore[no-untyped-def]
+    b = make_backend(SETTINGS.model_copy(update={"home": tmp_path_factory.mktemp("home")}))
     b.load()
     return b
 

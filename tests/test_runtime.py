@@ -26,6 +26,7 @@ from facetrail.errors import ConfigError, NoFaceError
 from facetrail.faces import make_backend, onnx_convert
 from facetrail.faces.descriptor import DlibDescriptor, OnnxDescriptor
 from facetrail.faces.dlib_backend import weights_path
+from facetrail.imaging import decode
 from facetrail.settings import Settings
 from facetrail.store.sqlite import SQLiteStore
 
@@ -156,6 +157,17 @@ def test_without_onnxruntime_auto_falls_back_and_onnx_is_a_clear_error() -> None
     fallback, error = proc.stdout.splitlines()
     assert fallback == "dlib"
     assert error.startswith("missing_extra ") and "pip install 'facetrail[onnx]'" in error
+
+
+def test_unwritable_data_directory_still_describes(tmp_path: Path) -> None:
+    blocked = tmp_path / "models"
+    blocked.write_text("a file where the models folder would go")
+    backend = make_backend(Settings(home=tmp_path))
+    backend.load()
+    faces = backend.analyze(decode(PEOPLE.joinpath("Barack_Obama", "Barack_Obama_0001.jpg")
+                                   .read_bytes(), Settings(home=tmp_path)))
+    assert faces and faces[0].runtime == "onnx"
+    assert blocked.is_file()
 
 
 def test_unknown_runtime_is_a_config_error(tmp_path: Path) -> None:

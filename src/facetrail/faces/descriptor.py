@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from facetrail.errors import ConfigError, MissingExtraError
-from facetrail.faces import onnx_convert
+from facetrail.faces import dlib_dat, onnx_convert
 
 RUNTIMES = ("auto", "onnx", "dlib")
 MAX_BATCH = 32
@@ -53,7 +53,11 @@ class OnnxDescriptor:
             import onnxruntime as ort
         except ImportError as exc:
             raise MissingExtraError("onnxruntime", "onnx") from exc
-        self.model_path = onnx_convert.cached_model(dat, models_dir)
+        try:
+            model: str | bytes = str(onnx_convert.cached_model(dat, models_dir))
+        except OSError:
+            # The data directory cannot be written (read-only, full): convert in memory.
+            model = onnx_convert.build_model(dlib_dat.read_network(dat)).SerializeToString()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -63,7 +67,7 @@ class OnnxDescriptor:
         options.log_severity_level = 3
         self.threads = threads
         self._session: Any = ort.InferenceSession(
-            str(self.model_path), options, providers=["CPUExecutionProvider"]
+            model, options, providers=["CPUExecutionProvider"]
         )
 
     def describe(self, chips: Sequence[np.ndarray]) -> np.ndarray:

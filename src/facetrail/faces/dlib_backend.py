@@ -7,6 +7,7 @@ use only; the 5-point model and the ResNet are not so restricted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from functools import cached_property
@@ -214,7 +215,9 @@ def hog_detector(directory: Path) -> Any:
         except RuntimeError:
             pass  # unreadable (a damaged disk, a foreign file): save dlib's copy again
     detector = dlib.get_frontal_face_detector()
-    write_atomically(path, lambda partial: detector.save(str(partial)))
+    # If the data directory cannot be written, the next process builds the detector again.
+    with contextlib.suppress(OSError, RuntimeError):
+        write_atomically(path, lambda partial: detector.save(str(partial)))
     return detector
 
 
