@@ -40,14 +40,14 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "faces-small"
 Describe = Callable[[Sequence[np.ndarray]], np.ndarray]
 
 
-def collect_chips(data: Path, wanted: int) -> list[np.ndarray]:
+def collect_chips(data: Path, wanted: int, models: Path) -> list[np.ndarray]:
     """Up to ``wanted`` aligned chips of faces found in the images under ``data``."""
     from facetrail.faces.dlib_backend import DlibBackend
     from facetrail.imaging import decode
     from facetrail.settings import Settings
 
     settings = Settings(home=Path(tempfile.gettempdir()))
-    backend = DlibBackend(runtime="dlib")
+    backend = DlibBackend(runtime="dlib", models_dir=models)
     chips: list[np.ndarray] = []
     for path in sorted(data.rglob("*")):
         if len(chips) >= wanted:
@@ -67,14 +67,19 @@ def timed(describe: Describe, chips: list[np.ndarray], batch: int) -> tuple[floa
 
 
 def run(data: Path, faces: int, rounds: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="facetrail-bench-models-") as models:
+        return measure(data, faces, rounds, Path(models))
+
+
+def measure(data: Path, faces: int, rounds: int, models: Path) -> dict[str, Any]:
+    """The timings, with the derived model files (converted model, detector) in ``models``."""
     from facetrail.faces.descriptor import DlibDescriptor, OnnxDescriptor
     from facetrail.faces.dlib_backend import weights_path
 
-    chips = collect_chips(data, faces)
+    chips = collect_chips(data, faces, models)
     if not chips:
         raise SystemExit(f"no face found under {data}")
     dat = weights_path("resnet")
-    models = Path(tempfile.mkdtemp(prefix="facetrail-bench-models-"))
     started = time.perf_counter()
     onnx = {t: OnnxDescriptor(dat, models, threads=t) for t in (1, 2)}
     convert_seconds = time.perf_counter() - started
