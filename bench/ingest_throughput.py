@@ -4,19 +4,22 @@ Run from the repository root (the bench extra, ``face_recognition``, must be ins
 
     .venv/bin/python bench/ingest_throughput.py
     .venv/bin/python bench/ingest_throughput.py --data ../shared/data/faces-small --json
+    .venv/bin/python bench/ingest_throughput.py --runtimes onnx   # skip facetrail on dlib
 
-One command runs both sides, one after the other, each in its own child process of this
-script, so that each child's peak memory is its own and the two timings share the machine's
-conditions (the machine is noisy: compare the ratio, not the absolute numbers):
+One command runs every side, one after the other, each in its own child process of this
+script, so that each child's peak memory is its own and the timings share the machine's
+conditions (the machine is noisy: compare the ratios, not the absolute numbers):
 
 1. baseline: ``face_recognition``, in one process, per image ``load_image_file`` ->
    ``face_locations`` (HOG, upsample 1) -> ``face_encodings``;
-2. facetrail: a fresh temporary home, ``add_source`` of the folder, ``ingest`` with default
-   settings (one worker process per core).
+2. facetrail, once per descriptor runtime in ``--runtimes`` (default ``onnx,dlib``): a fresh
+   temporary home, ``add_source`` of the folder, ``ingest`` with default settings (one worker
+   process per core) except ``FACETRAIL_DESCRIPTOR_RUNTIME``.
 
 Both see the same files: every ``.jpg``, ``.jpeg`` and ``.png`` under the folder. Then the
-face boxes of the two are matched per image (IoU >= 0.5) to show how many of the baseline's
-faces facetrail also finds, and how many it finds that the baseline does not.
+face boxes are matched per image (IoU >= 0.5) to show how many of the baseline's faces
+facetrail also finds, and how many it finds that the baseline does not; the facetrail runs are
+compared with each other face by face (same boxes, largest descriptor difference).
 
 The child modes ``--baseline-only`` and ``--facetrail-only`` print one JSON document each;
 they are what the default mode runs.
@@ -176,9 +179,28 @@ def css_to_box(css: tuple[int, int, int, int], shape: tuple[int, ...]) -> Box:
 
 
 # -- facetrail ---------------------------------------------------------------------------------
-def run_facetrail(root: Path) -> dict[str, Any]:
+_WARM_MODELS = """
+import sys
+from pathlib import Path
+from facetrail.faces.dlib_backend import hog_detector, weights_path
+from facetrail.faces.onnx_convert import cached_model
+models = Path(sys.argv[1])
+hog_detector(models)
+cached_model(weights_path("resnet"), models)
+"""
+
+
+def run_facetrail(root: Path, warm_models: bool = False) -> dict[str, Any]:
+    """One facetrail ingest; FACETRAIL_DESCRIPTOR_RUNTIME (set by the parent) picks the runtime.
+    With ``warm_models``, the home's derived model files are made first, untimed, in another
+    process, as they are for every ingest into a home after the first."""
     files = image_files(root)
     with tempfile.TemporaryDirectory(prefix="facetrail-bench-") as home:
+        warm_up_cpu = 0.0
+        if warm_models:
+            subprocess.run([sys.executable, "-c", _WARM_MODELS, str(Path(home) / "models")],
+                           check=True)
+            warm_up_cpu = children_cpu_seconds()
         with tree_rss_sampler() as sampled_peak:
             started = time.perf_counter()
             import facetrail
@@ -197,8 +219,12 @@ def run_facetrail(root: Path) -> dict[str, Any]:
                 report = ft.ingest("bench", targets)
             finished = time.perf_counter()
         boxes, errors = read_store(Path(home), root)
+        vectors = read_vectors(Path(home), root)
     return {
         "name": "facetrail",
+        "runtime": ft.analyzer.backend.runtime,
+        "warm_models": warm_models,
+        "warm_up_cpu_seconds": warm_up_cpu,  # not part of the timed ingest
         "version": facetrail.__version__,
         "processes": workers,
         "images": report.items,
@@ -211,6 +237,7 @@ def run_facetrail(root: Path) -> dict[str, Any]:
         "ingest_seconds": report.seconds,
         "rss_mb": {**peak_rss_mb(), "tree_sampled": round(sampled_peak() / 1024, 1)},
         "boxes": boxes,
+        "vectors": vectors,
     }
 
 
@@ -250,6 +277,41 @@ def read_store(home: Path, root: Path) -> tuple[dict[str, list[Box]], dict[str, 
     finally:
         db.close()
     return boxes, errors
+
+
+def read_vectors(home: Path, root: Path) -> dict[str, list[list[float]]]:
+    """Descriptors per ``file#ordinal``, to compare the runtimes face by face."""
+    import numpy as np
+
+    db = sqlite3.connect(home / "facetrail.db")
+    try:
+        rows = db.execute(
+            "SELECT a.location, f.ordinal, f.embedding FROM faces f"
+            " JOIN appearances a ON a.image_id = f.image_id"
+        ).fetchall()
+    finally:
+        db.close()
+    return {
+        f"{relative(location, root)}#{ordinal}": np.frombuffer(blob, "<f4").tolist()
+        for location, ordinal, blob in rows
+    }
+
+
+def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Do two facetrail runs find the same faces, and how far apart are their descriptors?"""
+    import numpy as np
+
+    same_faces = a["boxes"] == b["boxes"] and a["vectors"].keys() == b["vectors"].keys()
+    diffs = [
+        float(np.abs(np.subtract(a["vectors"][k], b["vectors"][k])).max())
+        for k in a["vectors"].keys() & b["vectors"].keys()
+    ]
+    return {
+        "runtimes": [a["runtime"], b["runtime"]],
+        "same_faces": same_faces,
+        "faces_compared": len(diffs),
+        "max_abs_descriptor_diff": max(diffs, default=0.0),
+    }
 
 
 # -- comparison --------------------------------------------------------------------------------
@@ -310,12 +372,19 @@ def compare_boxes(
 
 
 # -- orchestration -----------------------------------------------------------------------------
-def run_child(mode: str, data: Path) -> dict[str, Any]:
+def run_child(
+    mode: str, data: Path, runtime: str | None = None, warm_models: bool = False
+) -> dict[str, Any]:
     """Run this script in ``mode`` in a child process and return its JSON document, with the
     CPU time the child's process tree used and the CPU time other processes used meanwhile."""
-    # Default settings for facetrail: no FACETRAIL_* overrides leak in from the environment.
+    # Default settings for facetrail: no FACETRAIL_* overrides leak in from the environment,
+    # except the descriptor runtime asked for.
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+    if runtime is not None:
+        env["FACETRAIL_DESCRIPTOR_RUNTIME"] = runtime
     cmd = [sys.executable, str(Path(__file__).resolve()), mode, "--json", "--data", str(data)]
+    if warm_models:
+        cmd.append("--warm-models")
     busy_before, own_before = system_busy_seconds(), children_cpu_seconds()
     started = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -326,6 +395,7 @@ def run_child(mode: str, data: Path) -> dict[str, Any]:
         sys.stderr.write(done.stderr)
         raise SystemExit(f"{mode} failed with exit code {done.returncode}")
     result = json.loads(done.stdout)
+    own -= result.get("warm_up_cpu_seconds", 0.0)
     result["cpu_seconds"] = round(own, 1)
     result["other_processes_cores"] = round(others / wall, 2) if wall else 0.0
     return result
@@ -346,37 +416,48 @@ def warm_file_cache(files: list[Path]) -> None:
 def rates(run: dict[str, Any]) -> dict[str, Any]:
     seconds = run["seconds"]
     return {
-        **{k: v for k, v in run.items() if k not in ("boxes", "error_details")},
+        **{k: v for k, v in run.items() if k not in ("boxes", "error_details", "vectors")},
         "images_per_s": round(run["images"] / seconds, 3),
         "faces_per_s": round(run["faces"] / seconds, 3),
     }
 
 
-def summarise(data: Path, baseline: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+def summarise(data: Path, baseline: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
     files = [relative(f, data) for f in image_files(data)]
-    match = compare_boxes(baseline["boxes"], ours["boxes"], files)
-    base, mine = rates(baseline), rates(ours)
+    base = rates(baseline)
+    sides = []
+    for ours in runs:
+        match = compare_boxes(baseline["boxes"], ours["boxes"], files)
+        mine = rates(ours)
+        sides.append({
+            **mine,
+            "speedup_images_per_s": round(mine["images_per_s"] / base["images_per_s"], 3),
+            "face_match": {
+                "iou_threshold": IOU_MATCH,
+                "baseline_faces": match.baseline_faces,
+                "facetrail_faces": match.facetrail_faces,
+                "baseline_found_by_facetrail": match.matched,
+                "baseline_missed_by_facetrail": match.missed,
+                "facetrail_extra": match.extra,
+                "images_differing": match.images_differing,
+            },
+        })
     return {
         "data": str(data),
         "cpu_count": os.cpu_count(),
         "baseline": base,
-        "facetrail": mine,
-        "speedup_images_per_s": round(mine["images_per_s"] / base["images_per_s"], 3),
-        "face_match": {
-            "iou_threshold": IOU_MATCH,
-            "baseline_faces": match.baseline_faces,
-            "facetrail_faces": match.facetrail_faces,
-            "baseline_found_by_facetrail": match.matched,
-            "baseline_missed_by_facetrail": match.missed,
-            "facetrail_extra": match.extra,
-            "images_differing": match.images_differing,
+        "facetrail": sides,
+        "runtimes_compared": [compare_runs(runs[0], r) for r in runs[1:]],
+        "errors": {
+            "baseline": baseline["error_details"],
+            **{f"facetrail ({r['runtime']})": r["error_details"] for r in runs},
         },
-        "errors": {"baseline": baseline["error_details"], "facetrail": ours["error_details"]},
     }
 
 
 def print_table(summary: dict[str, Any]) -> None:
-    base, mine = summary["baseline"], summary["facetrail"]
+    base, sides = summary["baseline"], summary["facetrail"]
+    runs = [base, *sides]
 
     def mem(run: dict[str, Any]) -> str:
         rss = run["rss_mb"]
@@ -384,42 +465,51 @@ def print_table(summary: dict[str, Any]) -> None:
             return f"{rss['self']:.0f}"
         return f"{rss['self']:.0f} + {run['processes']}x{rss['child_max']:.0f}"
 
+    def row(label: str, cell: Callable[[dict[str, Any]], str]) -> tuple[str, ...]:
+        return (label, *(cell(r) for r in runs))
+
     rows = [
-        ("", "face_recognition", "facetrail"),
-        ("processes", str(base["processes"]), str(mine["processes"])),
-        ("images", str(base["images"]), str(mine["images"])),
-        ("errors", str(base["errors"]), str(mine["errors"])),
-        ("faces", str(base["faces"]), str(mine["faces"])),
-        ("seconds", f"{base['seconds']:.1f}", f"{mine['seconds']:.1f}"),
-        ("images/s", f"{base['images_per_s']:.2f}", f"{mine['images_per_s']:.2f}"),
-        ("faces/s", f"{base['faces_per_s']:.2f}", f"{mine['faces_per_s']:.2f}"),
-        ("CPU seconds (whole process tree)",
-         f"{base['cpu_seconds']:.1f}", f"{mine['cpu_seconds']:.1f}"),
-        ("other processes' load (cores)",
-         f"{base['other_processes_cores']:.2f}", f"{mine['other_processes_cores']:.2f}"),
-        ("peak RSS MB (main + workers)", mem(base), mem(mine)),
-        ("peak RSS MB (tree, sampled)",
-         f"{base['rss_mb']['tree_sampled']:.0f}", f"{mine['rss_mb']['tree_sampled']:.0f}"),
+        ("", "face_recognition",
+         *(f"facetrail {s['runtime']}{' (warm)' * s['warm_models']}" for s in sides)),
+        row("processes", lambda r: str(r["processes"])),
+        row("images", lambda r: str(r["images"])),
+        row("errors", lambda r: str(r["errors"])),
+        row("faces", lambda r: str(r["faces"])),
+        row("seconds", lambda r: f"{r['seconds']:.1f}"),
+        row("images/s", lambda r: f"{r['images_per_s']:.2f}"),
+        row("faces/s", lambda r: f"{r['faces_per_s']:.2f}"),
+        row("CPU seconds (whole process tree)", lambda r: f"{r['cpu_seconds']:.1f}"),
+        row("other processes' load (cores)", lambda r: f"{r['other_processes_cores']:.2f}"),
+        row("peak RSS MB (main + workers)", mem),
+        row("peak RSS MB (tree, sampled)", lambda r: f"{r['rss_mb']['tree_sampled']:.0f}"),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"data: {summary['data']}  (cpu_count {summary['cpu_count']})")
-    for label, a, b in rows:
-        print(f"{label:<{width}}  {a:>16}  {b:>16}")
-    print()
-    speedup = summary["speedup_images_per_s"]
-    print(f"speed-up (facetrail images/s / face_recognition images/s): {speedup:.2f}x"
-          f"  ({speedup / mine['processes']:.2f}x per worker process)")
-    fm = summary["face_match"]
-    print(
-        f"faces matched at IoU >= {fm['iou_threshold']}: facetrail found "
-        f"{fm['baseline_found_by_facetrail']} of the baseline's {fm['baseline_faces']} "
-        f"({fm['baseline_missed_by_facetrail']} missed), plus {fm['facetrail_extra']} extra "
-        f"(facetrail total {fm['facetrail_faces']})"
-    )
-    if fm["images_differing"]:
-        print("images where the two differ:")
-        for line in fm["images_differing"]:
-            print(f"  {line}")
+    for label, *cells in rows:
+        print(f"{label:<{width}}" + "".join(f"  {c:>16}" for c in cells))
+    for side in sides:
+        print()
+        speedup = side["speedup_images_per_s"]
+        print(f"facetrail {side['runtime']}: speed-up (images/s / face_recognition images/s): "
+              f"{speedup:.2f}x  ({speedup / side['processes']:.2f}x per worker process)")
+        fm = side["face_match"]
+        print(
+            f"faces matched at IoU >= {fm['iou_threshold']}: facetrail found "
+            f"{fm['baseline_found_by_facetrail']} of the baseline's {fm['baseline_faces']} "
+            f"({fm['baseline_missed_by_facetrail']} missed), plus {fm['facetrail_extra']} extra "
+            f"(facetrail total {fm['facetrail_faces']})"
+        )
+        if fm["images_differing"]:
+            print("images where the two differ:")
+            for line in fm["images_differing"]:
+                print(f"  {line}")
+    for cmp in summary["runtimes_compared"]:
+        a, b = cmp["runtimes"]
+        print()
+        print(f"facetrail {a} against facetrail {b}: "
+              f"{'the same faces' if cmp['same_faces'] else 'DIFFERENT faces'}; largest "
+              f"descriptor difference over {cmp['faces_compared']} faces: "
+              f"{cmp['max_abs_descriptor_diff']:.1e}")
     for side, errors in summary["errors"].items():
         for file, reason in errors.items():
             print(f"{side} error: {file}: {reason}")
@@ -443,7 +533,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--baseline-only", action="store_true",
                       help="run only the face_recognition side (JSON on stdout)")
     mode.add_argument("--facetrail-only", action="store_true",
-                      help="run only the facetrail side (JSON on stdout)")
+                      help="run only one facetrail side (JSON on stdout)")
+    parser.add_argument("--runtimes", default="onnx,dlib",
+                        help="facetrail descriptor runtimes to run, in order (default onnx,dlib)")
+    parser.add_argument("--warm-models", action="store_true",
+                        help="make the home's derived model files before timing facetrail, as "
+                        "for any ingest into a home after the first (default: a cold home)")
     return parser.parse_args(argv)
 
 
@@ -453,7 +548,9 @@ def main(argv: list[str] | None = None) -> None:
     if not data.is_dir():
         raise SystemExit(f"{data} is not a folder")
     if args.baseline_only or args.facetrail_only:
-        result = run_baseline(data) if args.baseline_only else run_facetrail(data)
+        result = (
+            run_baseline(data) if args.baseline_only else run_facetrail(data, args.warm_models)
+        )
         json.dump(result, sys.stdout)
         return
     files = image_files(data)
@@ -462,9 +559,11 @@ def main(argv: list[str] | None = None) -> None:
     warm_file_cache(files)
     print(f"baseline: face_recognition on {len(files)} images ...", file=sys.stderr)
     baseline = run_child("--baseline-only", data)
-    print("facetrail: ingest into a temporary home ...", file=sys.stderr)
-    ours = run_child("--facetrail-only", data)
-    summary = summarise(data, baseline, ours)
+    runs = []
+    for runtime in args.runtimes.split(","):
+        print(f"facetrail ({runtime}): ingest into a temporary home ...", file=sys.stderr)
+        runs.append(run_child("--facetrail-only", data, runtime.strip(), args.warm_models))
+    summary = summarise(data, baseline, runs)
     if args.json:
         json.dump(summary, sys.stdout, indent=2)
         print()

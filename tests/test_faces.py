@@ -31,8 +31,8 @@ EXPECTED_FACES = {
 
 
 @pytest.fixture(scope="module")
-def backend():  # type: ignore[no-untyped-def]
-    b = make_backend(SETTINGS)
+def backend(tmp_path_factory):  # type: ignore[no-untyped-def]
+    b = make_backend(SETTINGS.model_copy(update={"home": tmp_path_factory.mktemp("home")}))
     b.load()
     return b
 
@@ -103,3 +103,31 @@ def _png(image) -> bytes:  # type: ignore[no-untyped-def]
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
+
+
+def test_saved_hog_detector_is_dlibs_own(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import dlib
+
+    from facetrail.faces.dlib_backend import hog_detector
+
+    builtin = dlib.get_frontal_face_detector()
+    first = hog_detector(tmp_path)  # saves dlib's copy
+    saved = list(tmp_path.iterdir())
+    assert [p.name for p in saved] == [f"dlib_frontal_face_detector_{dlib.__version__}.svm"]
+    loaded = hog_detector(tmp_path)  # reads it back
+    assert loaded is not first
+    photos = [*sorted((FACES / "group").iterdir()), *sorted(PEOPLE.glob("*/*"))[::10]]
+    found = 0
+    for photo in photos:
+        grey = np.asarray(decode(photo.read_bytes(), Settings(home=tmp_path)).pixels.mean(axis=2),
+                          dtype=np.uint8)
+        want = builtin.run(grey, 1, -0.2)
+        got = loaded.run(grey, 1, -0.2)
+        assert [(str(r), s, i) for r, s, i in zip(*got, strict=True)] == [
+            (str(r), s, i) for r, s, i in zip(*want, strict=True)
+        ], photo.name
+        found += len(want[0])
+    assert found >= 25
+    saved[0].write_bytes(b"not a detector")
+    assert hog_detector(tmp_path).run(grey, 1, -0.2)[1] == want[1]  # damaged copy: saved again
+    assert saved[0].stat().st_size > 100_000

@@ -334,6 +334,8 @@ def stats(engine: Facetrail, as_json: bool) -> None:
     for key in ("home", "model", "sources", "images", "appearances", "faces", "index_faces",
                 "images_without_faces", "errors", "searches", "ingest_runs"):
         click.echo(f"{key:>21}: {data[key]}")
+    click.echo(f"{'descriptor_runtime':>21}: {data['descriptor_runtime']} (faces by runtime: "
+               + ", ".join(f"{k} {v}" for k, v in data["faces_by_runtime"].items()) + ")")
     for s in data["per_source"]:
         click.echo(
             f"  {s['source']} ({s['kind']}): {s['images']} images, {s['appearances']} "

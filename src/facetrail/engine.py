@@ -268,6 +268,7 @@ class Facetrail:
         stats = self.store.stats()
         stats["index_faces"] = self.index.size
         stats["model"] = self.analyzer.backend.model.key
+        stats["descriptor_runtime"] = self.analyzer.backend.runtime
         stats["home"] = str(self.home)
         return stats
 

@@ -67,6 +67,9 @@ class DetectedFace:
     """Variance of the Laplacian of the face's grey levels (higher is sharper)."""
     embedding: np.ndarray = field(compare=False, repr=False)
     """float32 vector, as produced by the model (dlib's are not unit length)."""
+    runtime: str = field(compare=False)
+    """What computed the embedding: 'onnx' (ONNX Runtime) or 'dlib'. Both give the same
+    vectors within 1e-4, so the model, and the embedding space, are the same."""
 
     @property
     def area(self) -> int:
@@ -119,6 +122,8 @@ class Candidate:
     appearances: tuple[Appearance, ...]
     probe_face: int
     """Index of the probe face this candidate answers (see ``ProbeInfo.faces``)."""
+    runtime: str
+    """What computed the candidate's embedding: 'onnx' or 'dlib' (the same vectors)."""
     fmr: float | None = None
     """Estimated false-match rate of this score (None without a calibration)."""
     fmr_extrapolated: bool = False

@@ -43,6 +43,7 @@ def candidate(c: Candidate) -> dict[str, Any]:
         "box": list(c.box),
         "det_score": c.det_score,
         "quality": c.quality,
+        "runtime": c.runtime,
         "image": {"sha256": c.image.sha256, "width": c.image.width, "height": c.image.height},
         "appearances": [appearance(a) for a in c.appearances],
         "fmr": c.fmr,

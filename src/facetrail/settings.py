@@ -35,6 +35,18 @@ class Settings(BaseSettings):
         default="hog",
         description="Face detector of the dlib back end: 'hog' (default) or 'cnn' (~70x slower).",
     )
+    descriptor_runtime: str = Field(
+        default="auto",
+        description="Runtime of the face descriptor: 'onnx' (ONNX Runtime, needs the onnx "
+        "extra), 'dlib', or 'auto' (ONNX Runtime when installed, else dlib). Both give the same "
+        "vectors (docs/runtime.md).",
+    )
+    descriptor_threads: int = Field(
+        default=0,
+        ge=0,
+        description="Threads of the ONNX descriptor in each process; 0 means the CPU cores "
+        "divided among the ingest workers (at least 1).",
+    )
 
     # Input limits: anything over them is recorded as an ingest error, never decoded.
     max_image_bytes: int = Field(

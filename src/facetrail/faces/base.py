@@ -34,6 +34,8 @@ class FaceBackend(Protocol):
     """A back end loads lazily: ``analyze`` calls ``load`` on first use."""
 
     detector: str
+    runtime: str
+    """What computes the embeddings, e.g. 'onnx' or 'dlib'; it does not change the vectors."""
 
     @property
     def model(self) -> ModelInfo: ...

@@ -222,7 +222,7 @@ def _nearest(
             rank=rank, face_id=row.face_id, score=score_of(distance),
             distance=round(distance, 4), box=row.box, det_score=row.det_score,
             quality=row.quality, image=row.image, appearances=row.appearances,
-            probe_face=probe_face,
+            probe_face=probe_face, runtime=row.runtime,
         )
         for rank, (row, distance) in enumerate(kept[: request.top], start=1)
     ]

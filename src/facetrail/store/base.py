@@ -49,6 +49,8 @@ class FaceRow:
     box: tuple[int, int, int, int]
     det_score: float
     quality: float
+    runtime: str
+    """What computed the embedding: 'onnx' or 'dlib' (the same vectors; docs/runtime.md)."""
     image: ImageInfo
     appearances: tuple[Appearance, ...]
 

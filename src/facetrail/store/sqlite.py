@@ -39,8 +39,8 @@ from facetrail.store.base import (
     UserRow,
 )
 
-SCHEMA_VERSION = 3
-MIGRATIONS = {1: "schema_v1.sql", 2: "schema_v2.sql", 3: "schema_v3.sql"}
+SCHEMA_VERSION = 4
+MIGRATIONS = {1: "schema_v1.sql", 2: "schema_v2.sql", 3: "schema_v3.sql", 4: "schema_v4.sql"}
 """Schema version -> script that brings the previous version to it."""
 
 
@@ -221,12 +221,13 @@ class SQLiteStore:
                 image_id = cur.lastrowid
                 db.executemany(
                     "INSERT INTO faces (image_id, model_id, detector, ordinal, x, y, w, h,"
-                    " landmarks, det_score, quality, sharpness, embedding)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " landmarks, det_score, quality, sharpness, embedding, runtime)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     [
                         (image_id, model_id, detector, i, *f.box,
                          json.dumps([list(p) for p in f.landmarks]), f.det_score, f.quality,
-                         f.sharpness, np.ascontiguousarray(f.embedding, "<f4").tobytes())
+                         f.sharpness, np.ascontiguousarray(f.embedding, "<f4").tobytes(),
+                         f.runtime)
                         for i, f in enumerate(analysis.faces)
                     ],
                 )
@@ -341,7 +342,7 @@ class SQLiteStore:
             return {}
         marks = ",".join("?" * len(face_ids))
         rows = self._db.execute(
-            "SELECT f.id, f.x, f.y, f.w, f.h, f.det_score, f.quality, f.image_id,"
+            "SELECT f.id, f.x, f.y, f.w, f.h, f.det_score, f.quality, f.runtime, f.image_id,"
             " i.sha256, i.width, i.height FROM faces f JOIN images i ON i.id = f.image_id"
             f" WHERE f.id IN ({marks})",
             tuple(face_ids),
@@ -370,6 +371,7 @@ class SQLiteStore:
                 box=(r["x"], r["y"], r["w"], r["h"]),
                 det_score=r["det_score"],
                 quality=r["quality"],
+                runtime=r["runtime"],
                 image=ImageInfo(r["sha256"], r["width"], r["height"]),
                 appearances=tuple(seen_at[r["image_id"]]),
             )
@@ -792,6 +794,9 @@ class SQLiteStore:
             "searches": count("SELECT count(*) FROM audit WHERE action = 'search'"),
             "ingest_runs": count("SELECT count(*) FROM ingest_runs"),
             "per_source": per_source,
+            "faces_by_runtime": dict(
+                self._db.execute("SELECT runtime, count(*) FROM faces GROUP BY runtime ORDER BY 1")
+            ),
         }
 
     def _one(self, sql: str, *args: Any) -> sqlite3.Row:
