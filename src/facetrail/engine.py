@@ -19,6 +19,7 @@ from typing import Any
 
 from facetrail.audit import AuditEvent, os_user
 from facetrail.errors import NotFoundError, PolicyError
+from facetrail.index.ann import IndexPolicy
 from facetrail.index.faiss_index import FaissIndex
 from facetrail.pipeline.analyze import Analyzer
 from facetrail.pipeline.ingest import Ingest, Progress
@@ -56,7 +57,8 @@ class Facetrail:
     def index(self) -> FaissIndex:
         """The vector index, caught up with the store when first used."""
         model = self.analyzer.backend.model
-        return FaissIndex(self.home / "index", self.store, model, self.model_id)
+        return FaissIndex(self.home / "index", self.store, model, self.model_id,
+                          IndexPolicy.from_settings(self.settings))
 
     # -- sources ----------------------------------------------------------------------------
     def add_source(

@@ -83,6 +83,47 @@ class Settings(BaseSettings):
     )
     top: int = Field(default=20, ge=1, description="Default number of candidates.")
 
+    # Vector index tiers (docs/index.md).
+    index_exact_max_faces: int = Field(
+        default=100_000,
+        ge=0,
+        description="Galleries up to this many faces are searched exactly (flat float32). "
+        "Larger ones use an approximate index (IVF lists, HNSW coarse quantizer, SQ8 or PQ "
+        "codes) whose shortlists are re-ranked exactly.",
+    )
+    index_memory_mb: int = Field(
+        default=8192,
+        ge=1,
+        description="RAM budget of the vector index, in MiB: codes and face ids (the float32 "
+        "re-rank vectors are memory-mapped from disk and not counted). The most precise tier "
+        "that fits is chosen: flat (4 x dim + 8 bytes per face), SQ8 (dim + 8), then PQ (40).",
+    )
+    index_recall_floor: float = Field(
+        default=0.99,
+        ge=0.0,
+        le=1.0,
+        description="An approximate index is used only if its recall@10 against exact search, "
+        "measured when it is built, reaches this; otherwise the previous index stays.",
+    )
+    index_recall_queries: int = Field(
+        default=500,
+        ge=10,
+        description="Queries sampled (stored faces plus noise) to measure recall@10 when an "
+        "approximate index is built.",
+    )
+    index_max_nprobe: int = Field(
+        default=256,
+        ge=1,
+        description="Most IVF lists a search may probe. Tuning raises nprobe up to this until "
+        "the recall floor is met; a higher cap allows slower, more exhaustive searches.",
+    )
+    index_regrow_factor: float = Field(
+        default=2.0,
+        gt=1.0,
+        description="An approximate index is rebuilt automatically once the gallery has grown "
+        "by this factor since it was built (or since a refused build).",
+    )
+
 
 def load_settings(home: Path | str | None = None, **overrides: object) -> Settings:
     """Settings from the environment, with an explicit ``home`` and overrides on top."""
