@@ -91,9 +91,9 @@ class Settings(BaseSettings):
         "Larger ones use an approximate index (IVF lists, HNSW coarse quantizer, SQ8 or PQ "
         "codes) whose shortlists are re-ranked exactly.",
     )
-    index_memory_mb: int = Field(
+    index_memory_mb: float = Field(
         default=8192,
-        ge=1,
+        gt=0,
         description="RAM budget of the vector index, in MiB: codes and face ids (the float32 "
         "re-rank vectors are memory-mapped from disk and not counted). The most precise tier "
         "that fits is chosen: flat (4 x dim + 8 bytes per face), SQ8 (dim + 8), then PQ (40).",

@@ -70,7 +70,7 @@ class IndexPolicy:
     def from_settings(cls, settings: Settings) -> IndexPolicy:
         return cls(
             exact_max_faces=settings.index_exact_max_faces,
-            memory_bytes=settings.index_memory_mb << 20,
+            memory_bytes=int(settings.index_memory_mb * 2**20),
             recall_floor=settings.index_recall_floor,
             recall_queries=settings.index_recall_queries,
             max_nprobe=settings.index_max_nprobe,
@@ -164,6 +164,9 @@ def build(tier: str, vectors: VectorFile, faiss: Any) -> Any:
         nbits = max(1, min(8, int(math.log2(take))))
         index = faiss.IndexIVFPQ(quantizer, dim, nlist, PQ_M, nbits)
         index.pq.cp.seed = SEED
+        # Training sets are at least MIN_TRAIN when the gallery has them; a smaller gallery
+        # gets smaller codebooks above, so FAISS's "too few points" notice would be noise.
+        index.pq.cp.min_points_per_centroid = 1
     quantizer.this.disown()
     index.own_fields = True
     index.train(train)

@@ -216,11 +216,15 @@ class FaissIndex:
         return ann.choose_tier(self.size, self.model.dim, self.policy)
 
     def _wants_optimize(self) -> bool:
-        if self._last_refusal is not None and self.size < (
-            self.policy.regrow_factor * self._last_refusal["faces"]
+        planned = self.planned_tier()
+        refusal = self._last_refusal
+        if (
+            refusal is not None
+            and planned == refusal["tier"]
+            and self.size < self.policy.regrow_factor * refusal["faces"]
         ):
-            return False
-        if self.planned_tier() != self._tier:
+            return False  # refused for this tier: retried when asked, or after growth
+        if planned != self._tier:
             return True
         built = int(self._build.get("faces", 0))
         return self._tier != "flat" and self.size >= self.policy.regrow_factor * built
