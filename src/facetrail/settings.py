@@ -7,6 +7,7 @@ Every field can be set from the environment with the ``FACETRAIL_`` prefix, for 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field
@@ -95,8 +96,15 @@ class Settings(BaseSettings):
         default=8192,
         gt=0,
         description="RAM budget of the vector index, in MiB: codes and face ids (the float32 "
-        "re-rank vectors are memory-mapped from disk and not counted). The most precise tier "
-        "that fits is chosen: flat (4 x dim + 8 bytes per face), SQ8 (dim + 8), then PQ (40).",
+        "re-rank vectors are memory-mapped from disk and not counted). Exact search (4 x dim "
+        "+ 8 bytes per face) is kept only if it fits; SQ8 (dim + 8) only if it fits; PQ "
+        "fast-scan codes take 40.",
+    )
+    index_codes: Literal["pq", "sq8"] = Field(
+        default="pq",
+        description="Codes of the approximate index: 'pq' (4-bit product quantizer with SIMD "
+        "fast scan, 40 bytes per face, the fastest at a given recall) or 'sq8' (8-bit scalar, "
+        "136 bytes per face, falls back to 'pq' when over the memory budget).",
     )
     index_recall_floor: float = Field(
         default=0.99,
@@ -112,7 +120,7 @@ class Settings(BaseSettings):
         "approximate index is built.",
     )
     index_max_nprobe: int = Field(
-        default=256,
+        default=1024,
         ge=1,
         description="Most IVF lists a search may probe. Tuning raises nprobe up to this until "
         "the recall floor is met; a higher cap allows slower, more exhaustive searches.",

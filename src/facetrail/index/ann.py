@@ -3,8 +3,12 @@
 Tiers, by bytes of RAM per face (128-d descriptors; docs/index.md has the arithmetic):
 
 - ``flat``: exact search over float32 vectors (``IndexIDMap2(IndexFlatL2)``), 4 x dim + 8.
-- ``sq8``:  IVF lists over an HNSW coarse quantizer, 8-bit scalar codes: dim + 8.
-- ``pq``:   the same lists with product-quantizer codes of ``PQ_M`` bytes: ``PQ_M`` + 8.
+- ``pq``:   IVF lists over an HNSW coarse quantizer, product-quantizer codes of ``PQ_M``
+  4-bit sub-quantizers scanned with FAISS's SIMD "fast scan": ``PQ_M`` / 2 + 8 = 40. The
+  default approximate tier: measured the fastest at a given recall (bench/README.md).
+- ``sq8``:  the same lists with 8-bit scalar codes, dim + 8 = 136. More precise codes, but
+  each probed list costs about 5x more to scan than with fast-scan PQ; chosen only by
+  ``index_codes = "sq8"``, and when it fits the memory budget.
 
 An approximate tier only produces a shortlist. Every shortlist is re-ranked exactly against the
 float32 vectors (memory-mapped from a file derived from the store, see ``vectorfile.py``), with
@@ -34,13 +38,13 @@ TIERS = ("flat", "sq8", "pq")
 DESCRIPTIONS = {
     "flat": "IndexIDMap2(IndexFlatL2): exact",
     "sq8": "IVF{nlist}_HNSW32,SQ8 + exact re-rank",
-    "pq": "IVF{nlist}_HNSW32,PQ{m}x{nbits} + exact re-rank",
+    "pq": "IVF{nlist}_HNSW32,PQ{m}x4fs + exact re-rank",
 }
 SEED = 1234
 HNSW_M = 32
 """Links per node of the HNSW graph over the list centroids."""
-PQ_M = 32
-"""Sub-quantizers of the ``pq`` tier: 4 dimensions each, one byte each."""
+PQ_M = 64
+"""4-bit sub-quantizers of the ``pq`` tier (2 dimensions each): 32 bytes per face."""
 TRAIN_PER_LIST = 40
 """Training vectors per IVF list (FAISS asks for at least 39)."""
 MIN_TRAIN = 20_000
@@ -63,8 +67,9 @@ class IndexPolicy:
     memory_bytes: int = 8192 << 20
     recall_floor: float = 0.99
     recall_queries: int = 500
-    max_nprobe: int = 256
+    max_nprobe: int = 1024
     regrow_factor: float = 2.0
+    codes: str = "pq"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> IndexPolicy:
@@ -75,24 +80,25 @@ class IndexPolicy:
             recall_queries=settings.index_recall_queries,
             max_nprobe=settings.index_max_nprobe,
             regrow_factor=settings.index_regrow_factor,
+            codes=settings.index_codes,
         )
 
 
 def bytes_per_face(tier: str, dim: int) -> int:
     """Planned RAM per face of a tier: codes + the 8-byte face id (the coarse quantizer and
     the float32 re-rank file are extra; docs/index.md)."""
-    code = {"flat": 4 * dim, "sq8": dim, "pq": PQ_M}[tier]
+    code = {"flat": 4 * dim, "sq8": dim, "pq": PQ_M // 2}[tier]
     return code + 8
 
 
 def choose_tier(faces: int, dim: int, policy: IndexPolicy) -> str:
-    """Exact search up to ``exact_max_faces`` if it fits the memory budget; above, the most
-    precise approximate tier that fits; ``pq`` when none does."""
-    if faces <= policy.exact_max_faces and faces * bytes_per_face("flat", dim) <= (
-        policy.memory_bytes
-    ):
+    """Exact search up to ``exact_max_faces`` if it fits the memory budget; above, the
+    approximate tier of ``policy.codes`` (``pq`` by default), ``sq8`` only if it fits the
+    budget, else ``pq``, the smallest."""
+    budget = policy.memory_bytes
+    if faces <= policy.exact_max_faces and faces * bytes_per_face("flat", dim) <= budget:
         return "flat"
-    if faces * bytes_per_face("sq8", dim) <= policy.memory_bytes:
+    if policy.codes == "sq8" and faces * bytes_per_face("sq8", dim) <= budget:
         return "sq8"
     return "pq"
 
@@ -160,12 +166,10 @@ def build(tier: str, vectors: VectorFile, faiss: Any) -> Any:
             quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2
         )
     else:
-        # 8-bit codebooks need 256 training points; tiny galleries get smaller ones.
-        nbits = max(1, min(8, int(math.log2(take))))
-        index = faiss.IndexIVFPQ(quantizer, dim, nlist, PQ_M, nbits)
+        index = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, PQ_M, 4)
         index.pq.cp.seed = SEED
-        # Training sets are at least MIN_TRAIN when the gallery has them; a smaller gallery
-        # gets smaller codebooks above, so FAISS's "too few points" notice would be noise.
+        # Only galleries under 16 x 39 faces train on fewer points than FAISS asks for;
+        # its notice about it would be noise.
         index.pq.cp.min_points_per_centroid = 1
     quantizer.this.disown()
     index.own_fields = True
@@ -181,8 +185,8 @@ def describe(index: Any, faiss: Any) -> str:
     """A short human name of an index's structure."""
     if not hasattr(index, "nlist"):
         return DESCRIPTIONS["flat"]
-    if isinstance(index, faiss.IndexIVFPQ):
-        return DESCRIPTIONS["pq"].format(nlist=index.nlist, m=index.pq.M, nbits=index.pq.nbits)
+    if isinstance(index, faiss.IndexIVFPQFastScan):
+        return DESCRIPTIONS["pq"].format(nlist=index.nlist, m=index.pq.M)
     return DESCRIPTIONS["sq8"].format(nlist=index.nlist)
 
 
@@ -278,9 +282,11 @@ def tune(index: Any, vectors: VectorFile, policy: IndexPolicy, faiss: Any) -> Me
 
 
 def probe_counts(nlist: int, cap: int) -> list[int]:
-    """1, 2, 4, ... up to min(nlist, cap), ending with that bound itself."""
+    """1, 2, 4, 6, 8, 12, 16, 24, ... (steps of about 1.5x) up to min(nlist, cap), ending
+    with that bound itself."""
     top = max(1, min(nlist, cap))
-    counts = [2**i for i in range(int(math.log2(top)) + 1)]
+    counts = sorted({c for i in range(int(math.log2(top)) + 1)
+                     for c in (2**i, 3 * 2**i // 2) if c <= top})
     return counts if counts[-1] == top else [*counts, top]
 
 
