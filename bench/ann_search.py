@@ -238,25 +238,31 @@ def bench_size(size: int, real: np.ndarray, args: argparse.Namespace,
     return SizeResult(size, round(max(0.0, others) / wall, 2), methods)
 
 
-def print_table(results: list[SizeResult], header: dict[str, Any]) -> None:
+WIDTHS = (10, 7, 8, 10, 11, 7, 8, 8, 11, 8, 10, 8, 9)
+
+
+def print_header(header: dict[str, Any]) -> None:
     print(json.dumps(header))
     columns = ("size", "method", "build s", "RAM B/face", "disk B/face", "queries", "p50 ms",
                "p99 ms", f"batch{header['batch']} p50", "p99", "exact/this",
                "recall@1", "recall@10")
-    widths = (10, 7, 8, 10, 11, 7, 8, 8, 11, 8, 10, 8, 9)
-    print("  ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
-    for r in results:
-        for m in r.methods:
-            cells = (f"{r.size:,}", m.method, f"{m.build_seconds:.1f}",
-                     f"{m.ram_bytes_per_face:.1f}", f"{m.disk_bytes_per_face:.0f}",
-                     str(m.queries), f"{m.p50_ms:.3f}", f"{m.p99_ms:.3f}",
-                     f"{m.batch_p50_ms:.2f}", f"{m.batch_p99_ms:.2f}",
-                     f"{m.exact_ratio_p50:.2f}x", f"{m.recall_at_1:.4f}", f"{m.recall_at_10:.4f}")
-            print("  ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)))
-        for m in r.methods:
-            if m.tuning:
-                print(f"{'':>12}{m.method}: {m.structure}; {m.tuning}")
-        print(f"{'':>12}other processes' load while timing: {r.other_processes_cores} cores")
+    print("  ".join(f"{c:>{w}}" for c, w in zip(columns, WIDTHS, strict=True)), flush=True)
+
+
+def print_size(r: SizeResult) -> None:
+    """The rows of one size, printed as soon as it is measured."""
+    for m in r.methods:
+        cells = (f"{r.size:,}", m.method, f"{m.build_seconds:.1f}",
+                 f"{m.ram_bytes_per_face:.1f}", f"{m.disk_bytes_per_face:.0f}",
+                 str(m.queries), f"{m.p50_ms:.3f}", f"{m.p99_ms:.3f}",
+                 f"{m.batch_p50_ms:.2f}", f"{m.batch_p99_ms:.2f}",
+                 f"{m.exact_ratio_p50:.2f}x", f"{m.recall_at_1:.4f}", f"{m.recall_at_10:.4f}")
+        print("  ".join(f"{c:>{w}}" for c, w in zip(cells, WIDTHS, strict=True)))
+    for m in r.methods:
+        if m.tuning:
+            print(f"{'':>12}{m.method}: {m.structure}; {m.tuning}")
+    print(f"{'':>12}other processes' load while timing: {r.other_processes_cores} cores",
+          flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -301,12 +307,16 @@ def main(argv: list[str] | None = None) -> None:
         "numpy": np.__version__, "cpu_count": os.cpu_count(),
         "faiss_threads": faiss.omp_get_max_threads(),
     }
-    results = [bench_size(size, real, args, rng) for size in sizes]
+    if not args.json:
+        print_header(header)
+    results = []
+    for size in sizes:
+        results.append(bench_size(size, real, args, rng))
+        if not args.json:
+            print_size(results[-1])
     if args.json:
         json.dump({**header, "results": [asdict(r) for r in results]}, sys.stdout, indent=2)
         print()
-    else:
-        print_table(results, header)
 
 
 if __name__ == "__main__":
