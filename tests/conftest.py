@@ -33,9 +33,12 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-def run_cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``facetrail`` command as a user would."""
+def run_cli(
+    home: Path, *args: str, check: bool = True, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``facetrail`` command as a user would (``env_extra``: settings)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+    env.update(env_extra or {})
     proc = subprocess.run(
         [sys.executable, "-m", "facetrail", "--home", str(home), *args],
         capture_output=True, text=True, env=env, timeout=900,

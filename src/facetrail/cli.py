@@ -353,8 +353,68 @@ def index() -> None:
 @with_engine
 def index_rebuild(engine: Facetrail) -> None:
     """Rebuild the index from the store."""
-    engine.index.rebuild()
+    report = engine.index.rebuild()
     click.echo(f"index rebuilt from the store: {engine.index.size} faces")
+    if not report.swapped:
+        click.echo(report.message)
+
+
+@index.command("optimize")
+@json_option
+@with_engine
+@click.pass_context
+def index_optimize(ctx: click.Context, engine: Facetrail, as_json: bool) -> None:
+    """Rebuild the index in the tier chosen for the gallery's size and memory budget.
+
+    An approximate index is used only if its recall@10 against exact search, measured now on
+    sampled queries, reaches the floor (index_recall_floor); otherwise the previous index
+    stays and the command exits with status 1."""
+    report = engine.index.optimize()
+    if as_json:
+        emit_json(serialize.optimize_report(report))
+    else:
+        click.echo(report.message)
+        if report.nprobe is not None:
+            click.echo(
+                f"search settings: nprobe {report.nprobe}, efSearch {report.ef_search}, "
+                f"shortlist {report.shortlist_factor} x k re-ranked exactly; "
+                f"took {report.seconds:.1f} s"
+            )
+    if not report.swapped:
+        ctx.exit(1)
+
+
+@index.command("info")
+@json_option
+@with_engine
+def index_info(engine: Facetrail, as_json: bool) -> None:
+    """The index's type, size, memory and the recall measured when it was built."""
+    info = engine.index.info()
+    if as_json:
+        emit_json(serialize.index_info(info))
+        return
+    rows = [
+        ("tier", f"{info.tier} ({info.structure})"),
+        ("faces", f"{info.faces:,}"),
+        ("memory", f"{info.memory_bytes / 2**20:,.1f} MiB, "
+                   f"{info.memory_per_face:.1f} bytes per face"),
+    ]
+    if info.rerank_bytes:
+        rows.append(("re-rank vectors", f"{info.rerank_bytes / 2**20:,.1f} MiB on disk "
+                     "(memory-mapped float32 and ids)"))
+    recall = (f"{info.recall_at_10} on {info.recall_queries} sampled queries"
+              if info.recall_queries else f"{info.recall_at_10} (exact search)")
+    rows.append(("recall@10", recall))
+    if info.nprobe is not None:
+        rows.append(("search", f"nprobe {info.nprobe}, efSearch {info.ef_search}, "
+                     f"shortlist {info.shortlist_factor} x k"))
+    if info.built_at:
+        rows.append(("built", f"{info.built_at} in {info.build_seconds} s"))
+    rows.append(("planned tier", info.planned_tier))
+    if info.last_optimize:
+        rows.append(("last optimize", info.last_optimize))
+    for key, value in rows:
+        click.echo(f"{key:>15}: {value}")
 
 
 # -- evaluation and calibration ----------------------------------------------------------------

@@ -21,6 +21,7 @@ from facetrail.accounts import ROLES, new_secret, secret_hash
 from facetrail.audit import AuditEvent, Verification, os_user, verify
 from facetrail.calibration import Calibration, shipped_default
 from facetrail.errors import NotFoundError, PolicyError, StoreError
+from facetrail.index.ann import IndexPolicy
 from facetrail.index.faiss_index import FaissIndex
 from facetrail.pipeline.analyze import Analyzer
 from facetrail.pipeline.ingest import Ingest, Progress
@@ -67,7 +68,8 @@ class Facetrail:
     def index(self) -> FaissIndex:
         """The vector index, caught up with the store when first used."""
         model = self.analyzer.backend.model
-        return FaissIndex(self.home / "index", self.store, model, self.model_id)
+        return FaissIndex(self.home / "index", self.store, model, self.model_id,
+                          IndexPolicy.from_settings(self.settings))
 
     @cached_property
     def calibration(self) -> Calibration | None:

@@ -197,3 +197,51 @@ class IngestReport:
     faces: int
     errors: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What the vector index is, what it costs, and how well it was measured to search."""
+
+    tier: str
+    """``flat`` (exact), ``sq8`` or ``pq`` (approximate, with an exact re-rank)."""
+    structure: str
+    faces: int
+    memory_bytes: int
+    """RAM of the index structures (codes, ids, coarse quantizer)."""
+    rerank_bytes: int
+    """Disk (memory-mapped) of the float32 re-rank vectors and their ids; 0 for ``flat``."""
+    recall_at_10: float
+    """Measured against exact search when the index was built; 1.0 for ``flat``."""
+    recall_queries: int
+    nprobe: int | None
+    ef_search: int | None
+    shortlist_factor: int | None
+    built_at: str | None
+    build_seconds: float | None
+    planned_tier: str
+    """The tier the current settings choose for this many faces."""
+    last_optimize: str | None
+    """The outcome of the last build that was not swapped in, if any."""
+
+    @property
+    def memory_per_face(self) -> float:
+        return self.memory_bytes / self.faces if self.faces else 0.0
+
+
+@dataclass(frozen=True)
+class OptimizeReport:
+    swapped: bool
+    """False when the new index's recall was under the floor: the previous one stays."""
+    tier: str
+    """The tier searched from now on."""
+    built_tier: str
+    faces: int
+    recall_at_10: float
+    recall_queries: int
+    recall_floor: float
+    nprobe: int | None
+    ef_search: int | None
+    shortlist_factor: int | None
+    seconds: float
+    message: str

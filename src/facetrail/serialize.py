@@ -5,13 +5,16 @@ Fields are only ever added, never renamed or removed, within a ``schema`` versio
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from facetrail.records import (
     Appearance,
     CalibrationNote,
     Candidate,
+    IndexInfo,
     IngestReport,
+    OptimizeReport,
     ProbeInfo,
     SearchResult,
 )
@@ -108,3 +111,11 @@ def ingest_report(r: IngestReport) -> dict[str, Any]:
 def error_row(e: ErrorRow) -> dict[str, Any]:
     return {"source": e.source, "location": e.location, "code": e.code, "reason": e.reason,
             "run_id": e.run_id, "at": e.at}
+
+
+def index_info(info: IndexInfo) -> dict[str, Any]:
+    return {**asdict(info), "memory_per_face": round(info.memory_per_face, 2)}
+
+
+def optimize_report(report: OptimizeReport) -> dict[str, Any]:
+    return asdict(report)

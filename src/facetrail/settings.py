@@ -7,6 +7,7 @@ Every field can be set from the environment with the ``FACETRAIL_`` prefix, for 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field
@@ -135,6 +136,54 @@ class Settings(BaseSettings):
     )
     search_rate_window: int = Field(
         default=60, ge=1, description="Length of the search rate window, in seconds."
+    )
+
+    # Vector index tiers (docs/index.md).
+    index_exact_max_faces: int = Field(
+        default=100_000,
+        ge=0,
+        description="Galleries up to this many faces are searched exactly (flat float32). "
+        "Larger ones use an approximate index (IVF lists, HNSW coarse quantizer, SQ8 or PQ "
+        "codes) whose shortlists are re-ranked exactly.",
+    )
+    index_memory_mb: float = Field(
+        default=8192,
+        gt=0,
+        description="RAM budget of the vector index, in MiB: codes and face ids (the float32 "
+        "re-rank vectors are memory-mapped from disk and not counted). Exact search (4 x dim "
+        "+ 8 bytes per face) is kept only if it fits; SQ8 (dim + 8) only if it fits; PQ "
+        "fast-scan codes take 40.",
+    )
+    index_codes: Literal["pq", "sq8"] = Field(
+        default="pq",
+        description="Codes of the approximate index: 'pq' (4-bit product quantizer with SIMD "
+        "fast scan, 40 bytes per face, the fastest at a given recall) or 'sq8' (8-bit scalar, "
+        "136 bytes per face, falls back to 'pq' when over the memory budget).",
+    )
+    index_recall_floor: float = Field(
+        default=0.99,
+        ge=0.0,
+        le=1.0,
+        description="An approximate index is used only if its recall@10 against exact search, "
+        "measured when it is built, reaches this; otherwise the previous index stays.",
+    )
+    index_recall_queries: int = Field(
+        default=500,
+        ge=10,
+        description="Queries sampled (stored faces plus noise) to measure recall@10 when an "
+        "approximate index is built.",
+    )
+    index_max_nprobe: int = Field(
+        default=1024,
+        ge=1,
+        description="Most IVF lists a search may probe. Tuning raises nprobe up to this until "
+        "the recall floor is met; a higher cap allows slower, more exhaustive searches.",
+    )
+    index_regrow_factor: float = Field(
+        default=2.0,
+        gt=1.0,
+        description="An approximate index is rebuilt automatically once the gallery has grown "
+        "by this factor since it was built (or since a refused build).",
     )
 
 

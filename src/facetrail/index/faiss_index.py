@@ -1,10 +1,16 @@
-"""FAISS index, keyed by face_id, persisted next to the store.
+"""FAISS index, keyed by face_id, persisted next to the store, in one of three tiers.
 
-The file ``index/<model>.faiss`` has a sidecar ``.json`` that records which faces it holds
-(count and highest face_id). On open, an index that is missing, unreadable, for another
-model, or behind the store catches up: new faces (face_id above the recorded highest) are
-added; if faces were removed from the store, the index is rebuilt from it. Exact search
-(``IndexFlatL2``) is used, so a rebuild gives identical results.
+Small galleries are searched exactly (``flat``: ``IndexFlatL2`` in ``index/<model>.faiss``).
+Above ``index_exact_max_faces``, or when exact search does not fit ``index_memory_mb``, the
+index is rebuilt as an approximate one (``sq8`` or ``pq``, see ``ann.py``) whose shortlists
+are re-ranked exactly against float32 vectors memory-mapped from ``<model>.g<N>.f32``. An
+approximate index is swapped in only if its recall@10, measured at build time, reaches the
+floor; otherwise the previous index stays.
+
+The sidecar ``<model>.json`` records the tier, which faces the index holds (count and highest
+face_id), its files and how it was tuned. On open, an index that is missing, unreadable, for
+another model, or behind the store catches up: new faces are added, faces gone from the store
+are removed, without a rebuild. Rebuilds are seeded, so the same store gives the same index.
 """
 
 from __future__ import annotations
@@ -12,12 +18,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
+from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from facetrail.faces.base import ModelInfo
+from facetrail.index import ann
+from facetrail.index.ann import IndexPolicy, Tuning
+from facetrail.index.vectorfile import VectorFile
+from facetrail.records import IndexInfo, OptimizeReport
 from facetrail.store.base import Store
 
 PARALLEL_BATCH = 16
@@ -25,18 +38,29 @@ PARALLEL_BATCH = 16
 
 
 class FaissIndex:
-    def __init__(self, directory: Path, store: Store, model: ModelInfo, model_id: int) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        store: Store,
+        model: ModelInfo,
+        model_id: int,
+        policy: IndexPolicy | None = None,
+    ) -> None:
         import faiss
 
         self._faiss = faiss
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.key)
-        self.path = directory / f"{slug}.faiss"
-        self.meta_path = directory / f"{slug}.json"
+        self.slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.key)
+        self.directory = directory
+        self.path = directory / f"{self.slug}.faiss"
+        self.meta_path = directory / f"{self.slug}.json"
         self.model = model
+        self.policy = policy or IndexPolicy()
         self._store = store
         self._model_id = model_id
-        self._index = self._empty()
-        self._max_id = 0
+        self._reset_flat()
+        self._generation = 0
+        self._build: dict[str, Any] = {}
+        self._last_refusal: dict[str, Any] | None = None
         self._dirty = False
         self._load()
         self.sync()
@@ -45,81 +69,297 @@ class FaissIndex:
     def size(self) -> int:
         return int(self._index.ntotal)
 
-    def _empty(self) -> Any:
-        return self._faiss.IndexIDMap2(self._faiss.IndexFlatL2(self.model.dim))
+    @property
+    def tier(self) -> str:
+        return self._tier
+
+    # -- state and files ------------------------------------------------------------------------
+    def _reset_flat(self) -> None:
+        self._tier = "flat"
+        self._index: Any = self._faiss.IndexIDMap2(self._faiss.IndexFlatL2(self.model.dim))
+        self._vectors: VectorFile | None = None
+        self._tuning: Tuning | None = None
+        self._max_id = 0
+
+    def _ann_paths(self, generation: int) -> tuple[Path, Path]:
+        """(index file, vector file stem) of an approximate index's generation."""
+        stem = self.directory / f"{self.slug}.g{generation}"
+        return stem.with_name(stem.name + ".ivf"), stem
+
+    def _index_path(self) -> Path:
+        return self.path if self._tier == "flat" else self._ann_paths(self._generation)[0]
 
     def _load(self) -> None:
         try:
             meta = json.loads(self.meta_path.read_text())
-            index = self._faiss.read_index(str(self.path))
-        except (OSError, ValueError, RuntimeError):
+            tier = meta.get("tier", "flat")
+            generation = int(meta.get("generation", 0))
+            path = self.path if tier == "flat" else self._ann_paths(generation)[0]
+            index = self._faiss.read_index(str(path))
+        except (OSError, ValueError, RuntimeError, TypeError):
             return  # missing or unreadable: sync() rebuilds it from the store
         if (
             meta.get("model") != self.model.key
             or index.ntotal != meta.get("count")
             or index.d != self.model.dim
+            or tier not in ann.TIERS
         ):
             return
-        self._index, self._max_id = index, int(meta["max_face_id"])
+        vectors = None
+        if tier != "flat":
+            vectors = VectorFile(self._ann_paths(generation)[1], self.model.dim)
+            if not vectors.open(int(meta.get("rows", -1))):
+                return
+            self._tuning = Tuning(**meta["tuning"])
+        self._tier, self._index, self._vectors = tier, index, vectors
+        self._generation, self._max_id = generation, int(meta["max_face_id"])
+        self._build = dict(meta.get("build", {}))
+        self._last_refusal = meta.get("last_refusal")
 
+    def save(self) -> None:
+        if not self._dirty and self._index_path().exists() and self.meta_path.exists():
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._index_path()
+        tmp = path.with_name(path.name + ".tmp")
+        self._faiss.write_index(self._index, str(tmp))
+        os.replace(tmp, path)
+        self._write_meta()
+        self._dirty = False
+
+    def _write_meta(self) -> None:
+        meta: dict[str, Any] = {
+            "model": self.model.key, "count": self.size, "max_face_id": self._max_id,
+            "tier": self._tier, "type": ann.describe(self._index, self._faiss),
+            "generation": self._generation, "build": self._build,
+            "last_refusal": self._last_refusal,
+        }
+        if self._vectors is not None and self._tuning is not None:
+            meta["rows"] = self._vectors.rows
+            meta["tuning"] = {"nprobe": self._tuning.nprobe,
+                              "ef_search": self._tuning.ef_search,
+                              "shortlist_factor": self._tuning.shortlist_factor}
+        tmp_meta = self.meta_path.with_name(self.meta_path.name + ".tmp")
+        tmp_meta.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp_meta, self.meta_path)
+
+    # -- keeping up with the store ----------------------------------------------------------------
     def sync(self) -> int:
-        """Bring the index up to the store. Returns the number of faces added."""
-        count, max_id = self._store.face_count(self._model_id)
-        if max_id < self._max_id or (self.size > count):
-            self._index, self._max_id = self._empty(), 0  # faces were removed: rebuild
+        """Bring the index up to the store: add new faces, remove faces gone from it, and
+        change tier when the gallery size calls for another (``optimize``). Returns the
+        number of faces added."""
+        count, _ = self._store.face_count(self._model_id)
         added = 0
         for ids, vectors in self._store.iter_embeddings(self._model_id, after_id=self._max_id):
-            self._index.add_with_ids(vectors, ids)
-            self._max_id = int(ids[-1])
+            self._add(ids, vectors)
             added += len(ids)
         if self.size != count:
-            # Holes below the recorded maximum (a deletion and an insertion): rebuild fully.
-            self._index, self._max_id, added = self._empty(), 0, 0
-            for ids, vectors in self._store.iter_embeddings(self._model_id):
-                self._index.add_with_ids(vectors, ids)
-                self._max_id = int(ids[-1])
-                added += len(ids)
+            added += self._reconcile()
         if added:
             self._dirty = True
             self.save()
+        if self._wants_optimize():
+            self.optimize()
         return added
 
-    def rebuild(self) -> None:
-        """Drop everything and rebuild from the store (exact, so results are identical)."""
-        self._index, self._max_id = self._empty(), 0
-        self.sync()
+    def _reconcile(self) -> int:
+        """Match the index to the store face by face (after removals, or a face added below
+        the highest id): add what is missing, remove what is gone. Returns faces added."""
+        held = self._held_ids()
+        seen = []
+        added = 0
+        for ids, vectors in self._store.iter_embeddings(self._model_id):
+            seen.append(ids)
+            missing = ~np.isin(ids, held)
+            if missing.any():
+                self._add(ids[missing], vectors[missing])
+                added += int(missing.sum())
+        stored = np.concatenate(seen) if seen else np.empty(0, np.int64)
+        self.remove(np.setdiff1d(held, stored))
+        return added
+
+    def _held_ids(self) -> np.ndarray:
+        """Every face id the index holds, sorted."""
+        faiss = self._faiss
+        if self._tier == "flat":
+            return np.sort(faiss.vector_to_array(self._index.id_map))
+        lists = self._index.invlists
+        chunks = [
+            faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+            for i in range(lists.nlist) if lists.list_size(i)
+        ]
+        return np.sort(np.concatenate(chunks)) if chunks else np.empty(0, np.int64)
+
+    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self._vectors is not None:
+            self._vectors.append(ids, vectors)
+        self._index.add_with_ids(vectors, ids)
+        self._max_id = max(self._max_id, int(ids.max()))
+
+    def remove(self, face_ids: np.ndarray | list[int]) -> int:
+        """Remove faces from the index by face id, without a rebuild; the index is saved.
+        Returns how many it held. (Approximate tiers keep the float32 row on disk until the
+        next rebuild, but never return the id again.)"""
+        ids = np.ascontiguousarray(np.asarray(face_ids, dtype=np.int64))
+        if not len(ids):
+            return 0
+        removed = int(self._index.remove_ids(self._faiss.IDSelectorBatch(ids)))
+        if removed:
+            self._dirty = True
+            self.save()
+        return removed
+
+    # -- tiers ------------------------------------------------------------------------------------
+    def planned_tier(self) -> str:
+        return ann.choose_tier(self.size, self.model.dim, self.policy)
+
+    def _wants_optimize(self) -> bool:
+        planned = self.planned_tier()
+        refusal = self._last_refusal
+        if (
+            refusal is not None
+            and planned == refusal["tier"]
+            and self.size < self.policy.regrow_factor * refusal["faces"]
+        ):
+            return False  # refused for this tier: retried when asked, or after growth
+        if planned != self._tier:
+            return True
+        built = int(self._build.get("faces", 0))
+        return self._tier != "flat" and self.size >= self.policy.regrow_factor * built
+
+    def rebuild(self) -> OptimizeReport:
+        """Rebuild from the store in the tier the settings choose (``optimize``)."""
+        return self.optimize()
+
+    def optimize(self) -> OptimizeReport:
+        """Rebuild the index from the store in the tier chosen for its size and the memory
+        budget. An approximate index is measured first (recall@10 against exact search, on
+        sampled queries) and swapped in only if it reaches the recall floor."""
+        started = time.perf_counter()
+        planned = self.planned_tier()
+        if planned == "flat":
+            old = self._files()
+            self._reset_flat()
+            for ids, chunk in self._store.iter_embeddings(self._model_id):
+                self._add(ids, chunk)
+            self._finish_swap(old, started, faces=self.size, recall=1.0, queries=0)
+            return self._report(True, "flat", started, 1.0, 0,
+                                f"exact index rebuilt from the store: {self.size:,} faces")
+        generation = self._generation + 1
+        index_path, stem = self._ann_paths(generation)
+        vectors = VectorFile(stem, self.model.dim)
+        vectors.create()
+        for ids, chunk in self._store.iter_embeddings(self._model_id):
+            vectors.append(ids, chunk)
+        index = ann.build(planned, vectors, self._faiss)
+        measured = ann.tune(index, vectors, self.policy, self._faiss)
+        floor = self.policy.recall_floor
+        if measured.recall < floor:
+            vectors.delete()
+            self._last_refusal = {
+                "faces": vectors.rows, "tier": planned, "recall_at_10": measured.recall,
+                "at": _now(),
+            }
+            self._write_meta()
+            t = measured.tuning
+            return self._report(
+                False, planned, started, measured.recall, measured.queries,
+                f"the {planned} index was NOT swapped in: its recall@10 was {measured.recall} "
+                f"on {measured.queries} sampled queries (best at nprobe {t.nprobe}, shortlist "
+                f"{t.shortlist_factor} x k), under the floor {floor}; the {self._tier} index "
+                "stays. Raise index_max_nprobe or index_memory_mb, or lower "
+                "index_recall_floor.",
+                tuning=t,
+            )
+        old = self._files()
+        self._tier, self._index, self._vectors = planned, index, vectors
+        self._tuning, self._generation = measured.tuning, generation
+        self._max_id = int(vectors.ids.max()) if vectors.rows else 0
+        self._finish_swap(old, started, faces=vectors.rows, recall=measured.recall,
+                          queries=measured.queries)
+        assert index_path.exists()
+        return self._report(
+            True, planned, started, measured.recall, measured.queries,
+            f"{planned} index swapped in: {self.size:,} faces, recall@10 {measured.recall} "
+            f"on {measured.queries} sampled queries (floor {floor})",
+            tuning=measured.tuning,
+        )
+
+    def _files(self) -> list[Path]:
+        """The files of the index in use, to delete once another one is swapped in."""
+        if self._tier == "flat" or self._vectors is None:
+            return [self.path]
+        return [self._ann_paths(self._generation)[0], self._vectors.vectors_path,
+                self._vectors.ids_path]
+
+    def _finish_swap(
+        self, old: list[Path], started: float, *, faces: int, recall: float, queries: int
+    ) -> None:
+        self._build = {"faces": faces, "recall_at_10": recall, "recall_queries": queries,
+                       "at": _now(), "seconds": round(time.perf_counter() - started, 2)}
+        self._last_refusal = None
         self._dirty = True
         self.save()
+        for path in old:
+            if path not in self._files():
+                path.unlink(missing_ok=True)
 
-    def save(self) -> None:
-        if not self._dirty and self.path.exists():
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".faiss.tmp")
-        self._faiss.write_index(self._index, str(tmp))
-        os.replace(tmp, self.path)
-        meta = {"model": self.model.key, "count": self.size, "max_face_id": self._max_id,
-                "type": "IndexIDMap2(IndexFlatL2)"}
-        tmp_meta = self.meta_path.with_suffix(".json.tmp")
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_meta, self.meta_path)
-        self._dirty = False
+    def _report(
+        self, swapped: bool, built: str, started: float, recall: float, queries: int,
+        message: str, tuning: Tuning | None = None,
+    ) -> OptimizeReport:
+        return OptimizeReport(
+            swapped=swapped, tier=self._tier, built_tier=built, faces=self.size,
+            recall_at_10=recall, recall_queries=queries, recall_floor=self.policy.recall_floor,
+            nprobe=tuning.nprobe if tuning else None,
+            ef_search=tuning.ef_search if tuning else None,
+            shortlist_factor=tuning.shortlist_factor if tuning else None,
+            seconds=round(time.perf_counter() - started, 2), message=message,
+        )
 
+    def info(self) -> IndexInfo:
+        t = self._tuning
+        refusal = self._last_refusal
+        return IndexInfo(
+            tier=self._tier, structure=ann.describe(self._index, self._faiss), faces=self.size,
+            memory_bytes=ann.memory_bytes(self._index, self._faiss),
+            rerank_bytes=self._vectors.nbytes if self._vectors is not None else 0,
+            recall_at_10=float(self._build.get("recall_at_10", 1.0)),
+            recall_queries=int(self._build.get("recall_queries", 0)),
+            nprobe=t.nprobe if t else None, ef_search=t.ef_search if t else None,
+            shortlist_factor=t.shortlist_factor if t else None,
+            built_at=self._build.get("at"), build_seconds=self._build.get("seconds"),
+            planned_tier=self.planned_tier(),
+            last_optimize=(
+                f"{refusal['tier']} index refused at {refusal['at']}: recall@10 "
+                f"{refusal['recall_at_10']} over {refusal['faces']:,} faces, under the floor"
+                if refusal else None
+            ),
+        )
+
+    # -- search -----------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if self.size == 0:
             n = len(queries)
             return np.full((n, k), np.inf, np.float32), np.full((n, k), -1, np.int64)
         k = min(k, self.size)
-        if len(queries) >= PARALLEL_BATCH:
-            squared, ids = self._index.search(queries, k)
-        else:
-            # One query on OpenMP threads is 2-5x slower than on one thread here, and far
-            # slower while other processes (an ingest) hold the cores (bench/README.md).
-            threads = self._faiss.omp_get_max_threads()
-            self._faiss.omp_set_num_threads(1)
-            try:
+        # One query on OpenMP threads is 2-5x slower than on one thread here, and far
+        # slower while other processes (an ingest) hold the cores (bench/README.md).
+        threads: AbstractContextManager[None] = (
+            nullcontext() if len(queries) >= PARALLEL_BATCH else ann.one_thread(self._faiss)
+        )
+        with threads:
+            if self._vectors is None or self._tuning is None:
                 squared, ids = self._index.search(queries, k)
-            finally:
-                self._faiss.omp_set_num_threads(threads)
+            else:
+                squared, ids = ann.search(self._index, self._vectors, queries, k,
+                                          self._tuning, self._faiss)
         return np.sqrt(np.maximum(squared, 0)), ids
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+

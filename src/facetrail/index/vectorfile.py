@@ -1,0 +1,114 @@
+"""Float32 vectors and their face ids in two raw files, memory-mapped for the exact re-rank.
+
+``<stem>.f32`` holds ``rows x dim`` little-endian float32 values, ``<stem>.ids`` ``rows``
+little-endian int64 face ids, row by row in the order they were appended. Only rows named by
+a shortlist are read, so the operating system keeps in memory just the pages searches touch:
+the file costs disk (4 x dim + 8 bytes per face), not RAM.
+
+A face removed from the index keeps its row here until the next rebuild; the approximate
+index no longer returns its id, so the row is never read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from facetrail.errors import StoreError
+
+
+class VectorFile:
+    def __init__(self, stem: Path, dim: int) -> None:
+        self.vectors_path = stem.with_name(stem.name + ".f32")
+        self.ids_path = stem.with_name(stem.name + ".ids")
+        self.dim = dim
+        self._vectors = np.empty((0, dim), np.float32)
+        self._ids = np.empty(0, np.int64)
+        self._order: np.ndarray | None = None
+        """Row order that sorts the ids, when they were not appended in ascending order."""
+
+    @property
+    def rows(self) -> int:
+        return len(self._ids)
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows * (4 * self.dim + 8)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._ids
+
+    def create(self) -> None:
+        """Start empty files (replacing any)."""
+        self.vectors_path.parent.mkdir(parents=True, exist_ok=True)
+        for path in (self.vectors_path, self.ids_path):
+            path.write_bytes(b"")
+        self._map(0)
+
+    def open(self, rows: int) -> bool:
+        """Map the first ``rows`` rows. Rows past them (an append whose index was never saved)
+        are cut off. False when the files are missing or shorter than ``rows``."""
+        try:
+            have_vectors = self.vectors_path.stat().st_size // (4 * self.dim)
+            have_ids = self.ids_path.stat().st_size // 8
+        except OSError:
+            return False
+        if min(have_vectors, have_ids) < rows:
+            return False
+        os.truncate(self.vectors_path, rows * 4 * self.dim)
+        os.truncate(self.ids_path, rows * 8)
+        self._map(rows)
+        return True
+
+    def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype="<i8")
+        vectors = np.ascontiguousarray(vectors, dtype="<f4").reshape(len(ids), self.dim)
+        with self.vectors_path.open("ab") as fh:
+            fh.write(vectors.tobytes())
+        with self.ids_path.open("ab") as fh:
+            fh.write(ids.tobytes())
+        ascending = self._order is None and (
+            self.rows == 0 or bool(ids[0] > self._ids[-1])
+        ) and bool(np.all(ids[1:] > ids[:-1]))
+        self._map(self.rows + len(ids), ascending)
+
+    def delete(self) -> None:
+        self._map_empty()
+        for path in (self.vectors_path, self.ids_path):
+            path.unlink(missing_ok=True)
+
+    def at(self, rows: np.ndarray | slice) -> np.ndarray:
+        """The vectors of the given rows (row numbers, not face ids)."""
+        return np.asarray(self._vectors[rows])
+
+    def lookup(self, face_ids: np.ndarray) -> np.ndarray:
+        """The vectors of ``face_ids``, shape (len, dim), in that order."""
+        ids = self._ids if self._order is None else self._ids[self._order]
+        at = np.minimum(np.searchsorted(ids, face_ids), max(self.rows - 1, 0))
+        if self.rows == 0 or not np.array_equal(ids[at], face_ids):
+            raise StoreError(
+                f"the vector file {self.vectors_path} is out of step with the index; "
+                "run: facetrail index rebuild"
+            )
+        rows = at if self._order is None else self._order[at]
+        return np.asarray(self._vectors[rows])
+
+    def _map(self, rows: int, ascending: bool | None = None) -> None:
+        """Map ``rows`` rows; ``ascending`` says whether the ids are known to be ascending
+        (None: check them)."""
+        if rows == 0:
+            self._map_empty()
+            return
+        self._vectors = np.memmap(self.vectors_path, "<f4", "r", shape=(rows, self.dim))
+        self._ids = np.memmap(self.ids_path, "<i8", "r", shape=(rows,))
+        if ascending is None:
+            ascending = rows < 2 or bool(np.all(self._ids[1:] > self._ids[:-1]))
+        self._order = None if ascending else np.argsort(self._ids, kind="stable")
+
+    def _map_empty(self) -> None:
+        self._vectors = np.empty((0, self.dim), np.float32)
+        self._ids = np.empty(0, np.int64)
+        self._order = None

@@ -1,0 +1,192 @@
+"""Index tiers: exact for small galleries, IVF + HNSW + SQ8/PQ with an exact re-rank above
+configurable sizes (small ones here), swapped in only when their measured recall is enough."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import facetrail
+from conftest import PEOPLE, cli_json, run_cli
+from facetrail.engine import Facetrail
+from facetrail.index.ann import IndexPolicy, choose_tier, list_count
+
+CASE = {"case_ref": "T-5", "purpose": "test"}
+SMALL = {"index_exact_max_faces": 10}
+"""Above 10 faces, the fixture gallery (233 faces) leaves exact search."""
+PROBES = [PEOPLE / "Barack_Obama" / "Barack_Obama_0002.jpg",
+          PEOPLE / "Angelina_Jolie" / "Angelina_Jolie_0003.jpg",
+          PEOPLE / "Kit_Harington" / "Kit_Harington_0001.jpg"]
+
+
+@pytest.fixture
+def home(gallery: Facetrail) -> Iterator[Path]:
+    """A private copy of the fixture gallery (flat index), closed so it can be reopened."""
+    gallery.close()
+    yield gallery.home
+
+
+def stored(engine: Facetrail) -> tuple[np.ndarray, np.ndarray]:
+    chunks = list(engine.store.iter_embeddings(engine.model_id))
+    return np.concatenate([i for i, _ in chunks]), np.concatenate([v for _, v in chunks])
+
+
+def one_by_one(engine: Facetrail, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Search each query alone, as a search request does (a batch of 20 or more queries
+    takes FAISS's BLAS path in exact search, whose rounding differs in the last bits)."""
+    found = [engine.index.search(queries[q : q + 1], 10) for q in range(len(queries))]
+    return np.concatenate([d for d, _ in found]), np.concatenate([i for _, i in found])
+
+
+def answers(engine: Facetrail) -> list[list[tuple[int, float]]]:
+    return [
+        [(c.face_id, c.score) for c in engine.search(p.read_bytes(), top=10, threshold=-1.0,
+                                                     min_quality=0, **CASE).candidates]
+        for p in PROBES
+    ]
+
+
+def test_tier_follows_gallery_size_and_memory_budget() -> None:
+    policy = IndexPolicy(exact_max_faces=1000, memory_bytes=10 << 20)
+    assert choose_tier(1000, 128, policy) == "flat"
+    assert choose_tier(1001, 128, policy) == "pq"
+    sq8 = IndexPolicy(exact_max_faces=1000, memory_bytes=10 << 20, codes="sq8")
+    # 10 MiB holds 20k flat faces (520 B) but the size rule sends them to SQ8 (136 B) ...
+    assert choose_tier(50_000, 128, sq8) == "sq8"
+    # ... and what SQ8 cannot hold goes to PQ (40 B).
+    assert choose_tier(100_000, 128, sq8) == "pq"
+    # A budget too small for exact search leaves it even under the size threshold.
+    assert choose_tier(1000, 128, IndexPolicy(exact_max_faces=1000, memory_bytes=500_000)) == "pq"
+    assert [list_count(n) for n in (10, 233, 100_000, 1_000_000, 5_000_000)] == [
+        1, 4, 512, 2048, 4096]
+
+
+def test_tiers_switch_with_size_and_budget_and_answer_like_exact(home: Path) -> None:
+    with facetrail.open(home) as engine:
+        assert engine.index.tier == "flat"
+        exact = answers(engine)
+        ids, vectors = stored(engine)
+        queries = vectors + np.random.default_rng(7).normal(0, 0.03, vectors.shape).astype("f4")
+        exact_d, exact_i = one_by_one(engine, queries)
+    assert all(exact) and len(ids) == 233 and np.array_equal(ids, np.arange(1, 234))
+    sq8 = {**SMALL, "index_codes": "sq8"}
+    for overrides, tier in ((SMALL, "pq"), (sq8, "sq8"), ({**sq8, "index_memory_mb": 0.02}, "pq")):
+        with facetrail.open(home, **overrides) as engine:  # switches on open
+            info = engine.index.info()
+            assert (info.tier, info.faces, info.planned_tier) == (tier, 233, tier)
+            assert info.recall_at_10 >= 0.99 and info.recall_queries == 233
+            assert info.rerank_bytes == 233 * (4 * 128 + 8)
+            assert info.memory_per_face < 520
+            assert answers(engine) == exact
+            d, i = one_by_one(engine, queries)
+            # Every distance returned is exact; at most 1% of the true top 10 is missed.
+            truth = np.linalg.norm(vectors[i - 1] - queries[:, None, :], axis=2)
+            assert np.allclose(d, truth, rtol=0, atol=2e-6)
+            same = i == exact_i
+            assert np.array_equal(d[same], exact_d[same])
+            hits = [len(np.intersect1d(a, b)) for a, b in zip(i, exact_i, strict=True)]
+            recall = sum(hits) / (10 * len(hits))
+            assert recall >= 0.99
+            # Nothing within the default threshold (distance 0.55, score 0.45) is missed.
+            leads = exact_d <= 0.55
+            assert leads.sum() > 233 and np.array_equal(i[leads], exact_i[leads])
+    with facetrail.open(home) as engine:  # default settings: back to exact search
+        assert engine.index.tier == "flat" and answers(engine) == exact
+        assert not list(home.glob("index/*.ivf")) and not list(home.glob("index/*.f32"))
+
+
+def test_recall_floor_keeps_the_previous_index(home: Path) -> None:
+    with facetrail.open(home, **SMALL, index_max_nprobe=1) as engine:
+        # One list probed of four cannot reach recall 0.99: the exact index stays.
+        index = engine.index
+        assert index.tier == "flat" and index.size == 233
+        report = index.optimize()
+        assert not report.swapped and report.tier == "flat" and report.built_tier == "pq"
+        assert report.recall_at_10 < 0.99 and report.recall_queries == 233
+        assert "NOT swapped in" in report.message and "flat index stays" in report.message
+        assert "refused" in (index.info().last_optimize or "")
+        assert not list(home.glob("index/*.ivf")) and not list(home.glob("index/*.f32"))
+        assert answers(engine)[0][0][1] > 0.5
+    with facetrail.open(home, **SMALL, index_recall_floor=0.5, index_max_nprobe=1) as engine:
+        report = engine.index.optimize()
+        assert report.swapped and engine.index.tier == "pq" and report.nprobe == 1
+
+
+def test_adds_and_removals_without_rebuild(home: Path, tmp_path: Path) -> None:
+    with facetrail.open(home, **SMALL) as engine:
+        index = engine.index
+        built = index.info().built_at
+        files = sorted(p.name for p in (home / "index").iterdir())
+        best = answers(engine)[0][0][0]
+        assert index.remove([best]) == 1 and index.remove([best]) == 0
+        assert index.size == 232
+        assert best not in [i for i, _ in answers(engine)[0]]
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    from PIL import Image
+
+    Image.open(PROBES[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(extra / "m.jpg")
+    run_cli(home, "ingest", str(extra), "--source", "people")
+    # Erase two faces in the store itself: the index follows by removing them.
+    with sqlite3.connect(home / "facetrail.db") as db:
+        gone = [r[0] for r in db.execute(
+            "SELECT id FROM faces WHERE id != ? ORDER BY id LIMIT 2", (best,))]
+        db.execute("DELETE FROM faces WHERE id IN (?, ?)", gone)
+    with facetrail.open(home, **SMALL) as engine:
+        index = engine.index
+        # The store still holds `best` (only the index dropped it), so it is back; the new
+        # face is in; the two erased ones are out. All without a new build.
+        assert index.size == 233 - 2 + 1
+        assert index.info().built_at == built and index.tier == "pq"
+        assert sorted(p.name for p in (home / "index").iterdir()) == files
+        top = engine.search(PROBES[0].read_bytes(), top=3, **CASE).candidates
+        assert top[0].face_id == best
+        assert any(a.location.endswith("m.jpg") for c in top for a in c.appearances)
+        ids, vectors = stored(engine)
+        distances, found = index.search(vectors, 10)
+        # Every stored face finds itself (or an identical twin: the fixtures hold one photo
+        # twice), and no erased face is ever returned.
+        assert np.all(distances[:, 0] == 0) and np.mean(found[:, 0] == ids) > 0.99
+        assert not set(gone) & set(found.ravel().tolist())
+
+
+def test_rebuild_from_the_store_is_reproducible(home: Path) -> None:
+    def build() -> tuple[bytes, dict[str, object]]:
+        with facetrail.open(home, **SMALL) as engine:
+            report = engine.index.optimize()
+            assert report.swapped and report.tier == "pq"
+        meta = json.loads(next(home.glob("index/*.json")).read_text())
+        ivf = home / "index" / next(p.name for p in (home / "index").glob("*.ivf"))
+        return ivf.read_bytes(), {k: meta[k] for k in ("tuning", "count", "type", "rows")}
+
+    first, second = build(), build()
+    assert first == second and len(first[0]) > 233 * 32
+
+
+def test_index_info_and_optimize_cli(home: Path) -> None:
+    out = run_cli(home, "index", "info").stdout
+    assert "tier: flat (IndexIDMap2(IndexFlatL2): exact)" in out and "faces: 233" in out
+    assert "recall@10: 1.0 (exact search)" in out
+    env = {"FACETRAIL_INDEX_EXACT_MAX_FACES": "10"}
+    out = run_cli(home, "index", "optimize", env_extra=env).stdout
+    assert re.search(r"^pq index swapped in: 233 faces, recall@10 (1\.0|0\.99\d*) on 233 "
+                     r"sampled queries \(floor 0\.99\)$", out, re.M), out
+    assert re.search(r"^search settings: nprobe \d, efSearch 16, shortlist \d+ x k re-ranked "
+                     r"exactly; took [\d.]+ s$", out, re.M), out
+    info = json.loads(run_cli(home, "index", "info", "--json", env_extra=env).stdout)
+    assert info["tier"] == "pq" and info["structure"].startswith("IVF4_HNSW32,PQ64x4fs")
+    assert info["faces"] == 233 and info["recall_at_10"] >= 0.99
+    assert 40 <= info["memory_per_face"] < 136 and info["rerank_bytes"] == 233 * 520
+    out = run_cli(home, "index", "info", env_extra=env).stdout
+    assert "re-rank vectors:" in out and f"nprobe {info['nprobe']}, efSearch 16" in out
+    proc = run_cli(home, "index", "optimize", check=False,
+                   env_extra={**env, "FACETRAIL_INDEX_MAX_NPROBE": "1"})
+    assert proc.returncode == 1 and "NOT swapped in" in proc.stdout
+    assert "pq index stays" in proc.stdout
+    assert cli_json(home, "stats")["index_faces"] == 233  # type: ignore[index]
