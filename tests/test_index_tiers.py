@@ -64,7 +64,7 @@ def test_tier_follows_gallery_size_and_memory_budget() -> None:
     # A budget too small for exact search leaves it even under the size threshold.
     assert choose_tier(1000, 128, IndexPolicy(exact_max_faces=1000, memory_bytes=500_000)) == "pq"
     assert [list_count(n) for n in (10, 233, 100_000, 1_000_000, 5_000_000)] == [
-        1, 4, 512, 2048, 4096]
+        1, 4, 256, 1024, 2048]
 
 
 def test_recall_is_judged_by_its_lower_confidence_bound() -> None:
