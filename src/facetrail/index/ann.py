@@ -172,14 +172,14 @@ def one_thread(faiss: Any) -> Iterator[None]:
         faiss.omp_set_num_threads(threads)
 
 
-def build(tier: str, vectors: VectorFile, faiss: Any) -> Any:
+def build(tier: str, vectors: VectorFile, faiss: Any, nlist: int | None = None) -> Any:
     """An IVF index over every row of ``vectors`` (face ids as labels), trained on a seeded
-    sample. The HNSW quantizer is filled on one thread: its graph then depends on nothing but
-    the centroids."""
+    sample, with ``nlist`` lists (``list_count`` by default). The HNSW quantizer is filled on
+    one thread: its graph then depends on nothing but the centroids."""
     if tier not in ("sq8", "pq"):
         raise ValueError(f"not an approximate tier: {tier!r}")
     n, dim = vectors.rows, vectors.dim
-    nlist = list_count(n)
+    nlist = nlist or list_count(n)
     take = min(n, max(TRAIN_PER_LIST * nlist, MIN_TRAIN))
     rng = np.random.default_rng(SEED)
     rows = np.sort(rng.choice(n, take, replace=False)) if take < n else np.arange(n)
@@ -284,12 +284,8 @@ def tune(index: Any, vectors: VectorFile, policy: IndexPolicy, faiss: Any) -> Me
     Queries are stored vectors (a seeded sample) plus Gaussian noise of ``RECALL_NOISE`` per
     dimension; the truth is exact search over every stored vector. Probing fewer lists is
     what makes a search fast, so nprobe is raised only when no shortlist size is enough."""
-    n, dim = vectors.rows, vectors.dim
-    rng = np.random.default_rng(SEED + 1)
-    m = min(policy.recall_queries, n)
-    rows = np.sort(rng.choice(n, m, replace=False))
-    noise = rng.normal(0.0, RECALL_NOISE, (m, dim)).astype(np.float32)
-    queries = np.ascontiguousarray(vectors.at(rows) + noise, dtype=np.float32)
+    n = vectors.rows
+    queries = recall_queries(vectors, policy.recall_queries)
     k = min(RECALL_K, n)
     truth = exact_ids(queries, vectors, k, faiss)
     best: Measured | None = None
@@ -307,6 +303,17 @@ def tune(index: Any, vectors: VectorFile, policy: IndexPolicy, faiss: Any) -> Me
                 return measured
     assert best is not None
     return best
+
+
+def recall_queries(vectors: VectorFile, count: int) -> np.ndarray:
+    """``count`` (at most every) stored vectors, a seeded sample, plus Gaussian noise of
+    ``RECALL_NOISE`` per dimension: the queries recall is measured on."""
+    n, dim = vectors.rows, vectors.dim
+    rng = np.random.default_rng(SEED + 1)
+    m = min(count, n)
+    rows = np.sort(rng.choice(n, m, replace=False))
+    noise = rng.normal(0.0, RECALL_NOISE, (m, dim)).astype(np.float32)
+    return np.ascontiguousarray(vectors.at(rows) + noise, dtype=np.float32)
 
 
 def probe_counts(nlist: int, cap: int) -> list[int]:
