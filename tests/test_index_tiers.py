@@ -128,7 +128,8 @@ def test_recall_floor_keeps_the_previous_index(home: Path) -> None:
         assert report.recall_at_10 < 0.99 and report.recall_queries == 233
         assert "lower bound" in report.message
         assert "NOT swapped in" in report.message and "flat index stays" in report.message
-        assert "refused" in (index.info().last_optimize or "")
+        assert "refused" in (refusal := index.info().last_optimize or "")
+        assert "lower bound" in refusal
         assert not list(home.glob("index/*.ivf")) and not list(home.glob("index/*.f32"))
         assert answers(engine)[0][0][1] > 0.5
     with facetrail.open(home, **SMALL, index_recall_floor=0.5, index_max_nprobe=1) as engine:
@@ -204,6 +205,8 @@ def test_index_info_and_optimize_cli(home: Path) -> None:
     assert 40 <= info["memory_per_face"] < 136 and info["rerank_bytes"] == 233 * 520
     out = run_cli(home, "index", "info", env_extra=env).stdout
     assert "re-rank vectors:" in out and f"nprobe {info['nprobe']}, efSearch 16" in out
+    assert re.search(r"recall@10: [\d.]+ on 233 sampled queries \(lower bound [\d.]+\)$",
+                     out, re.M), out
     proc = run_cli(home, "index", "optimize", check=False,
                    env_extra={**env, "FACETRAIL_INDEX_MAX_NPROBE": "1"})
     assert proc.returncode == 1 and "NOT swapped in" in proc.stdout

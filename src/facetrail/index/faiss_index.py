@@ -340,7 +340,9 @@ class FaissIndex:
             planned_tier=self.planned_tier(),
             last_optimize=(
                 f"{refusal['tier']} index refused at {refusal['at']}: recall@10 "
-                f"{refusal['recall_at_10']} over {refusal['faces']:,} faces, under the floor"
+                f"{refusal['recall_at_10']} (lower bound "
+                f"{refusal.get('recall_at_10_lower', refusal['recall_at_10'])}) over "
+                f"{refusal['faces']:,} faces, under the floor"
                 if refusal else None
             ),
         )
