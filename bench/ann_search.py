@@ -192,7 +192,8 @@ def bench_size(size: int, real: np.ndarray, args: argparse.Namespace,
                 "structure": info.structure, "build_seconds": round(seconds, 2),
                 "ram": info.memory_bytes / size, "disk": info.rerank_bytes / size,
                 "tuning": (f"nprobe {info.nprobe}, efSearch {info.ef_search}, shortlist "
-                           f"{info.shortlist_factor}xk, built recall@10 {info.recall_at_10}"
+                           f"{info.shortlist_factor}xk, built recall@10 {info.recall_at_10} "
+                           f"(lower bound {info.recall_at_10_lower})"
                            if info.nprobe else ""),
             }
 

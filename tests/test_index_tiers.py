@@ -15,7 +15,7 @@ import pytest
 import facetrail
 from conftest import PEOPLE, cli_json, run_cli
 from facetrail.engine import Facetrail
-from facetrail.index.ann import IndexPolicy, choose_tier, list_count
+from facetrail.index.ann import IndexPolicy, Tuning, choose_tier, list_count, measure
 
 CASE = {"case_ref": "T-5", "purpose": "test"}
 SMALL = {"index_exact_max_faces": 10}
@@ -64,7 +64,24 @@ def test_tier_follows_gallery_size_and_memory_budget() -> None:
     # A budget too small for exact search leaves it even under the size threshold.
     assert choose_tier(1000, 128, IndexPolicy(exact_max_faces=1000, memory_bytes=500_000)) == "pq"
     assert [list_count(n) for n in (10, 233, 100_000, 1_000_000, 5_000_000)] == [
-        1, 4, 512, 2048, 4096]
+        1, 4, 256, 1024, 2048]
+
+
+def test_recall_is_judged_by_its_lower_confidence_bound() -> None:
+    truth = np.arange(1, 5001).reshape(500, 10)
+    tuning = Tuning(1, 16, 2)
+    # 50 lost neighbours, one per query for 50 queries: mean 0.99, 2 standard errors of
+    # sqrt(0.09 x 0.1 x 500 / 499) / sqrt(500) = 0.00134 below it.
+    found = truth.copy()
+    found[:50, 9] = -1
+    spread = measure(tuning, found, truth)
+    assert (spread.recall, spread.lower, spread.queries, spread.k) == (0.99, 0.9873, 500, 10)
+    # The same 50 lost by 5 queries (10 each) are less certain: a few queries decide it.
+    found = truth.copy()
+    found[:5] = -1
+    bunched = measure(tuning, found, truth)
+    assert bunched.recall == 0.99 and bunched.lower == 0.9811
+    assert measure(tuning, truth, truth).lower == 1.0
 
 
 def test_tiers_switch_with_size_and_budget_and_answer_like_exact(home: Path) -> None:
@@ -109,8 +126,10 @@ def test_recall_floor_keeps_the_previous_index(home: Path) -> None:
         report = index.optimize()
         assert not report.swapped and report.tier == "flat" and report.built_tier == "pq"
         assert report.recall_at_10 < 0.99 and report.recall_queries == 233
+        assert "lower bound" in report.message
         assert "NOT swapped in" in report.message and "flat index stays" in report.message
-        assert "refused" in (index.info().last_optimize or "")
+        assert "refused" in (refusal := index.info().last_optimize or "")
+        assert "lower bound" in refusal
         assert not list(home.glob("index/*.ivf")) and not list(home.glob("index/*.f32"))
         assert answers(engine)[0][0][1] > 0.5
     with facetrail.open(home, **SMALL, index_recall_floor=0.5, index_max_nprobe=1) as engine:
@@ -176,7 +195,8 @@ def test_index_info_and_optimize_cli(home: Path) -> None:
     env = {"FACETRAIL_INDEX_EXACT_MAX_FACES": "10"}
     out = run_cli(home, "index", "optimize", env_extra=env).stdout
     assert re.search(r"^pq index swapped in: 233 faces, recall@10 (1\.0|0\.99\d*) on 233 "
-                     r"sampled queries \(floor 0\.99\)$", out, re.M), out
+                     r"sampled queries \(lower bound (1\.0|0\.99\d*), floor 0\.99\)$",
+                     out, re.M), out
     assert re.search(r"^search settings: nprobe \d, efSearch 16, shortlist \d+ x k re-ranked "
                      r"exactly; took [\d.]+ s$", out, re.M), out
     info = json.loads(run_cli(home, "index", "info", "--json", env_extra=env).stdout)
@@ -185,6 +205,8 @@ def test_index_info_and_optimize_cli(home: Path) -> None:
     assert 40 <= info["memory_per_face"] < 136 and info["rerank_bytes"] == 233 * 520
     out = run_cli(home, "index", "info", env_extra=env).stdout
     assert "re-rank vectors:" in out and f"nprobe {info['nprobe']}, efSearch 16" in out
+    assert re.search(r"recall@10: [\d.]+ on 233 sampled queries \(lower bound [\d.]+\)$",
+                     out, re.M), out
     proc = run_cli(home, "index", "optimize", check=False,
                    env_extra={**env, "FACETRAIL_INDEX_MAX_NPROBE": "1"})
     assert proc.returncode == 1 and "NOT swapped in" in proc.stdout

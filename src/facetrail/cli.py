@@ -402,7 +402,8 @@ def index_info(engine: Facetrail, as_json: bool) -> None:
     if info.rerank_bytes:
         rows.append(("re-rank vectors", f"{info.rerank_bytes / 2**20:,.1f} MiB on disk "
                      "(memory-mapped float32 and ids)"))
-    recall = (f"{info.recall_at_10} on {info.recall_queries} sampled queries"
+    recall = (f"{info.recall_at_10} on {info.recall_queries} sampled queries (lower bound "
+              f"{info.recall_at_10_lower})"
               if info.recall_queries else f"{info.recall_at_10} (exact search)")
     rows.append(("recall@10", recall))
     if info.nprobe is not None:

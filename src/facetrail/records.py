@@ -223,6 +223,8 @@ class IndexInfo:
     """The tier the current settings choose for this many faces."""
     last_optimize: str | None
     """The outcome of the last build that was not swapped in, if any."""
+    recall_at_10_lower: float = 1.0
+    """Lower confidence bound of ``recall_at_10`` (what reached the floor)."""
 
     @property
     def memory_per_face(self) -> float:

@@ -165,7 +165,9 @@ class Settings(BaseSettings):
         ge=0.0,
         le=1.0,
         description="An approximate index is used only if its recall@10 against exact search, "
-        "measured when it is built, reaches this; otherwise the previous index stays.",
+        "measured when it is built, reaches this with margin (the measurement's lower "
+        "confidence bound, 2 standard errors under it, does); otherwise the previous index "
+        "stays.",
     )
     index_recall_queries: int = Field(
         default=500,

@@ -5,7 +5,7 @@ Above ``index_exact_max_faces``, or when exact search does not fit ``index_memor
 index is rebuilt as an approximate one (``sq8`` or ``pq``, see ``ann.py``) whose shortlists
 are re-ranked exactly against float32 vectors memory-mapped from ``<model>.g<N>.f32``. An
 approximate index is swapped in only if its recall@10, measured at build time, reaches the
-floor; otherwise the previous index stays.
+floor with margin (its lower confidence bound does); otherwise the previous index stays.
 
 The sidecar ``<model>.json`` records the tier, which faces the index holds (count and highest
 face_id), its files and how it was tuned. On open, an index that is missing, unreadable, for
@@ -256,21 +256,21 @@ class FaissIndex:
         index = ann.build(planned, vectors, self._faiss)
         measured = ann.tune(index, vectors, self.policy, self._faiss)
         floor = self.policy.recall_floor
-        if measured.recall < floor:
+        if measured.lower < floor:
             vectors.delete()
             self._last_refusal = {
                 "faces": vectors.rows, "tier": planned, "recall_at_10": measured.recall,
-                "at": _now(),
+                "recall_at_10_lower": measured.lower, "at": _now(),
             }
             self._write_meta()
             t = measured.tuning
             return self._report(
                 False, planned, started, measured.recall, measured.queries,
                 f"the {planned} index was NOT swapped in: its recall@10 was {measured.recall} "
-                f"on {measured.queries} sampled queries (best at nprobe {t.nprobe}, shortlist "
-                f"{t.shortlist_factor} x k), under the floor {floor}; the {self._tier} index "
-                "stays. Raise index_max_nprobe or index_memory_mb, or lower "
-                "index_recall_floor.",
+                f"on {measured.queries} sampled queries, lower bound {measured.lower} (best at "
+                f"nprobe {t.nprobe}, shortlist {t.shortlist_factor} x k), under the floor "
+                f"{floor}; the {self._tier} index stays. Raise index_max_nprobe or "
+                "index_memory_mb, or lower index_recall_floor.",
                 tuning=t,
             )
         old = self._files()
@@ -278,12 +278,13 @@ class FaissIndex:
         self._tuning, self._generation = measured.tuning, generation
         self._max_id = int(vectors.ids.max()) if vectors.rows else 0
         self._finish_swap(old, started, faces=vectors.rows, recall=measured.recall,
-                          queries=measured.queries)
+                          queries=measured.queries, lower=measured.lower)
         assert index_path.exists()
         return self._report(
             True, planned, started, measured.recall, measured.queries,
             f"{planned} index swapped in: {self.size:,} faces, recall@10 {measured.recall} "
-            f"on {measured.queries} sampled queries (floor {floor})",
+            f"on {measured.queries} sampled queries (lower bound {measured.lower}, floor "
+            f"{floor})",
             tuning=measured.tuning,
         )
 
@@ -295,9 +296,12 @@ class FaissIndex:
                 self._vectors.ids_path]
 
     def _finish_swap(
-        self, old: list[Path], started: float, *, faces: int, recall: float, queries: int
+        self, old: list[Path], started: float, *, faces: int, recall: float, queries: int,
+        lower: float | None = None,
     ) -> None:
-        self._build = {"faces": faces, "recall_at_10": recall, "recall_queries": queries,
+        self._build = {"faces": faces, "recall_at_10": recall,
+                       "recall_at_10_lower": recall if lower is None else lower,
+                       "recall_queries": queries,
                        "at": _now(), "seconds": round(time.perf_counter() - started, 2)}
         self._last_refusal = None
         self._dirty = True
@@ -328,13 +332,17 @@ class FaissIndex:
             rerank_bytes=self._vectors.nbytes if self._vectors is not None else 0,
             recall_at_10=float(self._build.get("recall_at_10", 1.0)),
             recall_queries=int(self._build.get("recall_queries", 0)),
+            recall_at_10_lower=float(self._build.get("recall_at_10_lower",
+                                                     self._build.get("recall_at_10", 1.0))),
             nprobe=t.nprobe if t else None, ef_search=t.ef_search if t else None,
             shortlist_factor=t.shortlist_factor if t else None,
             built_at=self._build.get("at"), build_seconds=self._build.get("seconds"),
             planned_tier=self.planned_tier(),
             last_optimize=(
                 f"{refusal['tier']} index refused at {refusal['at']}: recall@10 "
-                f"{refusal['recall_at_10']} over {refusal['faces']:,} faces, under the floor"
+                f"{refusal['recall_at_10']} (lower bound "
+                f"{refusal.get('recall_at_10_lower', refusal['recall_at_10'])}) over "
+                f"{refusal['faces']:,} faces, under the floor"
                 if refusal else None
             ),
         )
