@@ -117,12 +117,10 @@ class SearchIn(BaseModel):
 
 
 def run_search(service: Service, who: Principal, body: SearchIn) -> JSONResponse:
-    service.rate.check(who.user_id)
-    with service.lock:
-        search = service.casework.search(
-            actor(who), body.probe_sha256, body.face, case_ref=body.case_ref,
-            purpose=body.purpose, top=body.top, threshold=body.threshold,
-        )
+    search = service.search(
+        actor(who), body.face, case_ref=body.case_ref, purpose=body.purpose,
+        probe_sha256=body.probe_sha256, top=body.top, threshold=body.threshold,
+    )
     return JSONResponse(search_json(search, []), status_code=201)
 
 
@@ -145,13 +143,10 @@ def search_upload(
 ) -> JSONResponse:
     """Upload a probe and search it in one step (face 0, the largest, unless told)."""
     data = read_upload(file, service.settings.max_upload_bytes)
-    service.rate.check(who.user_id)
-    with service.lock:
-        probe = service.casework.add_probe(data, actor(who))
-        found = service.casework.search(
-            actor(who), probe.sha256, face, case_ref=case_ref, purpose=purpose, top=top,
-            threshold=threshold,
-        )
+    found = service.search(
+        actor(who), face, case_ref=case_ref, purpose=purpose, upload=data, top=top,
+        threshold=threshold,
+    )
     return JSONResponse(search_json(found, []), status_code=201)
 
 

@@ -7,10 +7,11 @@ import threading
 import time
 from collections import deque
 
-from facetrail.casework import Casework
+from facetrail.casework import Actor, Casework
 from facetrail.engine import Facetrail
-from facetrail.errors import RateLimitError
+from facetrail.errors import InputError, RateLimitError
 from facetrail.settings import Settings
+from facetrail.store import SearchRow
 from facetrail.web.jobs import JobRunner
 
 
@@ -27,6 +28,22 @@ class Service:
 
     def start(self) -> None:
         self.jobs.start()
+
+    def search(
+        self, actor: Actor, face: int, *, case_ref: str, purpose: str,
+        probe_sha256: str | None = None, upload: bytes | None = None,
+        top: int | None = None, threshold: float | None = None,
+    ) -> SearchRow:
+        """Search one face of a stored probe, or of ``upload`` kept as a probe first: counted
+        against the user's search rate, and run in turn with detection and index updates."""
+        self.rate.check(actor.user_id)
+        with self.lock:
+            if upload is not None:
+                probe_sha256 = self.casework.add_probe(upload, actor).sha256
+            if probe_sha256 is None:
+                raise InputError("a search needs a stored probe or an upload")
+            return self.casework.search(actor, probe_sha256, face, case_ref=case_ref,
+                                        purpose=purpose, top=top, threshold=threshold)
 
     def stop(self) -> None:
         self.jobs.stop()

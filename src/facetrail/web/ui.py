@@ -250,17 +250,13 @@ def _search(
     face: int, case_ref: str, purpose: str,
 ) -> SearchRow:
     """The API's two steps in one: keep the probe (unless the page did), then search it."""
-    actor = Actor(principal.user_id, principal.name)
     upload = None
     if not probe_sha256 and probe is not None:
         upload = read_upload(probe, service.settings.max_upload_bytes)
-    service.rate.check(principal.user_id)
-    with service.lock:
-        if upload is not None:
-            probe_sha256 = service.casework.add_probe(upload, actor).sha256
-        return service.casework.search(
-            actor, probe_sha256, face, case_ref=case_ref, purpose=purpose
-        )
+    return service.search(
+        Actor(principal.user_id, principal.name), face, case_ref=case_ref, purpose=purpose,
+        probe_sha256=probe_sha256, upload=upload,
+    )
 
 
 # -- results and reports (analyst, reviewer) -----------------------------------------------------
