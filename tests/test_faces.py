@@ -1,4 +1,4 @@
-"""The dlib back end on real photos: faces found per image, geometry, and stored fields."""
+"""The dlib face model on real photos: faces found per image, geometry, and stored fields."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from conftest import FACES, PEOPLE
-from facetrail.faces import make_backend
+from facetrail.faces import make_model
 from facetrail.faces.geometry import plan
 from facetrail.imaging import decode
+from facetrail.pipeline.analyze import Analyzer
 from facetrail.settings import Settings
 
 SETTINGS = Settings(home="/nonexistent")
@@ -32,15 +33,16 @@ EXPECTED_FACES = {
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):  # type: ignore[no-untyped-def]
-    b = make_backend(SETTINGS.model_copy(update={"home": tmp_path_factory.mktemp("home")}))
-    b.load()
-    return b
+    settings = SETTINGS.model_copy(update={"home": tmp_path_factory.mktemp("home")})
+    analyzer = Analyzer(settings, make_model("dlib", settings))
+    analyzer.model.load()
+    return analyzer
 
 
 @pytest.mark.parametrize(("name", "count"), EXPECTED_FACES.items(), ids=list(EXPECTED_FACES))
 def test_faces_found_per_fixture(backend, name: str, count: int) -> None:  # type: ignore[no-untyped-def]
     image = decode((FACES / name).read_bytes(), SETTINGS)
-    faces = backend.analyze(image)
+    faces = backend.faces(image)
     assert len(faces) == count
     for face in faces:
         x, y, w, h = face.box
@@ -54,7 +56,7 @@ def test_faces_found_per_fixture(backend, name: str, count: int) -> None:  # typ
 
 def test_same_person_is_closer_than_another(backend) -> None:  # type: ignore[no-untyped-def]
     def vector(path):  # type: ignore[no-untyped-def]
-        return backend.analyze(decode(path.read_bytes(), SETTINGS))[0].embedding
+        return backend.faces(decode(path.read_bytes(), SETTINGS))[0].embedding
 
     a = vector(PEOPLE / "Barack_Obama" / "Barack_Obama_0001.jpg")
     b = vector(PEOPLE / "Barack_Obama" / "Barack_Obama_0002.jpg")
@@ -63,7 +65,9 @@ def test_same_person_is_closer_than_another(backend) -> None:  # type: ignore[no
 
 
 def test_model_identity_is_recorded(backend) -> None:  # type: ignore[no-untyped-def]
-    model = backend.model
+    model = backend.model.model
+    assert model.detector == "dlib-hog@frontal-v1"
+    assert model.key.startswith("dlib-hog@frontal-v1+dlib_face_recognition_resnet_model_v1@")
     assert model.name == "dlib_face_recognition_resnet_model_v1" and model.dim == 128
     assert len(model.version) == 16 and "5pt" in model.alignment
     assert model.normalisation == "none" and model.metric == "l2"
@@ -90,8 +94,8 @@ def test_large_image_is_detected_downscaled_and_mapped_back(backend) -> None:  #
     photo = Image.open(PEOPLE / "Ashanti" / "Ashanti_0001.jpg").resize((4000, 4000))
     big = decode(_png(photo), SETTINGS)
     small = decode((PEOPLE / "Ashanti" / "Ashanti_0001.jpg").read_bytes(), SETTINGS)
-    (face_big,) = backend.analyze(big)
-    (face_small,) = backend.analyze(small)
+    (face_big,) = backend.faces(big)
+    (face_small,) = backend.faces(small)
     ratio = 4000 / 250
     for got, want in zip(face_big.box, face_small.box, strict=True):
         assert abs(got - want * ratio) <= 0.15 * face_small.box[2] * ratio

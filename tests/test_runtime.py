@@ -23,10 +23,11 @@ from conftest import FACES, PEOPLE
 from facetrail import serialize
 from facetrail.engine import Facetrail
 from facetrail.errors import ConfigError, NoFaceError
-from facetrail.faces import make_backend, onnx_convert
+from facetrail.faces import make_embedder, make_model, onnx_convert
 from facetrail.faces.descriptor import DlibDescriptor, OnnxDescriptor
 from facetrail.faces.dlib_backend import weights_path
 from facetrail.imaging import decode
+from facetrail.pipeline.analyze import Analyzer
 from facetrail.settings import Settings
 from facetrail.store.sqlite import SQLiteStore
 
@@ -36,7 +37,7 @@ FaceKey = tuple[str, tuple[int, int, int, int]]
 
 
 def _ingest_all(home: Path, runtime: str) -> Facetrail:
-    engine = facetrail.open(home, workers=2, descriptor_runtime=runtime)
+    engine = facetrail.open(home, workers=2, descriptor_runtime=runtime, face_model="dlib")
     engine.add_source("faces", "folder", FACES, lawful_basis="test fixtures, public data sets",
                       purpose="testing", retention_days=30)
     report = engine.ingest("faces")
@@ -71,7 +72,7 @@ def test_every_fixture_face_has_dlibs_descriptor(galleries: dict[str, Facetrail]
     assert {runtime for _, runtime in dlib.values()} == {"dlib"}
     worst = max(float(np.abs(onnx[k][0] - dlib[k][0]).max()) for k in onnx)
     assert worst <= TOLERANCE, f"max |onnx - dlib| = {worst:.2e} over {len(onnx)} faces"
-    assert galleries["onnx"].analyzer.backend.model == galleries["dlib"].analyzer.backend.model
+    assert galleries["onnx"].model == galleries["dlib"].model
 
 
 def _probes() -> list[Path]:
@@ -162,9 +163,10 @@ def test_without_onnxruntime_auto_falls_back_and_onnx_is_a_clear_error() -> None
 def test_unwritable_data_directory_still_describes(tmp_path: Path) -> None:
     blocked = tmp_path / "models"
     blocked.write_text("a file where the models folder would go")
-    backend = make_backend(Settings(home=tmp_path))
-    backend.load()
-    faces = backend.analyze(decode(PEOPLE.joinpath("Barack_Obama", "Barack_Obama_0001.jpg")
+    settings = Settings(home=tmp_path)
+    analyzer = Analyzer(settings, make_model("dlib", settings))
+    analyzer.model.load()
+    faces = analyzer.faces(decode(PEOPLE.joinpath("Barack_Obama", "Barack_Obama_0001.jpg")
                                    .read_bytes(), Settings(home=tmp_path)))
     assert faces and faces[0].runtime == "onnx"
     assert blocked.is_file()
@@ -172,7 +174,7 @@ def test_unwritable_data_directory_still_describes(tmp_path: Path) -> None:
 
 def test_unknown_runtime_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown descriptor runtime 'tensorrt'"):
-        make_backend(Settings(home=tmp_path, descriptor_runtime="tensorrt"))
+        make_embedder("dlib-resnet", Settings(home=tmp_path, descriptor_runtime="tensorrt"))
 
 
 def test_faces_stored_before_the_runtime_column_count_as_dlib(tmp_path: Path) -> None:

@@ -32,7 +32,8 @@ GRID_STEP = 0.01
 GRID_LOW, GRID_HIGH = -1.0, 1.2
 MIN_TAIL_COUNT = 10
 """Impostor comparisons needed at or above a score for its empirical FMR to be used."""
-DEFAULT_FILE = "calibration_default.json"
+SHIPPED = "calibrations"
+"""Package folder of the calibrations shipped for the shipped models, one file per model."""
 
 
 @dataclass(frozen=True)
@@ -158,10 +159,13 @@ class Calibration:
 
 
 def shipped_default(model_key: str) -> Calibration | None:
-    """The calibration shipped with facetrail for its default model, if ``model_key`` is it."""
-    text = resources.files("facetrail").joinpath(DEFAULT_FILE).read_text()
-    calibration = Calibration.from_json(text)
-    return calibration if calibration.model == model_key else None
+    """The calibration shipped with facetrail for the model whose key is ``model_key``."""
+    for entry in resources.files("facetrail").joinpath(SHIPPED).iterdir():
+        if entry.name.endswith(".json"):
+            calibration = Calibration.from_json(entry.read_text())
+            if calibration.model == model_key:
+                return calibration
+    return None
 
 
 def _counts_at_or_above(values: np.ndarray, grid: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from facetrail import serialize
 from facetrail.accounts import ROLES
 from facetrail.engine import Facetrail
 from facetrail.errors import FacetrailError
+from facetrail.faces.base import SCORE_MEANING
 from facetrail.records import SearchResult
 from facetrail.settings import load_settings
 from facetrail.sources import KINDS
@@ -240,7 +241,7 @@ def print_search(result: SearchResult) -> None:
             + f" among {result.gallery_faces} indexed faces."
         )
     echo(
-        f"score = 1 - descriptor distance; shown when >= {result.threshold} "
+        f"score = {SCORE_MEANING[result.metric]}; shown when >= {result.threshold} "
         f"and the indexed face's quality >= {result.min_quality} "
         "(higher is more alike; docs/scores.md)."
     )
@@ -541,7 +542,8 @@ def calibrate(engine: Facetrail, data: Path, root: Path | None, output: Path | N
     The calibration is kept in the store; searches then use it."""
     from facetrail.eval import runner
 
-    calibration = runner.calibrate(data, root, description, work, engine.settings)
+    calibration = runner.calibrate(data, root, description, work, engine.settings,
+                                   engine.model_name, engine.model.key)
     if output is not None:
         output.write_text(calibration.to_json() + "\n")
         where = str(output)

@@ -20,7 +20,10 @@ from typing import Any
 from facetrail.accounts import ROLES, new_secret, secret_hash
 from facetrail.audit import AuditEvent, Verification, os_user, verify
 from facetrail.calibration import Calibration, shipped_default
-from facetrail.errors import NotFoundError, PolicyError, StoreError
+from facetrail.errors import ConfigError, NotFoundError, PolicyError, StoreError
+from facetrail.faces import DEFAULT_FLOOR, DEFAULT_MODEL, MODELS, FaceModel, make_model
+from facetrail.faces.base import ModelInfo
+from facetrail.faces.user import user_model_from_json
 from facetrail.index.ann import IndexPolicy
 from facetrail.index.faiss_index import FaissIndex
 from facetrail.pipeline.analyze import Analyzer
@@ -41,13 +44,18 @@ from facetrail.store import (
 from facetrail.store.base import AuditRow
 
 
+ACTIVE_MODEL = "active_model"
+"""The store setting naming this data directory's face model."""
+
+
 class Facetrail:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.home = settings.home
         self.home.mkdir(parents=True, exist_ok=True)
         self.store: Store = open_store(self.home)
-        self.analyzer = Analyzer(settings)
+        self.model_name = self._active_model()
+        self.analyzer = Analyzer(settings, self.face_model(self.model_name))
 
     def __enter__(self) -> Facetrail:
         return self
@@ -60,15 +68,50 @@ class Facetrail:
             self.index.save()
         self.store.close()
 
+    # -- face models ------------------------------------------------------------------------
+    def _active_model(self) -> str:
+        """The face model of this data directory: the one it records, else (a new one) the
+        setting or the default, which it then records."""
+        active = self.store.setting(ACTIVE_MODEL)
+        requested = self.settings.face_model
+        if active is None:
+            name = requested or DEFAULT_MODEL
+            self.face_model(name)  # refuses an unknown name before it is recorded
+            self.store.set_setting(ACTIVE_MODEL, name)
+            return name
+        if requested is not None and requested != active:
+            raise ConfigError(
+                f"{self.home} uses the face model {active!r}, not {requested!r}; to move it, "
+                f"run 'facetrail reembed --model {requested}' and then 'facetrail models use "
+                f"{requested}' (or unset FACETRAIL_FACE_MODEL)"
+            )
+        return active
+
+    def face_model(self, name: str) -> FaceModel:
+        """A shipped face model, or one declared in this data directory, by name."""
+        if name in MODELS:
+            return make_model(name, self.settings)
+        declared = self.store.user_models()
+        if name not in declared:
+            raise ConfigError(
+                f"unknown face model {name!r}; use one of {', '.join([*MODELS, *declared])} "
+                "or declare one with 'facetrail models add'"
+            )
+        return make_model(name, self.settings, user_model_from_json(declared[name]))
+
+    @property
+    def model(self) -> ModelInfo:
+        """The embedding space searches and ingests use."""
+        return self.analyzer.model.model
+
     @cached_property
     def model_id(self) -> int:
-        return self.store.model_id(self.analyzer.backend.model)
+        return self.store.model_id(self.model)
 
     @cached_property
     def index(self) -> FaissIndex:
         """The vector index, caught up with the store when first used."""
-        model = self.analyzer.backend.model
-        return FaissIndex(self.home / "index", self.store, model, self.model_id,
+        return FaissIndex(self.home / "index", self.store, self.model, self.model_id,
                           IndexPolicy.from_settings(self.settings))
 
     @cached_property
@@ -81,14 +124,14 @@ class Facetrail:
                 return Calibration.from_json(text)
             except (ValueError, TypeError) as exc:
                 raise StoreError(f"the stored calibration is unreadable: {exc}") from exc
-        return shipped_default(self.analyzer.backend.model.key)
+        return shipped_default(self.model.key)
 
     def save_calibration(self, calibration: Calibration, actor: str | None = None) -> int:
         """Keep ``calibration`` in the store for the active model; later searches use it."""
-        if calibration.model != self.analyzer.backend.model.key:
+        if calibration.model != self.model.key:
             raise PolicyError(
                 f"calibration is for model {calibration.model}, not the active "
-                f"{self.analyzer.backend.model.key}"
+                f"{self.model.key}"
             )
         actor = actor or os_user()
         row = self.store.save_calibration(
@@ -104,9 +147,16 @@ class Facetrail:
         )
         return row
 
+    @property
+    def score_floor(self) -> float:
+        """The lowest default threshold: the setting, else the model's own floor."""
+        if self.settings.threshold is not None:
+            return self.settings.threshold
+        return DEFAULT_FLOOR[self.model.metric]
+
     def default_threshold(self) -> tuple[float, str, float | None]:
         """(threshold, rule, calibrated threshold) for a search of the current gallery."""
-        floor = self.settings.threshold
+        floor = self.score_floor
         cal = self.calibration
         if cal is None:
             return floor, "fixed", None
@@ -269,8 +319,10 @@ class Facetrail:
     def stats(self) -> dict[str, Any]:
         stats = self.store.stats()
         stats["index_faces"] = self.index.size
-        stats["model"] = self.analyzer.backend.model.key
-        stats["descriptor_runtime"] = self.analyzer.backend.runtime
+        stats["model"] = self.model.key
+        stats["face_model"] = self.model_name
+        stats["metric"] = self.model.metric
+        stats["descriptor_runtime"] = self.analyzer.model.runtime
         stats["home"] = str(self.home)
         return stats
 

@@ -166,6 +166,8 @@ class SearchResult:
     """Every probe photo when several were searched as one person (``probe`` is the first)."""
     fusion: str | None = None
     """How several probe photos were combined ('mean' or 'max'); None for one photo."""
+    metric: str = "l2"
+    """The model's metric, which says what a score is ('l2' or 'cosine'; docs/scores.md)."""
 
 
 @dataclass(frozen=True)

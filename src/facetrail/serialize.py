@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from facetrail.faces.base import SCORE_MEANING
 from facetrail.records import (
     Appearance,
     CalibrationNote,
@@ -93,7 +94,8 @@ def search_result(r: SearchResult) -> dict[str, Any]:
         "min_quality": r.min_quality,
         "top": r.top,
         "model": r.model,
-        "score": "1 - Euclidean distance between descriptors",
+        "metric": r.metric,
+        "score": SCORE_MEANING[r.metric],
         "gallery_faces": r.gallery_faces,
         "audit_id": r.audit_id,
         "candidates": [candidate(c) for c in r.candidates],

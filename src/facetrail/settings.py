@@ -31,10 +31,20 @@ class Settings(BaseSettings):
         ge=0,
         description="Ingest worker processes; 0 means one per CPU core.",
     )
-    face_backend: str = Field(default="dlib", description="Face model back end.")
-    detector: str = Field(
-        default="hog",
-        description="Face detector of the dlib back end: 'hog' (default) or 'cnn' (~70x slower).",
+    face_model: str | None = Field(
+        default=None,
+        description="Face model of a new data directory: 'yunet-sface' (YuNet detector + SFace "
+        "recogniser, cosine; the default), 'dlib' (HOG + ResNet, Euclidean), 'dlib-cnn', or a "
+        "model declared with 'facetrail models add'. A data directory keeps the model it was "
+        "made with (or moved to with 'facetrail reembed' and 'facetrail models use'); naming "
+        "another one here is an error, not a silent switch (docs/models.md).",
+    )
+    yunet_threshold: float = Field(
+        default=0.6,
+        gt=0.0,
+        lt=1.0,
+        description="Score a YuNet detection needs (0..1), chosen from measurements on the "
+        "fixtures (docs/detection.md).",
     )
     descriptor_runtime: str = Field(
         default="auto",
@@ -45,7 +55,7 @@ class Settings(BaseSettings):
     descriptor_threads: int = Field(
         default=0,
         ge=0,
-        description="Threads of the ONNX descriptor in each process; 0 means the CPU cores "
+        description="Threads of the ONNX face models in each process; 0 means the CPU cores "
         "divided among the ingest workers (at least 1).",
     )
 
@@ -82,11 +92,12 @@ class Settings(BaseSettings):
     )
 
     # Search.
-    threshold: float = Field(
-        default=0.45,
+    threshold: float | None = Field(
+        default=None,
         description="Default minimum score for a candidate, and the floor under the calibrated "
-        "threshold. score = 1 - Euclidean distance; 0.45 (distance 0.55) keeps every open-set "
-        "fixture probe below it (docs/scores.md).",
+        "threshold. Unset, the face model's own floor is used: 0.45 for dlib (score = 1 - "
+        "Euclidean distance), 0.30 for SFace (score = cosine similarity); both keep every "
+        "open-set fixture probe below them (docs/scores.md).",
     )
     min_quality: float = Field(
         default=0.1,

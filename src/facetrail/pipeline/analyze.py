@@ -1,23 +1,85 @@
-"""One image through the imaging and faces stages, in whichever process runs it."""
+"""One image through the imaging and faces stages, in whichever process runs it.
+
+The analyzer composes the face model's detector and embedder, and owns what is common to
+every model: clipping boxes to the image, quality scoring and the order of faces.
+"""
 
 from __future__ import annotations
 
+import numpy as np
+
 from facetrail import imaging
-from facetrail.faces import FaceBackend, make_backend
-from facetrail.records import ImageAnalysis
+from facetrail.faces import FaceModel, UserModel, make_model
+from facetrail.faces.base import Detection
+from facetrail.imaging import DecodedImage
+from facetrail.records import Box, DetectedFace, ImageAnalysis
 from facetrail.settings import Settings
+
+SHARPNESS_REFERENCE = 100.0
+"""Laplacian variance of an aligned chip above which a face counts as fully sharp."""
+SIZE_REFERENCE = 80.0
+"""Face box side, in pixels, above which a face counts as full size."""
 
 
 class Analyzer:
-    def __init__(self, settings: Settings, backend: FaceBackend | None = None) -> None:
+    def __init__(self, settings: Settings, model: FaceModel | None = None) -> None:
         self.settings = settings
-        self.backend = backend or make_backend(settings)
+        self.model = model or make_model(settings.face_model or "yunet-sface", settings)
 
     def __call__(self, data: bytes, sha256: str) -> ImageAnalysis:
         """Decode and find faces; raises an ``InputError`` for anything unusable."""
         image = imaging.decode(data, self.settings, sha256=sha256)
-        faces = self.backend.analyze(image)
-        return ImageAnalysis(sha256, image.width, image.height, image.format, faces)
+        return ImageAnalysis(sha256, image.width, image.height, image.format, self.faces(image))
+
+    def faces(self, image: DecodedImage) -> tuple[DetectedFace, ...]:
+        """Every face found, largest first (ties by position), each with its embedding."""
+        detections = self.model.detector.detect(image)
+        if not detections:
+            return ()
+        embedder = self.model.embedder
+        chips = embedder.align(image.pixels, detections)
+        vectors = embedder.embed(chips)
+        faces = []
+        for d, chip, vector in zip(detections, chips, vectors, strict=True):
+            box = clip_box(d, image.width, image.height)
+            sharp = sharpness(chip)
+            quality = min(1.0, min(box[2], box[3]) / SIZE_REFERENCE) * min(
+                1.0, sharp / SHARPNESS_REFERENCE
+            )
+            faces.append(
+                DetectedFace(
+                    box=box,
+                    landmarks=tuple((round(x, 2), round(y, 2)) for x, y in d.landmarks),
+                    det_score=round(float(d.score), 4),
+                    quality=round(quality, 4),
+                    sharpness=round(sharp, 2),
+                    embedding=np.asarray(vector, dtype=np.float32),
+                    runtime=embedder.runtime,
+                )
+            )
+        faces.sort(key=lambda f: (-f.area, f.box))
+        return tuple(faces)
+
+
+def clip_box(d: Detection, width: int, height: int) -> Box:
+    """A detection's box as whole pixels inside the image: (x, y, w, h), at least 1 x 1."""
+    x, y, w, h = d.box
+    left, top = max(0, round(x)), max(0, round(y))
+    right, bottom = min(width, round(x + w)), min(height, round(y + h))
+    return (left, top, max(1, right - left), max(1, bottom - top))
+
+
+def sharpness(chip: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian of the chip's grey levels."""
+    grey = chip.astype(np.float32).mean(axis=2)
+    lap = (
+        -4 * grey[1:-1, 1:-1]
+        + grey[:-2, 1:-1]
+        + grey[2:, 1:-1]
+        + grey[1:-1, :-2]
+        + grey[1:-1, 2:]
+    )
+    return float(lap.var())
 
 
 # Each worker process holds one Analyzer, built once by the pool's initializer, so the models
@@ -25,10 +87,11 @@ class Analyzer:
 _worker_analyzer: Analyzer | None = None
 
 
-def init_worker(settings_json: str) -> None:
+def init_worker(settings_json: str, model_name: str, user: UserModel | None = None) -> None:
     global _worker_analyzer
-    analyzer = Analyzer(Settings.model_validate_json(settings_json))
-    analyzer.backend.load()
+    settings = Settings.model_validate_json(settings_json)
+    analyzer = Analyzer(settings, make_model(model_name, settings, user))
+    analyzer.model.load()
     _worker_analyzer = analyzer
 
 

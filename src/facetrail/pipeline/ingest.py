@@ -48,7 +48,7 @@ class Ingest:
         self.store = store
         self.settings = settings
         self.analyzer = analyzer
-        self.model_id = store.model_id(analyzer.backend.model)
+        self.model_id = store.model_id(analyzer.model.model)
 
     def run(
         self,
@@ -188,7 +188,8 @@ class _RunState:
             max_workers=workers,
             mp_context=get_context("spawn"),
             initializer=init_worker,
-            initargs=(self.ingest.settings.model_dump_json(),),
+            initargs=(self.ingest.settings.model_dump_json(), self.ingest.analyzer.model.name,
+                      self.ingest.analyzer.model.user),
         )
 
     def _isolate(self, pool: ProcessPoolExecutor, retry: list[_InFlight]) -> None:
@@ -250,9 +251,9 @@ class _RunState:
             )
             return
         found = self.pending.pop(job.sha256)
-        model = self.ingest.analyzer.backend
         self.store.add_image(
-            analysis, job.size, self.ingest.model_id, model.detector, self.source.id,
+            analysis, job.size, self.ingest.model_id,
+            self.ingest.analyzer.model.detector.info.name, self.source.id,
             self.run_id, found,
         )
         self.bump(images_new=1, faces=len(analysis.faces))

@@ -1,7 +1,8 @@
 """Search: probe bytes -> faces -> nearest faces in the index -> candidates with provenance.
 
-The score is ``1 - d`` where ``d`` is the Euclidean distance between two dlib descriptors
-(see docs/scores.md): 1 means identical descriptors. Candidates are leads for a person to check.
+The score follows the face model's metric (``ModelInfo.score``): the cosine similarity of two
+unit vectors for SFace, ``1 - d`` for the Euclidean distance ``d`` of two dlib descriptors; 1
+means identical vectors (docs/scores.md). Candidates are leads for a person to check.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from facetrail import imaging
 from facetrail.audit import AuditEvent
 from facetrail.calibration import Calibration
 from facetrail.errors import InputError, NoFaceError, PolicyError
+from facetrail.faces.base import ModelInfo
 from facetrail.index.base import VectorIndex
 from facetrail.pipeline.analyze import Analyzer
 from facetrail.records import (
@@ -48,10 +50,6 @@ class SearchRequest:
 
 
 FUSIONS = ("mean", "max")
-
-
-def score_of(distance: float) -> float:
-    return round(1.0 - float(distance), 4)
 
 
 def search(
@@ -90,7 +88,7 @@ def search(
     candidates: list[Candidate] = []
     for probe_face in chosen:
         candidates += _nearest(request, probe_face, analysis.faces[probe_face].embedding,
-                               index, store)
+                               index, store, analyzer.model.model)
     return _finish(request, [_probe_info(analysis, chosen)], candidates, analyzer, index, store)
 
 
@@ -120,12 +118,17 @@ def _search_fused(
             raise NoFaceError(f"no face was found in probe photo {n}; leave it out or replace it")
         analyses.append(analysis)
     vectors = np.stack([a.faces[0].embedding for a in analyses])
+    model = analyzer.model.model
     if request.fusion == "mean":
-        candidates = _nearest(request, 0, vectors.mean(axis=0), index, store)
+        mean = vectors.mean(axis=0)
+        if model.metric == "cosine":
+            # The mean of unit vectors is shorter; the index compares unit vectors.
+            mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        candidates = _nearest(request, 0, mean, index, store, model)
     else:
         best: dict[int, Candidate] = {}
         for vector in vectors:
-            for c in _nearest(request, 0, vector, index, store):
+            for c in _nearest(request, 0, vector, index, store, model):
                 if c.face_id not in best or c.score > best[c.face_id].score:
                     best[c.face_id] = c
         ordered = sorted(best.values(), key=lambda c: (-c.score, c.face_id))[: request.top]
@@ -159,7 +162,7 @@ def _finish(
             expected_false_at_threshold=index.size * cal.fmr_at(request.threshold).fmr,
         )
     fused = len(probes) > 1
-    model = analyzer.backend.model
+    model = analyzer.model.model
     audit_id = store.append_audit(
         AuditEvent(
             actor=request.actor,
@@ -186,7 +189,7 @@ def _finish(
         min_quality=request.min_quality, top=request.top, model=model.key,
         gallery_faces=index.size, audit_id=audit_id, threshold_rule=request.threshold_rule,
         calibration=note, probes=tuple(probes) if fused else (),
-        fusion=request.fusion if fused else None,
+        fusion=request.fusion if fused else None, metric=model.metric,
     )
 
 
@@ -197,7 +200,8 @@ def _calibrated(c: Candidate, cal: Calibration, gallery_faces: int) -> Candidate
 
 
 def _nearest(
-    request: SearchRequest, probe_face: int, query: np.ndarray, index: VectorIndex, store: Store
+    request: SearchRequest, probe_face: int, query: np.ndarray, index: VectorIndex, store: Store,
+    model: ModelInfo,
 ) -> list[Candidate]:
     """The ``top`` nearest faces at or above the threshold and the quality floor.
 
@@ -208,7 +212,7 @@ def _nearest(
     while True:
         distances, ids = index.search(query[None, :], k)
         pairs = [(int(i), float(d)) for d, i in zip(distances[0], ids[0], strict=True) if i >= 0]
-        within = [(i, d) for i, d in pairs if score_of(d) >= request.threshold]
+        within = [(i, d) for i, d in pairs if model.score(d) >= request.threshold]
         rows = store.faces([i for i, _ in within])
         kept = [
             (rows[i], d) for i, d in within if i in rows and rows[i].quality >= request.min_quality
@@ -219,7 +223,7 @@ def _nearest(
         k *= 4
     return [
         Candidate(
-            rank=rank, face_id=row.face_id, score=score_of(distance),
+            rank=rank, face_id=row.face_id, score=model.score(distance),
             distance=round(distance, 4), box=row.box, det_score=row.det_score,
             quality=row.quality, image=row.image, appearances=row.appearances,
             probe_face=probe_face, runtime=row.runtime,

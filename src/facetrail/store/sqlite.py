@@ -39,8 +39,9 @@ from facetrail.store.base import (
     UserRow,
 )
 
-SCHEMA_VERSION = 4
-MIGRATIONS = {1: "schema_v1.sql", 2: "schema_v2.sql", 3: "schema_v3.sql", 4: "schema_v4.sql"}
+SCHEMA_VERSION = 5
+MIGRATIONS = {1: "schema_v1.sql", 2: "schema_v2.sql", 3: "schema_v3.sql", 4: "schema_v4.sql",
+              5: "schema_v5.sql"}
 """Schema version -> script that brings the previous version to it."""
 
 
@@ -143,6 +144,76 @@ class SQLiteStore:
             )
         return int(self._one("SELECT id FROM models WHERE key=?", model.key)[0])
 
+    def models(self) -> list[tuple[int, str, str]]:
+        """(id, key, info JSON) of every embedding space the store holds, oldest first."""
+        return [(int(r[0]), str(r[1]), str(r[2]))
+                for r in self._db.execute("SELECT id, key, info FROM models ORDER BY id")]
+
+    def setting(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM store_settings WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO store_settings (key, value) VALUES (?,?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
+
+    def add_user_model(self, name: str, spec: str, actor: str) -> None:
+        try:
+            with self._tx() as db:
+                db.execute(
+                    "INSERT INTO user_models (name, spec, created_at, created_by)"
+                    " VALUES (?,?,?,?)",
+                    (name, spec, utc_now(), actor),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise ConflictError(f"a face model named {name!r} is already declared") from exc
+
+    def user_models(self) -> dict[str, str]:
+        """Declared face models: name -> JSON declaration."""
+        return {str(r[0]): str(r[1])
+                for r in self._db.execute("SELECT name, spec FROM user_models ORDER BY name")}
+
+    def image_count(self, model_id: int) -> int:
+        return int(self._one("SELECT count(*) FROM images WHERE model_id=?", model_id)[0])
+
+    def images_to_move(
+        self, from_model: int, to_model: int, limit: int = 256
+    ) -> list[tuple[str, list[Appearance]]]:
+        """Images of ``from_model`` not yet analysed by ``to_model``: (sha256, appearances),
+        at most ``limit``, in image order (so a resumed move continues where it stopped)."""
+        rows = self._db.execute(
+            "SELECT i.sha256 FROM images i WHERE i.model_id=? AND NOT EXISTS"
+            " (SELECT 1 FROM images j WHERE j.sha256 = i.sha256 AND j.model_id=?)"
+            " ORDER BY i.id LIMIT ?",
+            (from_model, to_model, limit),
+        ).fetchall()
+        return [(str(r[0]), self.image_appearances(str(r[0]))) for r in rows]
+
+    def add_moved_image(
+        self, analysis: ImageAnalysis, size: int, model_id: int, detector: str, from_model: int
+    ) -> None:
+        """Store ``analysis`` for ``model_id`` with the appearances the image has under
+        ``from_model`` (a gallery moving to another model), in one transaction."""
+        with self._tx() as db:
+            old = db.execute("SELECT id FROM images WHERE sha256=? AND model_id=?",
+                             (analysis.sha256, from_model)).fetchone()
+            self._insert_image(db, analysis, size, model_id, detector, utc_now())
+            new = db.execute("SELECT id FROM images WHERE sha256=? AND model_id=?",
+                             (analysis.sha256, model_id)).fetchone()
+            if old is not None:
+                db.execute(
+                    "INSERT INTO appearances (image_id, source_id, location, fingerprint,"
+                    " source_url, page_urls, captured_at, title, record_id, run_id, created_at)"
+                    " SELECT ?, source_id, location, fingerprint, source_url, page_urls,"
+                    " captured_at, title, record_id, run_id, created_at FROM appearances"
+                    " WHERE image_id=? ON CONFLICT(source_id, location, image_id) DO NOTHING",
+                    (new[0], old[0]),
+                )
+
     def save_calibration(self, model_id: int, source: str, data: str, actor: str) -> int:
         with self._tx() as db:
             cur = db.execute(
@@ -210,28 +281,35 @@ class SQLiteStore:
     ) -> None:
         now = utc_now()
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO images (sha256, model_id, width, height, format, bytes,"
-                " face_count, created_at) VALUES (?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(sha256, model_id) DO NOTHING",
-                (analysis.sha256, model_id, analysis.width, analysis.height, analysis.format,
-                 size, len(analysis.faces), now),
-            )
-            if cur.rowcount:
-                image_id = cur.lastrowid
-                db.executemany(
-                    "INSERT INTO faces (image_id, model_id, detector, ordinal, x, y, w, h,"
-                    " landmarks, det_score, quality, sharpness, embedding, runtime)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [
-                        (image_id, model_id, detector, i, *f.box,
-                         json.dumps([list(p) for p in f.landmarks]), f.det_score, f.quality,
-                         f.sharpness, np.ascontiguousarray(f.embedding, "<f4").tobytes(),
-                         f.runtime)
-                        for i, f in enumerate(analysis.faces)
-                    ],
-                )
+            self._insert_image(db, analysis, size, model_id, detector, now)
             self._appearances(db, analysis.sha256, model_id, source_id, run_id, found_at, now)
+
+    @staticmethod
+    def _insert_image(
+        db: sqlite3.Connection, analysis: ImageAnalysis, size: int, model_id: int,
+        detector: str, now: str,
+    ) -> None:
+        cur = db.execute(
+            "INSERT INTO images (sha256, model_id, width, height, format, bytes,"
+            " face_count, created_at) VALUES (?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(sha256, model_id) DO NOTHING",
+            (analysis.sha256, model_id, analysis.width, analysis.height, analysis.format,
+             size, len(analysis.faces), now),
+        )
+        if cur.rowcount:
+            image_id = cur.lastrowid
+            db.executemany(
+                "INSERT INTO faces (image_id, model_id, detector, ordinal, x, y, w, h,"
+                " landmarks, det_score, quality, sharpness, embedding, runtime)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (image_id, model_id, detector, i, *f.box,
+                     json.dumps([list(p) for p in f.landmarks]), f.det_score, f.quality,
+                     f.sharpness, np.ascontiguousarray(f.embedding, "<f4").tobytes(),
+                     f.runtime)
+                    for i, f in enumerate(analysis.faces)
+                ],
+            )
 
     def add_appearances(
         self,
@@ -744,10 +822,10 @@ class SQLiteStore:
 
     def image_appearances(self, sha256: str) -> list[Appearance]:
         rows = self._db.execute(
-            "SELECT s.name, a.location, a.source_url, a.page_urls, a.captured_at, a.title,"
-            " a.record_id FROM appearances a JOIN sources s ON s.id = a.source_id"
+            "SELECT DISTINCT s.name, a.location, a.source_url, a.page_urls, a.captured_at,"
+            " a.title, a.record_id FROM appearances a JOIN sources s ON s.id = a.source_id"
             " JOIN images i ON i.id = a.image_id WHERE i.sha256 = ?"
-            " ORDER BY s.name, a.location",
+            " GROUP BY s.name, a.location ORDER BY s.name, a.location",
             (sha256,),
         ).fetchall()
         return [

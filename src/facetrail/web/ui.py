@@ -269,7 +269,7 @@ def calibrated_meaning(c: dict[str, Any]) -> list[tuple[str, str]]:
             ("expected false candidates at this score", f"{c['expected_false']:.2g}")]
 
 UNCALIBRATED = (
-    "Scores are 1 - descriptor distance (higher is more alike) and are not calibrated: they "
+    "Scores (higher is more alike; docs/scores.md) are not calibrated: they "
     "are not probabilities and do not say how likely a false match is."
 )
 
