@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import io
 import os
-import zipfile
 from pathlib import Path
-from typing import IO, Annotated
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 from PIL import Image
-from warcio.archiveiterator import ArchiveIterator
 
 from facetrail import imaging
 from facetrail.engine import Facetrail
 from facetrail.errors import NotFoundError
 from facetrail.records import Box
+from facetrail.sources.readback import image_bytes as stored_bytes
 from facetrail.web.auth import Principal, require
 from facetrail.web.deps import Svc
 from facetrail.web.searches import SHA256
@@ -40,56 +39,6 @@ CROP_MARGIN = 0.3
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
         "BMP": "image/bmp", "TIFF": "image/tiff", "AVIF": "image/avif", "HEIF": "image/heif"}
 CACHE_HEADERS = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
-
-
-# -- reading bytes back from a source ------------------------------------------------------
-def image_bytes(engine: Facetrail, sha256: str) -> bytes:
-    """The bytes of a stored image, read from one of its appearances and checked."""
-    appearances = engine.store.image_appearances(sha256)
-    if not appearances:
-        raise NotFoundError(f"no image with sha256 {sha256} in the store")
-    for a in appearances:
-        roots = [Path(r) for r in engine.store.source_roots(a.source)]
-        data = read_location(roots, a.location)
-        if data is not None and imaging.sha256_hex(data) == sha256:
-            return data
-    raise NotFoundError(f"image {sha256} is no longer readable where it was found")
-
-
-def read_location(roots: list[Path], location: str) -> bytes | None:
-    """The bytes at an appearance's location if it lies inside one of ``roots`` (a source's
-    registered paths); None if it does not or cannot be read.
-
-    Locations are a file path, ``<warc>#<offset>`` or ``<wacz>!<member>#<offset>``."""
-    file_part, offset = location, None
-    if "#" in location:
-        file_part, _, tail = location.rpartition("#")
-        if not tail.isdigit():
-            return None
-        offset = int(tail)
-    member = None
-    if offset is not None and "!" in file_part:
-        file_part, _, member = file_part.partition("!")
-    try:
-        path = Path(file_part).resolve(strict=True)
-        if not any(path.is_relative_to(root.resolve()) for root in roots):
-            return None
-        if offset is None:
-            return path.read_bytes() if path.is_file() else None
-        if member is None:
-            with path.open("rb") as stream:
-                return _record_at(stream, offset)
-        with zipfile.ZipFile(path) as zf, zf.open(member) as stream:
-            return _record_at(stream, offset)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return None
-
-
-def _record_at(stream: IO[bytes], offset: int) -> bytes | None:
-    stream.seek(offset)
-    for record in ArchiveIterator(stream):
-        return bytes(record.content_stream().read())
-    return None
 
 
 # -- derived images, made once ---------------------------------------------------------------
@@ -138,7 +87,7 @@ def jpeg_response(data: bytes) -> Response:
 @router.get("/images/{sha256}", tags=["media"], response_class=Response)
 def get_image(sha256: Sha, who: Reader, service: Svc) -> Response:
     """The original bytes of an indexed image."""
-    data = image_bytes(service.engine, sha256)
+    data = stored_bytes(service.engine.store, sha256)
     try:
         with Image.open(io.BytesIO(data)) as opened:  # reads the header only
             fmt = opened.format or "?"
@@ -154,7 +103,7 @@ def get_thumb(sha256: Sha, who: Reader, service: Svc) -> Response:
     path = engine.home / "cache" / "thumbs" / f"{sha256}.jpg"
     data = cached_jpeg(path)
     if data is None:
-        data = cached_jpeg(path, thumbnail(engine, image_bytes(engine, sha256)))
+        data = cached_jpeg(path, thumbnail(engine, stored_bytes(engine.store, sha256)))
     assert data is not None
     return jpeg_response(data)
 
@@ -169,7 +118,8 @@ def get_face_crop(face_id: int, who: Reader, service: Svc) -> Response:
     path = engine.home / "cache" / "crops" / f"{face_id}-{face.image.sha256[:16]}.jpg"
     data = cached_jpeg(path)
     if data is None:
-        data = cached_jpeg(path, crop(engine, image_bytes(engine, face.image.sha256), face.box))
+        image = stored_bytes(engine.store, face.image.sha256)
+        data = cached_jpeg(path, crop(engine, image, face.box))
     assert data is not None
     return jpeg_response(data)
 
