@@ -26,6 +26,7 @@ from facetrail.accounts import ROLES
 from facetrail.engine import Facetrail
 from facetrail.errors import FacetrailError
 from facetrail.faces.base import SCORE_MEANING
+from facetrail.pipeline.reembed import ReembedProgress
 from facetrail.records import SearchResult
 from facetrail.settings import load_settings
 from facetrail.sources import KINDS
@@ -182,6 +183,90 @@ def ingest(engine: Facetrail, target: str, source_name: str | None, as_json: boo
         click.echo(f"see them with: facetrail errors --source {report.source}")
 
 
+# -- face models ------------------------------------------------------------------------------
+@main.group()
+def models() -> None:
+    """The face models a data directory can use, and which one it uses."""
+
+
+@models.command("list")
+@json_option
+@with_engine
+def models_list(engine: Facetrail, as_json: bool) -> None:
+    """Every face model, with the images and faces the store holds for it."""
+    rows = engine.model_statuses()
+    if as_json:
+        emit_json([{"name": m.name, "key": m.key, "active": m.active, "images": m.images,
+                    "faces": m.faces, "calibrated": m.calibrated, "problem": m.problem}
+                   for m in rows])
+        return
+    table = Table("", "model", "images", "faces", "calibrated", "key")
+    for m in rows:
+        table.add_row("*" if m.active else "", m.name, str(m.images), str(m.faces),
+                      "yes" if m.calibrated else "no", m.problem or m.key or "")
+    Console().print(table)
+    click.echo("* = in use; move with 'facetrail reembed --model NAME', then "
+               "'facetrail models use NAME'.")
+
+
+@models.command("use")
+@click.argument("name")
+@click.option("--force", is_flag=True,
+              help="Switch even though some images have not been moved to NAME.")
+@with_engine
+def models_use(engine: Facetrail, name: str, force: bool) -> None:
+    """Make NAME the face model searches and ingests use from now on."""
+    previous = engine.model_name
+    engine.use_model(name, force=force)
+    click.echo(f"face model is now {name!r} (was {previous!r}); {engine.index.size} faces "
+               "indexed.")
+
+
+@main.command()
+@click.option("--model", "target", required=True, help="Face model to move the gallery to.")
+@json_option
+@with_engine
+def reembed(engine: Facetrail, target: str, as_json: bool) -> None:
+    """Analyse every stored image again with another face model, from where it was found.
+
+    The current model stays in use while this runs and after it; switch with 'facetrail
+    models use'. Interrupted, it resumes where it stopped."""
+    console = Console(stderr=True)
+    with Progress(
+        SpinnerColumn(), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+        TimeElapsedColumn(), console=console, transient=True, disable=as_json,
+    ) as bar:
+        task = bar.add_task("starting workers", total=None)
+
+        def show(p: ReembedProgress) -> None:
+            bar.update(task, completed=p.done, total=p.total,
+                       description=f"images moved; {p.unreadable} unreadable, {p.failed} failed")
+
+        report = engine.reembed(target, progress=show)
+    if as_json:
+        emit_json({"target": report.target, "key": report.target_key, "images": report.total,
+                   "already": report.already, "moved": report.moved, "faces": report.faces,
+                   "unreadable": report.unreadable,
+                   "failed": [{"sha256": s, "reason": r} for s, r in report.failed],
+                   "seconds": report.seconds, "complete": report.complete})
+        return
+    click.echo(
+        f"moved {report.moved} images ({report.faces} faces) to {report.target!r} in "
+        f"{report.seconds:.1f}s ({report.images_per_second:.1f} images/s); "
+        f"{report.already} were already moved; {report.already + report.moved} of "
+        f"{report.total} done."
+    )
+    for sha in report.unreadable:
+        click.echo(f"  not readable where it was found (stays with {engine.model_name!r}): {sha}")
+    for sha, reason in report.failed:
+        click.echo(f"  could not be analysed: {sha}: {reason}")
+    if report.complete:
+        click.echo(f"switch to it with: facetrail models use {report.target}")
+    else:
+        click.echo(f"{report.total - report.already - report.moved} images were not moved; "
+                   f"'facetrail models use {report.target} --force' leaves them behind.")
+
+
 # -- search ----------------------------------------------------------------------------------
 @main.command()
 @click.argument("probes", nargs=-1, required=True,
@@ -332,8 +417,9 @@ def stats(engine: Facetrail, as_json: bool) -> None:
     if as_json:
         emit_json(data)
         return
-    for key in ("home", "model", "sources", "images", "appearances", "faces", "index_faces",
-                "images_without_faces", "errors", "searches", "ingest_runs"):
+    for key in ("home", "face_model", "model", "metric", "sources", "images", "appearances",
+                "faces", "index_faces", "images_without_faces", "errors", "searches",
+                "ingest_runs"):
         click.echo(f"{key:>21}: {data[key]}")
     click.echo(f"{'descriptor_runtime':>21}: {data['descriptor_runtime']} (faces by runtime: "
                + ", ".join(f"{k} {v}" for k, v in data["faces_by_runtime"].items()) + ")")

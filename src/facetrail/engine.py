@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,13 @@ from typing import Any
 from facetrail.accounts import ROLES, new_secret, secret_hash
 from facetrail.audit import AuditEvent, Verification, os_user, verify
 from facetrail.calibration import Calibration, shipped_default
-from facetrail.errors import ConfigError, NotFoundError, PolicyError, StoreError
+from facetrail.errors import (
+    ConfigError,
+    FacetrailError,
+    NotFoundError,
+    PolicyError,
+    StoreError,
+)
 from facetrail.faces import DEFAULT_FLOOR, DEFAULT_MODEL, MODELS, FaceModel, make_model
 from facetrail.faces.base import ModelInfo
 from facetrail.faces.user import user_model_from_json
@@ -28,6 +35,7 @@ from facetrail.index.ann import IndexPolicy
 from facetrail.index.faiss_index import FaissIndex
 from facetrail.pipeline.analyze import Analyzer
 from facetrail.pipeline.ingest import Ingest, Progress
+from facetrail.pipeline.reembed import Reembed, ReembedProgress, ReembedReport
 from facetrail.pipeline.search import SearchRequest, search
 from facetrail.records import IngestReport, SearchResult
 from facetrail.settings import Settings, load_settings
@@ -43,9 +51,20 @@ from facetrail.store import (
 )
 from facetrail.store.base import AuditRow
 
-
 ACTIVE_MODEL = "active_model"
 """The store setting naming this data directory's face model."""
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    name: str
+    key: str | None
+    active: bool
+    images: int
+    faces: int
+    calibrated: bool
+    """A calibration is stored for it, or facetrail ships one."""
+    problem: str | None = None
 
 
 class Facetrail:
@@ -265,6 +284,80 @@ class Facetrail:
             calibrated_threshold=calibrated,
         )
         return search(request, self.analyzer, self.index, self.store)
+
+    # -- moving between face models -------------------------------------------------------
+    def model_statuses(self) -> list[ModelStatus]:
+        """Every face model this data directory can use: the shipped ones and the declared
+        ones, with what the store holds for each."""
+        by_key = {key: model_id for model_id, key, _ in self.store.models()}
+        out = []
+        for name in [*MODELS, *self.store.user_models()]:
+            try:
+                key = self.face_model(name).model.key
+            except FacetrailError as exc:
+                out.append(ModelStatus(name, None, name == self.model_name, 0, 0, False,
+                                       f"unusable: {exc}"))
+                continue
+            model_id = by_key.get(key)
+            images = self.store.image_count(model_id) if model_id is not None else 0
+            faces = self.store.face_count(model_id)[0] if model_id is not None else 0
+            calibrated = (model_id is not None and self.store.calibration(model_id) is not None
+                          ) or shipped_default(key) is not None
+            out.append(ModelStatus(name, key, name == self.model_name, images, faces,
+                                   calibrated, None))
+        return out
+
+    def reembed(
+        self, target: str, *, progress: Callable[[ReembedProgress], None] | None = None,
+        actor: str | None = None,
+    ) -> ReembedReport:
+        """Analyse every image of the active model again with the face model ``target``,
+        from the images' recorded locations; the active model stays in use (``use_model``
+        switches). Resumes an interrupted move; builds the target's index at the end."""
+        model = self.face_model(target)
+        if model.model.key == self.model.key:
+            raise PolicyError(f"{self.home} already uses the face model {target!r}")
+        target_id = self.store.model_id(model.model)
+        report = Reembed(self.store, self.settings, self.model_id, Analyzer(self.settings, model),
+                         target_id).run(progress)
+        FaissIndex(self.home / "index", self.store, model.model, target_id,
+                   IndexPolicy.from_settings(self.settings)).save()
+        self.store.append_audit(AuditEvent(
+            actor=actor or os_user(), action="model.reembed",
+            details={"from": self.model_name, "to": target, "to_key": model.model.key,
+                     "images": report.total, "moved": report.moved, "already": report.already,
+                     "faces": report.faces, "unreadable": len(report.unreadable),
+                     "failed": len(report.failed)},
+        ))
+        return report
+
+    def use_model(self, name: str, *, force: bool = False, actor: str | None = None) -> None:
+        """Make ``name`` this data directory's face model: searches and ingests use it from
+        now on. Refused while it holds fewer images than the active model (a move that is not
+        finished) unless ``force``."""
+        model = self.face_model(name)
+        target_id = self.store.model_id(model.model)
+        missing = self.store.count_to_move(self.model_id, target_id)
+        if missing and not force:
+            raise PolicyError(
+                f"{missing} of the {self.store.image_count(self.model_id)} images of "
+                f"{self.model_name!r} have not been moved to {name!r}: run 'facetrail reembed "
+                f"--model {name}' first (images no longer readable stay behind; --force "
+                "switches anyway)"
+            )
+        previous = self.model_name
+        self.store.set_setting(ACTIVE_MODEL, name)
+        self.store.append_audit(AuditEvent(
+            actor=actor or os_user(), action="model.use",
+            details={"from": previous, "to": name, "key": model.model.key,
+                     "images_left_behind": missing},
+        ))
+        if "index" in self.__dict__:
+            self.index.save()
+        for cached in ("index", "model_id", "calibration"):
+            self.__dict__.pop(cached, None)
+        self.model_name = name
+        self.analyzer = Analyzer(self.settings, model)
 
     # -- users and tokens -------------------------------------------------------------------
     def add_user(self, name: str, role: str, *, actor: str | None = None) -> tuple[UserRow, str]:

@@ -104,7 +104,7 @@ class ModelInfo:
     def score(self, distance: float) -> float:
         """The score of a Euclidean distance between two vectors of this space (higher is
         more alike, 1 for identical vectors), rounded to 4 places."""
-        return round(score_of(distance, self.metric), 4)
+        return round(float(score_of(distance, self.metric)), 4)
 
 
 def score_of(distance: float | np.ndarray, metric: str) -> float | np.ndarray:

@@ -180,6 +180,13 @@ class SQLiteStore:
     def image_count(self, model_id: int) -> int:
         return int(self._one("SELECT count(*) FROM images WHERE model_id=?", model_id)[0])
 
+    def count_to_move(self, from_model: int, to_model: int) -> int:
+        return int(self._one(
+            "SELECT count(*) FROM images i WHERE i.model_id=? AND NOT EXISTS"
+            " (SELECT 1 FROM images j WHERE j.sha256 = i.sha256 AND j.model_id=?)",
+            from_model, to_model,
+        )[0])
+
     def images_to_move(
         self, from_model: int, to_model: int, limit: int = 256
     ) -> list[tuple[str, list[Appearance]]]:
