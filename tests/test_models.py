@@ -1,0 +1,169 @@
+"""Face models by name: a data directory keeps its model, and moves to another with reembed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import facetrail
+from conftest import FACES, PEOPLE, WARCS, cli_json, run_cli
+from facetrail.errors import ConfigError, PolicyError
+
+IDENTITIES = ("Barack_Obama", "Angelina_Jolie", "Kit_Harington", "Rose_Leslie", "Ashanti",
+              "Jesse_Jackson", "Oprah_Winfrey")
+CASE = ("--case", "T-1", "--purpose", "testing")
+
+
+def _photos(root: Path) -> Path:
+    """A copy of some fixture photos (so that tests may remove one), without each identity's
+    first photo (the probes)."""
+    for who in IDENTITIES:
+        shutil.copytree(PEOPLE / who, root / who)
+        _probe(who, root).unlink()
+    shutil.copy(FACES / "group" / "kit_with_rose.jpg", root / "kit_with_rose.jpg")
+    return root
+
+
+def _probe(who: str, root: Path = PEOPLE) -> Path:
+    return root / who / sorted(os.listdir(PEOPLE / who))[0]
+
+
+def _dlib_home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    photos = _photos(tmp_path / "photos")
+    env = {"FACETRAIL_FACE_MODEL": "dlib"}
+    run_cli(home, "sources", "add", "photos", "--kind", "folder", "--uri", str(photos),
+            "--lawful-basis", "test fixtures", "--purpose", "testing", "--retention-days", "30",
+            env_extra=env)
+    run_cli(home, "ingest", "photos")
+    run_cli(home, "ingest", str(WARCS / "flashfrozen-jwat-recompressed.warc.gz"),
+            "--source", "photos")
+    return home
+
+
+def _top_identity(home: Path, probe: Path) -> str:
+    out = cli_json(home, "search", str(probe), *CASE, "--top", "1")
+    assert isinstance(out, dict)
+    return Path(out["candidates"][0]["appearances"][0]["location"]).parent.name
+
+
+def test_a_new_home_uses_yunet_sface_and_keeps_it(tmp_path: Path) -> None:
+    with facetrail.open(tmp_path) as ft:
+        assert ft.model_name == "yunet-sface" and ft.model.metric == "cosine"
+        assert ft.model.key.startswith("yunet@8f2383e4dd3cfbb4+sface@")
+    with pytest.raises(ConfigError, match="uses the face model 'yunet-sface', not 'dlib'"):
+        facetrail.open(tmp_path, face_model="dlib")
+    with pytest.raises(ConfigError, match="unknown face model 'arcface'"):
+        facetrail.open(tmp_path / "other", face_model="arcface")
+
+
+def test_a_home_made_before_models_had_names_keeps_dlib(tmp_path: Path) -> None:
+    """A schema-4 home (model keys without the detector, no recorded model) opens on dlib,
+    with its gallery and without re-ingesting."""
+    with facetrail.open(tmp_path, face_model="dlib") as ft:
+        ft.add_source("p", "folder", PEOPLE / "Barack_Obama", lawful_basis="test",
+                      purpose="testing", retention_days=1)
+        ft.ingest("p")
+        faces = ft.index.size
+    db = sqlite3.connect(tmp_path / "facetrail.db")
+    with db:
+        db.execute("DROP TABLE store_settings")
+        db.execute("DROP TABLE user_models")
+        db.execute("UPDATE models SET key = substr(key, instr(key, '+') + 1),"
+                   " info = json_remove(info, '$.detector')")
+        db.execute("PRAGMA user_version=4")
+    db.close()
+    with facetrail.open(tmp_path) as ft:
+        assert ft.model_name == "dlib" and ft.index.size == faces
+        assert ft.model.key.startswith("dlib-hog@frontal-v1+dlib_face_recognition_resnet")
+        report = ft.ingest("p")
+        assert report.images_new == 0 and report.skipped == report.items
+        result = ft.search(PEOPLE / "Barack_Obama" / "Barack_Obama_0002.jpg", case_ref="T",
+                           purpose="testing")
+        assert result.candidates[0].score == 1.0 and result.metric == "l2"
+
+
+def test_reembed_moves_a_gallery_resumably_and_reports_what_it_cannot_read(
+    tmp_path: Path,
+) -> None:
+    home = _dlib_home(tmp_path)
+    probes = [_probe(who) for who in ("Barack_Obama", "Angelina_Jolie", "Jesse_Jackson",
+                                      "Oprah_Winfrey", "Ashanti")]
+    before = {p: _top_identity(home, p) for p in probes}
+    assert before == {p: p.parent.name for p in probes}
+    images = cli_json(home, "stats")["images"]  # type: ignore[index]
+    missing = tmp_path / "photos" / "Ashanti" / "Ashanti_0002.jpg"
+    missing.unlink()
+
+    # Kill a move part-way (as a user's Ctrl-C or an OOM kill would), then resume it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "facetrail", "--home", str(home), "reembed", "--model",
+         "yunet-sface"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    moved = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        moved = _moved(home)
+        if moved >= 5:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert moved >= 5
+
+    out = cli_json(home, "reembed", "--model", "yunet-sface")
+    assert isinstance(out, dict)
+    assert out["images"] == images and out["already"] >= 5
+    assert out["already"] + out["moved"] == images - 1
+    assert [len(out["unreadable"]), out["failed"], out["complete"]] == [1, [], False]
+    assert _moved(home) == images - 1  # no image twice
+
+    # Not moved completely: refused without --force, and searches stay on dlib meanwhile.
+    refused = run_cli(home, "models", "use", "yunet-sface", check=False)
+    assert refused.returncode == 2 and "1 of the" in refused.stderr
+    assert cli_json(home, "stats")["face_model"] == "dlib"  # type: ignore[index]
+    run_cli(home, "models", "use", "yunet-sface", "--force")
+    stats = cli_json(home, "stats")
+    assert isinstance(stats, dict)
+    assert stats["face_model"] == "yunet-sface" and stats["metric"] == "cosine"
+    assert stats["index_faces"] > 0
+    assert {p: _top_identity(home, p) for p in probes} == before
+
+    listed = {m["name"]: m for m in cli_json(home, "models", "list")}  # type: ignore[union-attr]
+    assert listed["yunet-sface"]["active"] and listed["yunet-sface"]["images"] == images - 1
+    assert listed["dlib"]["images"] == images
+    actions = [e["action"] for e in map(json.loads, run_cli(
+        home, "audit", "export").stdout.splitlines())]
+    assert actions.count("model.reembed") == 1 and actions.count("model.use") == 1
+    assert run_cli(home, "audit", "verify").returncode == 0
+
+
+def _moved(home: Path) -> int:
+    db = sqlite3.connect(f"file:{home / 'facetrail.db'}?mode=ro", uri=True)
+    try:
+        row = db.execute(
+            "SELECT count(*) FROM images i JOIN models m ON m.id = i.model_id"
+            " WHERE m.key LIKE 'yunet@%'"
+        ).fetchone()
+        return int(row[0])
+    finally:
+        db.close()
+
+
+def test_a_move_to_the_same_model_or_an_unknown_one_is_refused(tmp_path: Path) -> None:
+    with facetrail.open(tmp_path) as ft:
+        with pytest.raises(PolicyError, match="already uses"):
+            ft.reembed("yunet-sface")
+        with pytest.raises(ConfigError, match="unknown face model"):
+            ft.reembed("facenet")
