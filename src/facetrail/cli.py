@@ -209,6 +209,43 @@ def models_list(engine: Facetrail, as_json: bool) -> None:
                "'facetrail models use NAME'.")
 
 
+@models.command("add")
+@click.argument("name")
+@click.option("--embedder", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="ONNX graph: aligned chips (N, 3, S, S) -> (N, dim).")
+@click.option("--input-size", type=int, default=112, show_default=True,
+              help="Side S of the aligned chip, in pixels.")
+@click.option("--mean", type=float, default=127.5, show_default=True,
+              help="Subtracted from every 0-255 channel value (float inputs).")
+@click.option("--std", type=float, default=127.5, show_default=True,
+              help="Then divided into it (float inputs).")
+@click.option("--channels", type=click.Choice(["rgb", "bgr"]), default="rgb", show_default=True)
+@click.option("--template", default="arcface", show_default=True,
+              help="Five-point alignment template of the chip (scaled to --input-size).")
+@click.option("--metric", type=click.Choice(["cosine", "l2"]), default="cosine",
+              show_default=True)
+@click.option("--detector", default="yunet", show_default=True,
+              help="A shipped detector (yunet), or an ONNX file with YuNet's outputs.")
+@json_option
+@with_engine
+def models_add(engine: Facetrail, name: str, embedder: Path, input_size: int, mean: float,
+               std: float, channels: str, template: str, metric: str, detector: str,
+               as_json: bool) -> None:
+    """Declare a face model from your own ONNX files (checked before they are recorded)."""
+    model = engine.add_user_model(
+        name, embedder, input_size=input_size, mean=mean, std=std, channels=channels,
+        template=template, metric=metric,
+        detector=detector if detector in ("yunet",) else Path(detector),
+    )
+    if as_json:
+        emit_json({"name": name, "key": model.model.key, "dim": model.model.dim,
+                   "metric": model.model.metric})
+        return
+    click.echo(f"face model {name!r} declared: {model.model.key} ({model.model.dim}-d, "
+               f"{model.model.metric}); it is uncalibrated until 'facetrail calibrate'. Move "
+               f"a gallery to it with: facetrail reembed --model {name}")
+
+
 @models.command("use")
 @click.argument("name")
 @click.option("--force", is_flag=True,

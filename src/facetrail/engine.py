@@ -12,24 +12,38 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from facetrail.accounts import ROLES, new_secret, secret_hash
 from facetrail.audit import AuditEvent, Verification, os_user, verify
 from facetrail.calibration import Calibration, shipped_default
 from facetrail.errors import (
     ConfigError,
+    ConflictError,
     FacetrailError,
     NotFoundError,
     PolicyError,
     StoreError,
 )
-from facetrail.faces import DEFAULT_FLOOR, DEFAULT_MODEL, MODELS, FaceModel, make_model
+from facetrail.faces import (
+    DEFAULT_FLOOR,
+    DEFAULT_MODEL,
+    DETECTORS,
+    MODELS,
+    FaceModel,
+    UserModel,
+    make_model,
+)
 from facetrail.faces.base import ModelInfo
+from facetrail.faces.cache import write_atomically
 from facetrail.faces.user import user_model_from_json
 from facetrail.index.ann import IndexPolicy
 from facetrail.index.faiss_index import FaissIndex
@@ -51,6 +65,7 @@ from facetrail.store import (
 )
 from facetrail.store.base import AuditRow
 
+USER_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")
 ACTIVE_MODEL = "active_model"
 """The store setting naming this data directory's face model."""
 
@@ -306,6 +321,59 @@ class Facetrail:
             out.append(ModelStatus(name, key, name == self.model_name, images, faces,
                                    calibrated, None))
         return out
+
+    def add_user_model(
+        self, name: str, embedder: Path, *, input_size: int, mean: float, std: float,
+        channels: str, template: str, metric: str, detector: str | Path = "yunet",
+        actor: str | None = None,
+    ) -> FaceModel:
+        """Declare a face model from the user's own ONNX embedder (and, optionally, a YuNet-
+        shaped ONNX detector). The files are copied under ``<home>/models/user/``, checked
+        (ONNX, input and output shapes, a test run) and recorded with their sha256."""
+        name = name.strip()
+        if not USER_MODEL_NAME.fullmatch(name):
+            raise PolicyError(f"a model name is 1-40 lower-case letters, digits, '.', '_' or "
+                              f"'-', starting with a letter or digit; not {name!r}")
+        if name in MODELS or name in self.store.user_models():
+            raise ConflictError(f"a face model named {name!r} already exists")
+        kept_embedder, embedder_sha = self._keep_model_file(embedder)
+        detector_file = detector_sha = None
+        detector_name = str(detector)
+        if detector_name not in DETECTORS:
+            detector_file, detector_sha = self._keep_model_file(Path(detector))
+            detector_name = "onnx"
+        user = UserModel(
+            name=name, embedder=kept_embedder, embedder_sha256=embedder_sha,
+            input_size=input_size, mean=mean, std=std, channels=channels, template=template,
+            metric=metric, detector=detector_name, detector_file=detector_file,
+            detector_sha256=detector_sha,
+        )
+        model = make_model(name, self.settings, user)
+        model.load()  # every check happens here: a bad file is refused before it is recorded
+        if detector_file is not None:
+            from facetrail.imaging import DecodedImage
+
+            model.detector.detect(DecodedImage("", np.zeros((64, 64, 3), np.uint8), "PNG"))
+        actor = actor or os_user()
+        self.store.add_user_model(name, user.to_json(), actor)
+        self.store.append_audit(AuditEvent(
+            actor=actor, action="model.add",
+            details={"model": name, "key": model.model.key, "embedder_sha256": embedder_sha,
+                     "detector": detector_name, "detector_sha256": detector_sha},
+        ))
+        return model
+
+    def _keep_model_file(self, path: Path) -> tuple[Path, str]:
+        """Copy a user's model file into ``<home>/models/user/<sha256>.onnx``."""
+        try:
+            data = Path(path).expanduser().read_bytes()
+        except OSError as exc:
+            raise NotFoundError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.home / "models" / "user" / f"{digest}.onnx"
+        if not target.exists():
+            write_atomically(target, lambda tmp: tmp.write_bytes(data))
+        return target, digest
 
     def reembed(
         self, target: str, *, progress: Callable[[ReembedProgress], None] | None = None,

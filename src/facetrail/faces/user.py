@@ -78,7 +78,7 @@ def detector(user: UserModel, settings: Settings) -> Detector:
         raise ConfigError(f"face model {user.name!r} declares an ONNX detector without its file")
     return YuNetDetector(user.detector_file, user.detector_sha256,
                          score_threshold=settings.yunet_threshold,
-                         threads=model_threads(settings), name=f"user-{user.name}")
+                         threads=model_threads(settings))
 
 
 def embedder(user: UserModel, settings: Settings) -> Embedder:
