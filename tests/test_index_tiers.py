@@ -19,7 +19,7 @@ from facetrail.index.ann import IndexPolicy, Tuning, choose_tier, list_count, me
 
 CASE = {"case_ref": "T-5", "purpose": "test"}
 SMALL = {"index_exact_max_faces": 10}
-"""Above 10 faces, the fixture gallery (233 faces) leaves exact search."""
+"""Above 10 faces, the fixture gallery (a few hundred faces) leaves exact search."""
 PROBES = [PEOPLE / "Barack_Obama" / "Barack_Obama_0002.jpg",
           PEOPLE / "Angelina_Jolie" / "Angelina_Jolie_0003.jpg",
           PEOPLE / "Kit_Harington" / "Kit_Harington_0001.jpg"]
@@ -30,6 +30,17 @@ def home(gallery: Facetrail) -> Iterator[Path]:
     """A private copy of the fixture gallery (flat index), closed so it can be reopened."""
     gallery.close()
     yield gallery.home
+
+
+def faces_in(home: Path) -> int:
+    with sqlite3.connect(home / "facetrail.db") as db:
+        return int(db.execute("SELECT count(*) FROM faces").fetchone()[0])
+
+
+def lead_distance(engine: Facetrail) -> float:
+    """The Euclidean distance of the lowest default threshold (the model's floor)."""
+    floor = engine.score_floor
+    return float(np.sqrt(2 * (1 - floor))) if engine.model.metric == "cosine" else 1 - floor
 
 
 def stored(engine: Facetrail) -> tuple[np.ndarray, np.ndarray]:
@@ -85,20 +96,22 @@ def test_recall_is_judged_by_its_lower_confidence_bound() -> None:
 
 
 def test_tiers_switch_with_size_and_budget_and_answer_like_exact(home: Path) -> None:
+    n = faces_in(home)
     with facetrail.open(home) as engine:
         assert engine.index.tier == "flat"
+        limit = lead_distance(engine)
         exact = answers(engine)
         ids, vectors = stored(engine)
         queries = vectors + np.random.default_rng(7).normal(0, 0.03, vectors.shape).astype("f4")
         exact_d, exact_i = one_by_one(engine, queries)
-    assert all(exact) and len(ids) == 233 and np.array_equal(ids, np.arange(1, 234))
+    assert all(exact) and len(ids) == n and np.array_equal(ids, np.arange(1, n + 1))
     sq8 = {**SMALL, "index_codes": "sq8"}
     for overrides, tier in ((SMALL, "pq"), (sq8, "sq8"), ({**sq8, "index_memory_mb": 0.02}, "pq")):
         with facetrail.open(home, **overrides) as engine:  # switches on open
             info = engine.index.info()
-            assert (info.tier, info.faces, info.planned_tier) == (tier, 233, tier)
-            assert info.recall_at_10 >= 0.99 and info.recall_queries == 233
-            assert info.rerank_bytes == 233 * (4 * 128 + 8)
+            assert (info.tier, info.faces, info.planned_tier) == (tier, n, tier)
+            assert info.recall_at_10 >= 0.99 and info.recall_queries == n
+            assert info.rerank_bytes == n * (4 * 128 + 8)
             assert info.memory_per_face < 520
             assert answers(engine) == exact
             d, i = one_by_one(engine, queries)
@@ -110,22 +123,23 @@ def test_tiers_switch_with_size_and_budget_and_answer_like_exact(home: Path) -> 
             hits = [len(np.intersect1d(a, b)) for a, b in zip(i, exact_i, strict=True)]
             recall = sum(hits) / (10 * len(hits))
             assert recall >= 0.99
-            # Nothing within the default threshold (distance 0.55, score 0.45) is missed.
-            leads = exact_d <= 0.55
-            assert leads.sum() > 233 and np.array_equal(i[leads], exact_i[leads])
+            # Nothing within the lowest default threshold (the model's floor) is missed.
+            leads = exact_d <= limit
+            assert leads.sum() > n and np.array_equal(i[leads], exact_i[leads])
     with facetrail.open(home) as engine:  # default settings: back to exact search
         assert engine.index.tier == "flat" and answers(engine) == exact
         assert not list(home.glob("index/*.ivf")) and not list(home.glob("index/*.f32"))
 
 
 def test_recall_floor_keeps_the_previous_index(home: Path) -> None:
+    n = faces_in(home)
     with facetrail.open(home, **SMALL, index_max_nprobe=1) as engine:
-        # One list probed of four cannot reach recall 0.99: the exact index stays.
+        # One list probed of several cannot reach recall 0.99: the exact index stays.
         index = engine.index
-        assert index.tier == "flat" and index.size == 233
+        assert index.tier == "flat" and index.size == n
         report = index.optimize()
         assert not report.swapped and report.tier == "flat" and report.built_tier == "pq"
-        assert report.recall_at_10 < 0.99 and report.recall_queries == 233
+        assert report.recall_at_10 < 0.99 and report.recall_queries == n
         assert "lower bound" in report.message
         assert "NOT swapped in" in report.message and "flat index stays" in report.message
         assert "refused" in (refusal := index.info().last_optimize or "")
@@ -138,13 +152,14 @@ def test_recall_floor_keeps_the_previous_index(home: Path) -> None:
 
 
 def test_adds_and_removals_without_rebuild(home: Path, tmp_path: Path) -> None:
+    n = faces_in(home)
     with facetrail.open(home, **SMALL) as engine:
         index = engine.index
         built = index.info().built_at
         files = sorted(p.name for p in (home / "index").iterdir())
         best = answers(engine)[0][0][0]
         assert index.remove([best]) == 1 and index.remove([best]) == 0
-        assert index.size == 232
+        assert index.size == n - 1
         assert best not in [i for i, _ in answers(engine)[0]]
     extra = tmp_path / "extra"
     extra.mkdir()
@@ -161,7 +176,7 @@ def test_adds_and_removals_without_rebuild(home: Path, tmp_path: Path) -> None:
         index = engine.index
         # The store still holds `best` (only the index dropped it), so it is back; the new
         # face is in; the two erased ones are out. All without a new build.
-        assert index.size == 233 - 2 + 1
+        assert index.size == n - 2 + 1
         assert index.info().built_at == built and index.tier == "pq"
         assert sorted(p.name for p in (home / "index").iterdir()) == files
         top = engine.search(PROBES[0].read_bytes(), top=3, **CASE).candidates
@@ -185,30 +200,31 @@ def test_rebuild_from_the_store_is_reproducible(home: Path) -> None:
         return ivf.read_bytes(), {k: meta[k] for k in ("tuning", "count", "type", "rows")}
 
     first, second = build(), build()
-    assert first == second and len(first[0]) > 233 * 32
+    assert first == second and len(first[0]) > faces_in(home) * 32
 
 
 def test_index_info_and_optimize_cli(home: Path) -> None:
+    n = faces_in(home)
     out = run_cli(home, "index", "info").stdout
-    assert "tier: flat (IndexIDMap2(IndexFlatL2): exact)" in out and "faces: 233" in out
+    assert "tier: flat (IndexIDMap2(IndexFlatL2): exact)" in out and f"faces: {n}" in out
     assert "recall@10: 1.0 (exact search)" in out
     env = {"FACETRAIL_INDEX_EXACT_MAX_FACES": "10"}
     out = run_cli(home, "index", "optimize", env_extra=env).stdout
-    assert re.search(r"^pq index swapped in: 233 faces, recall@10 (1\.0|0\.99\d*) on 233 "
+    assert re.search(rf"^pq index swapped in: {n} faces, recall@10 (1\.0|0\.99\d*) on {n} "
                      r"sampled queries \(lower bound (1\.0|0\.99\d*), floor 0\.99\)$",
                      out, re.M), out
     assert re.search(r"^search settings: nprobe \d, efSearch 16, shortlist \d+ x k re-ranked "
                      r"exactly; took [\d.]+ s$", out, re.M), out
     info = json.loads(run_cli(home, "index", "info", "--json", env_extra=env).stdout)
-    assert info["tier"] == "pq" and info["structure"].startswith("IVF4_HNSW32,PQ64x4fs")
-    assert info["faces"] == 233 and info["recall_at_10"] >= 0.99
-    assert 40 <= info["memory_per_face"] < 136 and info["rerank_bytes"] == 233 * 520
+    assert info["tier"] == "pq" and re.match(r"IVF\d+_HNSW32,PQ64x4fs", info["structure"])
+    assert info["faces"] == n and info["recall_at_10"] >= 0.99
+    assert 40 <= info["memory_per_face"] < 136 and info["rerank_bytes"] == n * 520
     out = run_cli(home, "index", "info", env_extra=env).stdout
     assert "re-rank vectors:" in out and f"nprobe {info['nprobe']}, efSearch 16" in out
-    assert re.search(r"recall@10: [\d.]+ on 233 sampled queries \(lower bound [\d.]+\)$",
+    assert re.search(rf"recall@10: [\d.]+ on {n} sampled queries \(lower bound [\d.]+\)$",
                      out, re.M), out
     proc = run_cli(home, "index", "optimize", check=False,
                    env_extra={**env, "FACETRAIL_INDEX_MAX_NPROBE": "1"})
     assert proc.returncode == 1 and "NOT swapped in" in proc.stdout
     assert "pq index stays" in proc.stdout
-    assert cli_json(home, "stats")["index_faces"] == 233  # type: ignore[index]
+    assert cli_json(home, "stats")["index_faces"] == n  # type: ignore[index]
