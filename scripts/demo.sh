@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[onnx]'
+.venv/bin/python -m pip install --quiet -e .
 ft() { .venv/bin/facetrail --home demo-home "$@"; }
 rm -rf demo-home
 set -x

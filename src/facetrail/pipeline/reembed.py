@@ -79,7 +79,7 @@ class Reembed:
         already = total - self.store.count_to_move(self.from_model, self.target_model)
         report = ReembedReport(self.target.model.name, self.target.model.model.key, total,
                                already, 0, 0)
-        skip: set[str] = set()
+        after = 0
 
         def tick() -> None:
             if progress is not None:
@@ -90,29 +90,27 @@ class Reembed:
         workers = self.settings.workers or 0
         with self._pool(workers) as pool:
             while True:
-                todo = [(sha, seen) for sha, seen in
-                        self.store.images_to_move(self.from_model, self.target_model,
-                                                  BATCH + len(skip))
-                        if sha not in skip]
+                todo = self.store.images_to_move(self.from_model, self.target_model, after,
+                                                 BATCH)
                 if not todo:
                     break
+                after = todo[-1][0]
                 in_flight: dict[Future[ImageAnalysis], tuple[str, int]] = {}
-                for sha, seen in todo:
+                for _, sha, seen in todo:
                     data = first_readable(self.store, sha, seen)
                     if data is None:
                         report.unreadable.append(sha)
-                        skip.add(sha)
                         tick()
                         continue
                     while len(in_flight) >= 2 * max(1, workers or 2):
-                        self._drain(in_flight, report, skip, tick, FIRST_COMPLETED)
+                        self._drain(in_flight, report, tick, FIRST_COMPLETED)
                     in_flight[pool.submit(analyze_in_worker, data, sha)] = (sha, len(data))
-                self._drain(in_flight, report, skip, tick, None)
+                self._drain(in_flight, report, tick, None)
         report.seconds = round(time.perf_counter() - started, 2)
         return report
 
     def _drain(self, in_flight: dict[Future[ImageAnalysis], tuple[str, int]],
-               report: ReembedReport, skip: set[str], tick: Callable[[], None],
+               report: ReembedReport, tick: Callable[[], None],
                until: str | None) -> None:
         while in_flight:
             done, _ = wait(list(in_flight), return_when=until or "ALL_COMPLETED")
@@ -124,7 +122,6 @@ class Reembed:
                     raise
                 except (FacetrailError, RuntimeError, ValueError, MemoryError) as exc:
                     report.failed.append((sha, f"{type(exc).__name__}: {exc}"))
-                    skip.add(sha)
                 else:
                     self.store.add_moved_image(
                         analysis, size, self.target_model, self.target.model.detector.info.name,

@@ -188,17 +188,17 @@ class SQLiteStore:
         )[0])
 
     def images_to_move(
-        self, from_model: int, to_model: int, limit: int = 256
-    ) -> list[tuple[str, list[Appearance]]]:
-        """Images of ``from_model`` not yet analysed by ``to_model``: (sha256, appearances),
-        at most ``limit``, in image order (so a resumed move continues where it stopped)."""
+        self, from_model: int, to_model: int, after: int = 0, limit: int = 256
+    ) -> list[tuple[int, str, list[Appearance]]]:
+        """Images of ``from_model`` after image id ``after`` not yet analysed by ``to_model``:
+        (image id, sha256, appearances), at most ``limit``, in image order."""
         rows = self._db.execute(
-            "SELECT i.sha256 FROM images i WHERE i.model_id=? AND NOT EXISTS"
+            "SELECT i.id, i.sha256 FROM images i WHERE i.model_id=? AND i.id>? AND NOT EXISTS"
             " (SELECT 1 FROM images j WHERE j.sha256 = i.sha256 AND j.model_id=?)"
             " ORDER BY i.id LIMIT ?",
-            (from_model, to_model, limit),
+            (from_model, after, to_model, limit),
         ).fetchall()
-        return [(str(r[0]), self.image_appearances(str(r[0]))) for r in rows]
+        return [(int(r[0]), str(r[1]), self.image_appearances(str(r[1]))) for r in rows]
 
     def add_moved_image(
         self, analysis: ImageAnalysis, size: int, model_id: int, detector: str, from_model: int
