@@ -478,7 +478,7 @@ class Facetrail:
 
     # -- reporting --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        stats = self.store.stats()
+        stats = self.store.stats(self.model_id)
         stats["index_faces"] = self.index.size
         stats["model"] = self.model.key
         stats["face_model"] = self.model_name

@@ -854,33 +854,40 @@ class SQLiteStore:
         return roots
 
     # -- reporting --------------------------------------------------------------------------
-    def stats(self) -> dict[str, Any]:
-        def count(sql: str) -> int:
-            return int(self._db.execute(sql).fetchone()[0])
+    def stats(self, model_id: int) -> dict[str, Any]:
+        """Counts; images, appearances and faces are those of the model ``model_id``."""
+        def count(sql: str, *args: Any) -> int:
+            return int(self._db.execute(sql, args).fetchone()[0])
 
         per_source = [
             dict(r)
             for r in self._db.execute(
                 "SELECT s.name AS source, s.kind, s.retention_days,"
-                " (SELECT count(*) FROM appearances a WHERE a.source_id = s.id) AS appearances,"
+                " (SELECT count(*) FROM appearances a JOIN images i ON i.id = a.image_id"
+                "   WHERE a.source_id = s.id AND i.model_id = :m) AS appearances,"
                 " (SELECT count(DISTINCT a.image_id) FROM appearances a"
-                "   WHERE a.source_id = s.id) AS images,"
+                "   JOIN images i ON i.id = a.image_id"
+                "   WHERE a.source_id = s.id AND i.model_id = :m) AS images,"
                 " (SELECT count(*) FROM ingest_errors e WHERE e.source_id = s.id) AS errors"
-                " FROM sources s ORDER BY s.name"
+                " FROM sources s ORDER BY s.name",
+                {"m": model_id},
             )
         ]
         return {
             "sources": count("SELECT count(*) FROM sources"),
-            "images": count("SELECT count(*) FROM images"),
-            "appearances": count("SELECT count(*) FROM appearances"),
-            "faces": count("SELECT count(*) FROM faces"),
-            "images_without_faces": count("SELECT count(*) FROM images WHERE face_count = 0"),
+            "images": count("SELECT count(*) FROM images WHERE model_id=?", model_id),
+            "appearances": count("SELECT count(*) FROM appearances a JOIN images i"
+                                 " ON i.id = a.image_id WHERE i.model_id=?", model_id),
+            "faces": count("SELECT count(*) FROM faces WHERE model_id=?", model_id),
+            "images_without_faces": count(
+                "SELECT count(*) FROM images WHERE face_count = 0 AND model_id=?", model_id),
             "errors": count("SELECT count(*) FROM ingest_errors"),
             "searches": count("SELECT count(*) FROM audit WHERE action = 'search'"),
             "ingest_runs": count("SELECT count(*) FROM ingest_runs"),
             "per_source": per_source,
             "faces_by_runtime": dict(
-                self._db.execute("SELECT runtime, count(*) FROM faces GROUP BY runtime ORDER BY 1")
+                self._db.execute("SELECT runtime, count(*) FROM faces WHERE model_id=?"
+                                 " GROUP BY runtime ORDER BY 1", (model_id,))
             ),
         }
 

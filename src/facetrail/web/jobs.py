@@ -186,7 +186,8 @@ class RetentionIn(BaseModel):
 @router.get("/sources", tags=["sources"])
 def list_sources(who: Admin, service: Svc) -> dict[str, Any]:
     """Sources with their counts (images, appearances, errors)."""
-    stats = {s["source"]: s for s in service.engine.store.stats()["per_source"]}
+    engine = service.engine
+    stats = {s["source"]: s for s in engine.store.stats(engine.model_id)["per_source"]}
     return {"sources": [
         {**source_json(s), **{k: stats[s.name][k] for k in ("images", "appearances", "errors")}}
         for s in service.engine.sources()

@@ -202,10 +202,11 @@ async def search_page(request: Request) -> Response:
 def _search_form(
     request: Request, principal: Principal, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
-    store = service_of(request).engine.store
+    engine = service_of(request).engine
+    store = engine.store
     return render(
         request, "search.html", principal, status_code=status_code, title="Search",
-        gallery_faces=store.stats()["faces"],
+        gallery_faces=store.stats(engine.model_id)["faces"],
         searches=store.list_searches(user_id=principal.user_id, limit=20), **context,
     )
 
@@ -440,7 +441,7 @@ def job_view(job: JobRow) -> dict[str, Any]:
 async def sources_page(request: Request) -> Response:
     principal = await who(request, "admin")
     engine = service_of(request).engine
-    per_source = {s["source"]: s for s in engine.store.stats()["per_source"]}
+    per_source = {s["source"]: s for s in engine.store.stats(engine.model_id)["per_source"]}
     errors: dict[str, list[ErrorRow]] = {}
     for e in engine.errors():
         errors.setdefault(e.source, []).append(e)
