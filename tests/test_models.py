@@ -137,7 +137,7 @@ def test_reembed_moves_a_gallery_resumably_and_reports_what_it_cannot_read(
     stats = cli_json(home, "stats")
     assert isinstance(stats, dict)
     assert stats["face_model"] == "yunet-sface" and stats["metric"] == "cosine"
-    assert stats["images"] == images - 1  # counts are the model's in use, not both models'
+    assert stats["images"] == images - 1  # counts are the model's in use, not both models
     assert stats["index_faces"] > 0
     assert {p: _top_identity(home, p) for p in probes} == before
 
