@@ -15,6 +15,8 @@ from facetrail.calibration import Calibration
 from facetrail.engine import Facetrail
 from facetrail.errors import InputError, NoFaceError
 from facetrail.eval.runner import identity_folders, largest_faces, split_identities
+from facetrail.faces import DEFAULT_FLOOR
+from facetrail.faces.base import SCORE_MEANING
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -33,21 +35,59 @@ def test_eval_verify_on_the_fixture_pairs(gallery_home: Path, tmp_path: Path) ->
                    "--root", str(FACES), "--work", str(work), "--out", str(out))
     assert isinstance(doc, dict)
     assert doc["schema"] == "facetrail.eval/1" and doc["kind"] == "verify"
+    assert doc["model"] == "yunet-sface" and doc["score"] == SCORE_MEANING["cosine"]
     assert (doc["pairs"], doc["genuine"], doc["impostor"]) == (828, 414, 414)
     assert doc["roc_auc"] >= 0.98
-    # Failure to enrol is reported, and its pairs are counted as rejected, not skipped.
-    assert doc["no_face_images"] == len(doc["no_face"]) >= 1
-    assert any(p.endswith("James_McGreevey_0002.jpg") for p in doc["no_face"])
+    assert doc["no_face_images"] == len(doc["no_face"])
     assert doc["pairs_with_no_face"] >= doc["no_face_images"]
-    assert doc["accuracy"]["folds"] == 10 and doc["accuracy"]["mean"] >= 0.95
+    assert doc["accuracy"]["folds"] == 10 and doc["accuracy"]["mean"] >= 0.97
     far2, far3 = doc["tar_at_far"]
     assert far2["target"] == 0.01 and far2["resolved"] and far2["observed"] <= 0.01
     assert far3["target"] == 0.001 and not far3["resolved"]  # 414 impostor pairs
     assert 0 < doc["eer"]["eer"] < 0.05
+    assert doc["at_default_threshold"]["threshold"] == DEFAULT_FLOOR["cosine"]
     assert json.loads((out / "report.json").read_text()) == doc
-    assert "ROC AUC" in (out / "report.md").read_text()
+    assert "| metric | value |" in (out / "report.md").read_text()
     assert "<table>" in (out / "report.html").read_text()
     for plot in ("det.png", "scores.png"):
+        assert (out / plot).read_bytes()[:8] == PNG
+
+
+def test_eval_verify_runs_models_side_by_side(tmp_path: Path) -> None:
+    # A few pairs keep the two fresh ingests quick; the coins photo has no face for either
+    # model, so its pair is counted as rejected by both (failure to enrol is not skipped).
+    people = ["Barack_Obama", "Kit_Harington", "Sheryl_Crow", "Angelina_Jolie"]
+    photos = {who: sorted((PEOPLE / who).iterdir())[:2] for who in people}
+    rows = ["path_a,path_b,same"]
+    rows += [f"{a.relative_to(FACES)},{b.relative_to(FACES)},1" for a, b in photos.values()]
+    rows += [f"{photos[x][0].relative_to(FACES)},{photos[y][1].relative_to(FACES)},0"
+             for x, y in zip(people, people[1:] + people[:1], strict=True)]
+    rows.append(f"{photos[people[0]][0].relative_to(FACES)},noface/skimage_coins.jpg,0")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "report"
+    text = run_cli(tmp_path / "home", "eval", "verify", str(pairs), "--root", str(FACES),
+                   "--model", "yunet-sface", "--model", "dlib", "--out", str(out),
+                   "--work", str(tmp_path / "work")).stdout
+    header = next(line for line in text.splitlines() if "metric" in line)
+    assert header.index("yunet-sface") < header.index("dlib")  # one column per model
+    assert "ROC AUC" in text and "TAR at FAR 0.01" in text
+
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["schema"] == "facetrail.eval/1" and doc["kind"] == "verify"
+    assert list(doc["models"]) == ["yunet-sface", "dlib"]
+    for name, summary in doc["models"].items():
+        assert summary["model"] == name and summary["pairs"] == 9
+        assert summary["model_key"].startswith("yunet@" if name == "yunet-sface" else "dlib")
+        assert any(p.endswith("skimage_coins.jpg") for p in summary["no_face"])
+        assert summary["pairs_with_no_face"] >= 1
+    assert doc["models"]["dlib"]["score"] == SCORE_MEANING["l2"]
+    # Each model ran in a data directory of its own.
+    assert {p.name for p in (tmp_path / "work").iterdir()} == {"yunet-sface", "dlib"}
+    md = (out / "report.md").read_text()
+    assert "| metric | yunet-sface | dlib |" in md and "| ROC AUC |" in md
+    assert "<th>yunet-sface</th><th>dlib</th>" in (out / "report.html").read_text()
+    for plot in ("det.png", "scores-yunet-sface.png", "scores-dlib.png"):
         assert (out / plot).read_bytes()[:8] == PNG
 
 
@@ -67,22 +107,31 @@ def test_eval_identify_on_the_fixture_people(tmp_path: Path) -> None:
     assert fpir2["target"] == 0.01 and fpir2["observed"] <= 0.01
     assert 0 <= fpir2["value"] <= fpir3["value"] <= 1
     assert fpir3["resolved"] is (doc["nonmated_searches"] * 0.003 >= 1)
+    assert doc["model"] == "yunet-sface"
     default = doc["at_default_threshold"]  # what a user's search of this gallery would get
-    assert default["rule"] in ("calibrated", "floor") and default["threshold"] >= 0.45
+    assert default["rule"] in ("calibrated", "floor")
+    assert default["threshold"] >= DEFAULT_FLOOR["cosine"]
     assert default["fpir"] <= 0.02 and 0 <= default["fnir"] <= 1
     assert (out / "det.png").read_bytes()[:8] == PNG
 
 
 def test_calibration_threshold_holds_on_the_other_half(gallery: Facetrail) -> None:
-    """Calibrated on half the identities, the thresholds keep their promise on the other half:
-    FMR 1% is observed within a factor of 2; FPIR at most 2% for a target of 1% over galleries
-    of 10 faces (2,000-odd searches' worth of resolution is not available here: ~500)."""
+    """Calibrated on half the identities, the thresholds keep their promise on the other half,
+    over five splits: the threshold for FMR 1 % gives an observed FMR of at most 1 % on average
+    and at most 1.6 % on any split; for FMR 0.1 %, at most 0.1 % on average (~5,000 impostor
+    pairs a half: a few pairs' worth). The threshold for FPIR <= 1 % at a gallery of 10 faces
+    gives an observed FPIR of at most 2 % over ~500 simulated searches.
+
+    One split of five exceeds 1 % (1.2-1.5 %, a few pairs either way): impostor pairs among 22
+    identities come in correlated clumps (Jennifer_Aniston and Sheryl_Crow alone give 15 of its
+    ~70 pairs scoring 0.30 or more), which the bound, counting pairs as independent, does not
+    see. The shipped calibrations add crowd photos, which closes the gap (docs/calibration.md)."""
     faces = {p: f for p, f in largest_faces(gallery, "people").items()
              if p.parent.parent == PEOPLE}
     folders: dict[str, list[Path]] = {}
     for p in sorted(faces):
         folders.setdefault(p.parent.name, []).append(p)
-    halves = split_identities(folders, 0.5, seed=0)
+    model = gallery.model
 
     def half(ids: tuple[str, ...]) -> tuple[np.ndarray, list[str], list[float], list[float]]:
         photos = [p for who in ids for p in folders[who]]
@@ -91,31 +140,36 @@ def test_calibration_threshold_holds_on_the_other_half(gallery: Facetrail) -> No
         genuine, impostor = [], []
         for a in range(len(photos)):
             for b in range(a + 1, len(photos)):
-                score = round(1 - float(np.linalg.norm(vectors[a] - vectors[b])), 4)
+                score = model.score(float(np.linalg.norm(vectors[a] - vectors[b])))
                 (genuine if who[a] == who[b] else impostor).append(score)
         return vectors, who, genuine, impostor
 
-    _, _, genuine_a, impostor_a = half(halves.enrolled)
-    vectors, who, _, impostor_b = half(halves.never)
-    cal = Calibration.fit(genuine_a, impostor_a, model="m", source="half A", identities=22,
-                          created_at="2026-01-01T00:00:00Z")
-    t = cal.threshold_for_fmr(0.01)
-    assert 0.005 <= float(np.mean(np.array(impostor_b) >= t)) <= 0.02
+    observed: dict[float, list[float]] = {0.01: [], 0.001: []}
+    for seed in range(5):
+        halves = split_identities(folders, 0.5, seed=seed)
+        _, _, genuine_a, impostor_a = half(halves.enrolled)
+        vectors, who, _, impostor_b = half(halves.never)
+        cal = Calibration.fit(genuine_a, impostor_a, model=model.key, source="half A",
+                              identities=len(halves.enrolled), created_at="2026-01-01T00:00:00Z")
+        for target, rates in observed.items():
+            rates.append(float(np.mean(np.array(impostor_b) >= cal.threshold_for_fmr(target))))
 
-    rng, n = random.Random(0), 10
-    t_gallery = cal.threshold_for_gallery(n, 0.01)
-    by_identity: dict[str, list[int]] = {}
-    for k, w in enumerate(who):
-        by_identity.setdefault(w, []).append(k)
-    hits = searches = 0
-    for k in range(len(who)):
-        for _ in range(5):
-            others = rng.sample([w for w in by_identity if w != who[k]], n)
-            gallery_rows = [rng.choice(by_identity[w]) for w in others]
-            best = 1 - np.linalg.norm(vectors[gallery_rows] - vectors[k], axis=1).min()
-            hits += bool(best >= t_gallery)
-            searches += 1
-    assert searches >= 400 and hits / searches <= 0.02
+        rng, n = random.Random(seed), 10
+        t_gallery = cal.threshold_for_gallery(n, 0.01)
+        by_identity: dict[str, list[int]] = {}
+        for k, w in enumerate(who):
+            by_identity.setdefault(w, []).append(k)
+        hits = searches = 0
+        for k in range(len(who)):
+            for _ in range(5):
+                others = rng.sample([w for w in by_identity if w != who[k]], n)
+                gallery_rows = [rng.choice(by_identity[w]) for w in others]
+                nearest = float(np.linalg.norm(vectors[gallery_rows] - vectors[k], axis=1).min())
+                hits += model.score(nearest) >= t_gallery
+                searches += 1
+        assert searches >= 400 and hits / searches <= 0.02, seed
+    assert np.mean(observed[0.01]) <= 0.01 and max(observed[0.01]) <= 0.016, observed
+    assert np.mean(observed[0.001]) <= 0.001, observed
 
 
 def test_calibrate_then_search_reports_rates(gallery_home: Path, tmp_path: Path) -> None:
@@ -126,16 +180,24 @@ def test_calibrate_then_search_reports_rates(gallery_home: Path, tmp_path: Path)
     assert isinstance(shipped, dict)
     assert shipped["calibration"]["source"].startswith("all pairs among the largest faces")
 
-    done = cli_json(home, "calibrate", str(PEOPLE), "--work", str(work),
-                    "--source", "fixture people, test run")
+    done = cli_json(home, "calibrate", str(PEOPLE), "--groups", str(FACES / "group"),
+                    "--work", str(work), "--source", "fixture people, test run")
     assert isinstance(done, dict) and done["written_to"] == "the store"
-    assert done["impostor"] > 10_000
+    assert done["face_model"] == "yunet-sface" and done["model"] == shipped["model"]
+    pairs = done["pairs"]
+    assert pairs["between_identities"] > 10_000 and pairs["genuine"] == done["genuine"]
+    # Two people in one photo are two people: the group photos' faces of quality >= 0.1,
+    # and a people photo's largest face against the others in it.
+    assert pairs["within_group_photos"] >= 2  # two_people.jpg, kit_with_rose.jpg at least
+    assert pairs["within_people_photos"] >= 1
+    assert done["impostor"] == (pairs["between_identities"] + pairs["within_people_photos"]
+                                + pairs["within_group_photos"])
     out = cli_json(home, "search", str(probe), "--case", "C-1", "--purpose", "test")
     assert isinstance(out, dict)
     cal = out["calibration"]
     assert cal["source"] == "fixture people, test run" and cal["fpir_target"] == 0.01
     assert out["threshold_rule"] in ("calibrated", "floor")
-    assert out["threshold"] == max(0.45, cal["calibrated_threshold"])
+    assert out["threshold"] == max(DEFAULT_FLOOR["cosine"], cal["calibrated_threshold"])
     assert cal["expected_false_at_threshold"] <= 0.01 + 1e-9
     assert out["candidates"]
     for c in out["candidates"]:

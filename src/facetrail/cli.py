@@ -545,9 +545,13 @@ def index_info(engine: Facetrail, as_json: bool) -> None:
 # -- evaluation and calibration ----------------------------------------------------------------
 def eval_options(f: F) -> F:
     f = click.option("--work", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Keep the throwaway data directory here (default: a temporary one).")(f)
+                     help="Keep the throwaway data directory here (default: a temporary one); "
+                     "with several --model, one folder per model under it.")(f)
     f = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Report directory: report.json, .md, .html and PNG plots.")(f)
+    f = click.option("--model", "models", multiple=True, metavar="NAME",
+                     help="Face model to run (repeat to compare models side by side, each on "
+                     "its own throwaway data directory; default: the default model).")(f)
     return f
 
 
@@ -556,17 +560,28 @@ def eval_group() -> None:
     """Measure accuracy through the same ingest and search pipeline, on a throwaway store."""
 
 
-def _eval_document(kind: str, outcome: Any, summary: dict[str, Any], out: Path | None,
+def _eval_document(kind: str, runs: dict[str, tuple[Any, dict[str, Any]]], out: Path | None,
                    as_json: bool) -> bool:
     """Write the report directory if asked; print the JSON document if asked (True then)."""
     from facetrail.eval import report
 
     build = report.verify_report if kind == "verify" else report.identify_report
-    document = (build(outcome, summary, out) if out
-                else {"schema": report.REPORT_SCHEMA, "kind": kind, **summary})
+    document = (build(runs, out) if out
+                else report.document(kind, {name: s for name, (_, s) in runs.items()}))
     if as_json:
         emit_json(document)
     return as_json
+
+
+def _eval_table(kind: str, runs: dict[str, tuple[Any, dict[str, Any]]]) -> None:
+    """Several models' summaries as one table, a column per model."""
+    from facetrail.eval import report
+
+    lines = report.verify_lines if kind == "verify" else report.identify_lines
+    table = Table("metric", *runs)
+    for metric, values in report.table({name: lines(s) for name, (_, s) in runs.items()}):
+        table.add_row(metric, *values)
+    Console(width=max(120, 40 + 45 * len(runs))).print(table)
 
 
 @eval_group.command("verify")
@@ -576,23 +591,31 @@ def _eval_document(kind: str, outcome: Any, summary: dict[str, Any], out: Path |
 @eval_options
 @json_option
 @click.pass_obj
-def eval_verify(obj: dict[str, Any], pairs: Path, root: Path, out: Path | None,
-                work: Path | None, as_json: bool) -> None:
+def eval_verify(obj: dict[str, Any], pairs: Path, root: Path, models: tuple[str, ...],
+                out: Path | None, work: Path | None, as_json: bool) -> None:
     """1:1 accuracy on PAIRS (LFW pairs.txt, or CSV path_a,path_b,same)."""
     from facetrail.eval import report, runner
 
-    outcome = runner.verify(pairs, root, work, **obj["overrides"])
-    summary = runner.verify_metrics(outcome)
-    if _eval_document("verify", outcome, summary, out, as_json):
+    runs: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for model, run_work in runner.model_runs(models, work):
+        outcome = runner.verify(pairs, root, run_work,
+                                **runner.model_overrides(model, obj["overrides"]))
+        runs[outcome.model.name] = (outcome, runner.verify_metrics(outcome))
+    if _eval_document("verify", runs, out, as_json):
         return
-    acc = summary["accuracy"]
-    click.echo(f"{summary['pairs']} pairs ({summary['genuine']} genuine), "
-               f"{summary['no_face_images']} of {summary['images']} images with no face found "
-               f"({summary['pairs_with_no_face']} pairs counted as rejected)")
-    click.echo(f"accuracy ({acc['folds']}-fold): {acc['mean']:.4f} ± {acc['std']:.4f}   "
-               f"ROC AUC: {summary['roc_auc']:.4f}   EER: {summary['eer']['eer']:.4f}")
-    for p in summary["tar_at_far"]:
-        click.echo(f"TAR at FAR {p['target']:g}: {report._rate_line(p)}")
+    if len(runs) > 1:
+        _eval_table("verify", runs)
+    else:
+        (name, (_, summary)), = runs.items()
+        acc = summary["accuracy"]
+        click.echo(f"model {name}: score = {summary['score']}")
+        click.echo(f"{summary['pairs']} pairs ({summary['genuine']} genuine), "
+                   f"{summary['no_face_images']} of {summary['images']} images with no face "
+                   f"found ({summary['pairs_with_no_face']} pairs counted as rejected)")
+        click.echo(f"accuracy ({acc['folds']}-fold): {acc['mean']:.4f} ± {acc['std']:.4f}   "
+                   f"ROC AUC: {summary['roc_auc']:.4f}   EER: {summary['eer']['eer']:.4f}")
+        for p in summary["tar_at_far"]:
+            click.echo(f"TAR at FAR {p['target']:g}: {report._rate_line(p)}")
     if out:
         click.echo(f"report: {out / 'report.html'}")
 
@@ -620,28 +643,38 @@ def eval_verify(obj: dict[str, Any], pairs: Path, root: Path, out: Path | None,
 def eval_identify(obj: dict[str, Any], folder: Path, distractors: Path | None,
                   nonmated: Path | None, seed: int, enrol_fraction: float, probe_photos: int,
                   fusion: str | None, top: int | None, min_quality: float | None,
-                  out: Path | None, work: Path | None, as_json: bool) -> None:
+                  models: tuple[str, ...], out: Path | None, work: Path | None,
+                  as_json: bool) -> None:
     """1:N accuracy on FOLDER (one folder per identity), in NIST FRTE terms."""
     from facetrail.eval import report, runner
 
-    outcome = runner.identify(
-        folder, distractors=distractors, nonmated=nonmated, seed=seed, fraction=enrol_fraction,
-        probe_photos=probe_photos, top=top, min_quality=min_quality, fusion=fusion, work=work,
-        **obj["overrides"],
-    )
-    summary = runner.identify_metrics(outcome)
-    if _eval_document("identify", outcome, summary, out, as_json):
+    runs: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for model, run_work in runner.model_runs(models, work):
+        outcome = runner.identify(
+            folder, distractors=distractors, nonmated=nonmated, seed=seed,
+            fraction=enrol_fraction, probe_photos=probe_photos, top=top,
+            min_quality=min_quality, fusion=fusion, work=run_work,
+            **runner.model_overrides(model, obj["overrides"]),
+        )
+        runs[outcome.model.name] = (outcome, runner.identify_metrics(outcome))
+    if _eval_document("identify", runs, out, as_json):
         return
-    click.echo(f"gallery: {summary['gallery_faces']} faces ({summary['enrolled_identities']} "
-               f"enrolled identities, {summary['distractor_images']} distractor images); "
-               f"{summary['mated_searches']} mated and {summary['nonmated_searches']} non-mated "
-               f"searches of {summary['probe_photos_per_search']} photo(s)")
-    click.echo(f"rank-1: {summary['rank_1']:.4f}   rank-10: {summary['rank_10']:.4f}")
-    for p in summary["fnir_at_fpir"]:
-        click.echo(f"FNIR at FPIR {p['target']:g}: {report._rate_line(p)}")
-    d = summary["at_default_threshold"]
-    click.echo(f"at the default threshold {d['threshold']} ({d['rule']}): "
-               f"FNIR {d['fnir']:.4f}, FPIR {d['fpir']:.4f}")
+    if len(runs) > 1:
+        _eval_table("identify", runs)
+    else:
+        (name, (_, summary)), = runs.items()
+        click.echo(f"model {name}: score = {summary['score']}")
+        click.echo(f"gallery: {summary['gallery_faces']} faces "
+                   f"({summary['enrolled_identities']} enrolled identities, "
+                   f"{summary['distractor_images']} distractor images); "
+                   f"{summary['mated_searches']} mated and {summary['nonmated_searches']} "
+                   f"non-mated searches of {summary['probe_photos_per_search']} photo(s)")
+        click.echo(f"rank-1: {summary['rank_1']:.4f}   rank-10: {summary['rank_10']:.4f}")
+        for p in summary["fnir_at_fpir"]:
+            click.echo(f"FNIR at FPIR {p['target']:g}: {report._rate_line(p)}")
+        d = summary["at_default_threshold"]
+        click.echo(f"at the default threshold {d['threshold']} ({d['rule']}): "
+                   f"FNIR {d['fnir']:.4f}, FPIR {d['fpir']:.4f}")
     if out:
         click.echo(f"report: {out / 'report.html'}")
 
@@ -650,6 +683,10 @@ def eval_identify(obj: dict[str, Any], folder: Path, distractors: Path | None,
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
 @click.option("--root", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="With a pairs file: the folder its paths are relative to.")
+@click.option("--groups", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              multiple=True, help="Folder of photos of several people (repeatable): every two "
+              "faces within one photo, both of at least the min_quality setting, are an "
+              "impostor pair.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the calibration to this JSON file instead of the store.")
 @click.option("--source", "description", default=None,
@@ -658,15 +695,18 @@ def eval_identify(obj: dict[str, Any], folder: Path, distractors: Path | None,
               help="Keep the throwaway data directory here (default: a temporary one).")
 @json_option
 @with_engine
-def calibrate(engine: Facetrail, data: Path, root: Path | None, output: Path | None,
-              description: str | None, work: Path | None, as_json: bool) -> None:
+def calibrate(engine: Facetrail, data: Path, root: Path | None, groups: tuple[Path, ...],
+              output: Path | None, description: str | None, work: Path | None,
+              as_json: bool) -> None:
     """Measure what scores mean (score -> false-match rate) for the active model, from DATA:
-    a folder with one folder per identity (all pairs of photos), or a pairs file with --root.
-    The calibration is kept in the store; searches then use it."""
+    a folder with one folder per identity (all pairs of photos; in a photo with several
+    faces, its largest face and each other one are an impostor pair too), or a pairs file
+    with --root. The calibration is kept in the store; searches then use it."""
     from facetrail.eval import runner
 
-    calibration = runner.calibrate(data, root, description, work, engine.settings,
-                                   engine.model_name, engine.model.key)
+    run = runner.calibrate(data, root, description, work, engine.settings,
+                           engine.model_name, engine.model.key, groups)
+    calibration = run.calibration
     if output is not None:
         output.write_text(calibration.to_json() + "\n")
         where = str(output)
@@ -674,18 +714,23 @@ def calibrate(engine: Facetrail, data: Path, root: Path | None, output: Path | N
         engine.save_calibration(calibration)
         where = "the store"
     if as_json:
-        emit_json({"written_to": where, "model": calibration.model, "source": calibration.source,
+        emit_json({"written_to": where, "model": calibration.model,
+                   "face_model": engine.model_name, "source": calibration.source,
                    "genuine": calibration.genuine, "impostor": calibration.impostor,
-                   "resolution": calibration.resolution})
+                   "pairs": run.counts, "resolution": calibration.resolution})
         return
-    click.echo(f"calibration of {calibration.model} written to {where}: "
-               f"{calibration.genuine} genuine and {calibration.impostor} impostor comparisons; "
-               f"FMR measured down to {calibration.resolution:.1e}, extrapolated below.")
+    click.echo(f"calibration of {engine.model_name} ({calibration.model}) written to {where}: "
+               f"{calibration.genuine:,} genuine and {calibration.impostor:,} impostor "
+               f"comparisons; FMR measured down to {calibration.resolution:.1e}, extrapolated "
+               "below.")
+    click.echo(f"  source: {calibration.source}")
     for n in (1_000, 100_000, 10_000_000):
         t = calibration.threshold_for_gallery(n, engine.settings.fpir_target)
         click.echo(f"  gallery of {n:>10,} faces: threshold {t:.3f} keeps expected false "
                    f"candidates per search <= {engine.settings.fpir_target:g}; "
                    f"{calibration.tar_at(t):.1%} of genuine comparisons pass it")
+
+
 # -- users -----------------------------------------------------------------------------------
 @main.group()
 def users() -> None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from facetrail.errors import MissingExtraError
+from facetrail.eval import metrics
 
 REPORT_SCHEMA = "facetrail.eval/1"
 
@@ -24,21 +25,24 @@ def _figure() -> Any:
     return Figure(figsize=(6, 4.2), dpi=100)
 
 
-def det_plot(path: Path, points: Sequence[tuple[float, float]], x_label: str, y_label: str,
-             title: str, negatives: int) -> None:
-    """(false positive rate, false negative rate) points on log axes. Left of ``1 / negatives``
-    nothing is measured: a dotted line marks it (observed zeros are drawn at the axis floor)."""
+def det_plot(path: Path, curves: Mapping[str, Sequence[tuple[float, float]]], x_label: str,
+             y_label: str, title: str, negatives: int) -> None:
+    """One curve per name of (false positive rate, false negative rate) points, on the same
+    log axes. Left of ``1 / negatives`` nothing is measured: a dotted line marks it (observed
+    zeros are drawn at the axis floor). A single curve gets no legend entry of its own."""
     fig = _figure()
     ax = fig.add_subplot()
     floor = 1e-4
-    xs = [max(x, floor) for x, _ in points]
-    ys = [max(y, floor) for _, y in points]
-    ax.step(xs, ys, where="post")
+    for name, points in curves.items():
+        xs = [max(x, floor) for x, _ in points]
+        ys = [max(y, floor) for _, y in points]
+        ax.step(xs, ys, where="post", label=name if len(curves) > 1 else None)
     ax.set_xscale("log")
     ax.set_yscale("log")
     if negatives:
         ax.axvline(1 / negatives, color="grey", linestyle=":",
                    label=f"1/{negatives}: lowest measurable rate")
+    if negatives or len(curves) > 1:
         ax.legend(loc="upper right")
     ax.set_xlim(floor, 1)
     ax.set_ylim(floor, 1)
@@ -51,17 +55,18 @@ def det_plot(path: Path, points: Sequence[tuple[float, float]], x_label: str, y_
 
 
 def score_plot(path: Path, genuine: Sequence[float], impostor: Sequence[float],
-               labels: tuple[str, str], threshold: float | None, title: str) -> None:
+               labels: tuple[str, str], threshold: float | None, title: str,
+               x_label: str = "score") -> None:
     fig = _figure()
     ax = fig.add_subplot()
     finite_g = [s for s in genuine if math.isfinite(s)]
     finite_i = [s for s in impostor if math.isfinite(s)]
-    bins = [x / 50 for x in range(-25, 51)]
+    bins = [x / 50 for x in range(-50, 51)]
     ax.hist(finite_i, bins=bins, alpha=0.6, density=True, label=f"{labels[1]} ({len(finite_i)})")
     ax.hist(finite_g, bins=bins, alpha=0.6, density=True, label=f"{labels[0]} ({len(finite_g)})")
     if threshold is not None:
         ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold}")
-    ax.set_xlabel("score (1 - descriptor distance)")
+    ax.set_xlabel(x_label)
     ax.set_ylabel("density")
     ax.set_title(title)
     ax.legend()
@@ -69,19 +74,50 @@ def score_plot(path: Path, genuine: Sequence[float], impostor: Sequence[float],
     fig.savefig(path)
 
 
-def write(out: Path, kind: str, summary: dict[str, Any], lines: list[tuple[str, str]],
+Rows = list[tuple[str, list[str]]]
+"""Table rows: a metric and its value under each model, in column order."""
+
+
+def document(kind: str, summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The JSON document of an evaluation: one model's summary at the top level, or several
+    under ``models`` (by model name, in the order run)."""
+    head = {"schema": REPORT_SCHEMA, "kind": kind}
+    if len(summaries) == 1:
+        return {**head, **next(iter(summaries.values()))}
+    return {**head, "models": summaries}
+
+
+def table(lines: dict[str, list[tuple[str, str]]]) -> Rows:
+    """Join each model's (metric, value) lines into rows with one value per model ("" where a
+    model lacks the metric), metrics in first-seen order."""
+    order: list[str] = []
+    values: dict[str, dict[str, str]] = {}
+    for name, rows in lines.items():
+        for metric, value in rows:
+            if metric not in values:
+                order.append(metric)
+                values[metric] = {}
+            values[metric][name] = value
+    return [(m, [values[m].get(name, "") for name in lines]) for m in order]
+
+
+def write(out: Path, kind: str, doc: dict[str, Any], columns: list[str], rows: Rows,
           plots: dict[str, str]) -> dict[str, Any]:
-    """Write ``report.json`` (the summary), ``report.md`` and ``report.html`` (the ``lines``:
-    (metric, value) rows, then the ``plots``: file name -> caption) into ``out``."""
+    """Write ``report.json`` (``doc``), ``report.md`` and ``report.html`` (the ``rows`` under
+    a "metric" column and ``columns``, then the ``plots``: file name -> caption) into
+    ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    document = {"schema": REPORT_SCHEMA, "kind": kind, **summary}
-    (out / "report.json").write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
-    md = [f"# facetrail eval {kind}", "", "| metric | value |", "|---|---|"]
-    md += [f"| {k} | {v} |" for k, v in lines]
+    (out / "report.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    md = [f"# facetrail eval {kind}", "", "| metric | " + " | ".join(columns) + " |",
+          "|---" * (len(columns) + 1) + "|"]
+    md += [f"| {k} | " + " | ".join(vs) + " |" for k, vs in rows]
     md += [""] + [f"![{caption}]({name})" for name, caption in plots.items()]
     (out / "report.md").write_text("\n".join(md) + "\n")
-    rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in lines
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["metric", *columns])
+    body = "".join(
+        f"<tr><td>{html.escape(k)}</td>" + "".join(f"<td>{html.escape(v)}</td>" for v in vs)
+        + "</tr>"
+        for k, vs in rows
     )
     images = "".join(
         f'<figure><img src="{html.escape(n)}" alt="{html.escape(c)}"><figcaption>'
@@ -91,32 +127,31 @@ def write(out: Path, kind: str, summary: dict[str, Any], lines: list[tuple[str, 
     (out / "report.html").write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>facetrail eval {kind}</title>"
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "td{padding:.2em 1em;border-bottom:1px solid #ddd}</style></head><body>"
-        f"<h1>facetrail eval {kind}</h1><table>{rows}</table>{images}</body></html>\n"
+        "td,th{padding:.2em 1em;border-bottom:1px solid #ddd;text-align:left}</style></head>"
+        f"<body><h1>facetrail eval {kind}</h1><table><tr>{head}</tr>{body}</table>{images}"
+        "</body></html>\n"
     )
-    return document
+    return doc
 
 
 def fmt_rate(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def verify_report(outcome: Any, summary: dict[str, Any], out: Path) -> dict[str, Any]:
-    """The report of a ``runner.verify`` outcome and its ``runner.verify_metrics`` summary."""
-    from facetrail.eval import metrics
+def _columns(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    return ["value"] if len(summaries) == 1 else list(summaries)
 
-    same = [p.same for p in outcome.pairs]
-    genuine = [s for s, y in zip(outcome.scores, same, strict=True) if y]
-    impostor = [s for s, y in zip(outcome.scores, same, strict=True) if not y]
-    out.mkdir(parents=True, exist_ok=True)
-    points = metrics.verification_points(genuine, impostor)
-    det_plot(out / "det.png", [(fmr, fnmr) for _, fmr, fnmr in points],
-             "false match rate (FMR)", "false non-match rate (FNMR)", "DET, verification",
-             len(impostor))
-    score_plot(out / "scores.png", genuine, impostor, ("genuine pairs", "impostor pairs"),
-               outcome.threshold, "Pair scores")
+
+def _scores_file(name: str, several: bool) -> str:
+    return f"scores-{name}.png" if several else "scores.png"
+
+
+def verify_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (metric, value) lines of a ``runner.verify_metrics`` summary; the metric names do
+    not depend on the model, so several models' lines line up as a table."""
     acc = summary["accuracy"]
     lines = [
+        ("score", summary.get("score", "")),
         ("pairs (genuine / impostor)",
          f"{summary['pairs']} ({summary['genuine']} / {summary['impostor']})"),
         ("images with no face found (their pairs count as rejected)",
@@ -129,25 +164,42 @@ def verify_report(outcome: Any, summary: dict[str, Any], out: Path) -> dict[str,
     for p in summary["tar_at_far"]:
         lines.append((f"TAR at FAR {p['target']:g}", _rate_line(p)))
     d = summary["at_default_threshold"]
-    lines.append((f"at threshold {d['threshold']}", f"TAR {d['tar']:.4f}, FAR {d['far']:.4f}"))
-    return write(out, "verify", summary, lines,
-                 {"det.png": "DET curve", "scores.png": "Genuine and impostor pair scores"})
+    lines.append(("at the default threshold",
+                  f"{d['threshold']}: TAR {d['tar']:.4f}, FAR {d['far']:.4f}"))
+    return [(k, v) for k, v in lines if v]
 
 
-def identify_report(outcome: Any, summary: dict[str, Any], out: Path) -> dict[str, Any]:
-    from facetrail.eval import metrics
-
+def verify_report(runs: dict[str, tuple[Any, dict[str, Any]]], out: Path) -> dict[str, Any]:
+    """The report of ``runner.verify`` outcomes and their ``runner.verify_metrics`` summaries,
+    by model name: one table column and one DET curve per model."""
     out.mkdir(parents=True, exist_ok=True)
-    points = metrics.det_points(outcome.mated, outcome.nonmated, outcome.top)
-    det_plot(out / "det.png", [(fpir, fnir) for _, fpir, fnir in points],
-             "false positive identification rate (FPIR)",
-             "false negative identification rate (FNIR)", "DET, identification",
-             len(outcome.nonmated))
-    mate_scores = [m.score for m in outcome.mated if m.score is not None]
-    score_plot(out / "scores.png", mate_scores, outcome.nonmated,
-               ("mate score, mated searches", "top score, non-mated searches"), None,
-               "Search scores")
+    several = len(runs) > 1
+    curves: dict[str, list[tuple[float, float]]] = {}
+    plots = {"det.png": "DET curve" + (" of each model" if several else "")}
+    negatives = 0
+    for name, (outcome, summary) in runs.items():
+        same = [p.same for p in outcome.pairs]
+        genuine = [s for s, y in zip(outcome.scores, same, strict=True) if y]
+        impostor = [s for s, y in zip(outcome.scores, same, strict=True) if not y]
+        negatives = max(negatives, len(impostor))
+        curves[name] = [(fmr, fnmr) for _, fmr, fnmr in
+                        metrics.verification_points(genuine, impostor)]
+        scores = _scores_file(name, several)
+        score_plot(out / scores, genuine, impostor, ("genuine pairs", "impostor pairs"),
+                   outcome.threshold, f"Pair scores, {name}" if several else "Pair scores",
+                   _x_label(summary))
+        plots[scores] = "Genuine and impostor pair scores" + (f", {name}" if several else "")
+    det_plot(out / "det.png", curves, "false match rate (FMR)", "false non-match rate (FNMR)",
+             "DET, verification", negatives)
+    summaries = {name: summary for name, (_, summary) in runs.items()}
+    rows = table({name: verify_lines(s) for name, s in summaries.items()})
+    return write(out, "verify", document("verify", summaries), _columns(summaries), rows, plots)
+
+
+def identify_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (metric, value) lines of a ``runner.identify_metrics`` summary (``verify_lines``)."""
     lines = [
+        ("score", summary.get("score", "")),
         ("gallery faces", str(summary["gallery_faces"])),
         ("enrolled / never-enrolled identities",
          f"{summary['enrolled_identities']} / {summary['never_enrolled_identities']}"),
@@ -165,10 +217,39 @@ def identify_report(outcome: Any, summary: dict[str, Any], out: Path) -> dict[st
         lines.append((f"FNIR at FPIR {p['target']:g} (L = {summary['candidate_list_length']})",
                       _rate_line(p)))
     d = summary["at_default_threshold"]
-    lines.append((f"at the default threshold {d['threshold']} ({d['rule']})",
-                  f"FNIR {d['fnir']:.4f}, FPIR {d['fpir']:.4f}"))
-    return write(out, "identify", summary, lines,
-                 {"det.png": "DET curve", "scores.png": "Mated and non-mated search scores"})
+    lines.append(("at the default threshold",
+                  f"{d['threshold']} ({d['rule']}): FNIR {d['fnir']:.4f}, FPIR {d['fpir']:.4f}"))
+    return [(k, v) for k, v in lines if v]
+
+
+def identify_report(runs: dict[str, tuple[Any, dict[str, Any]]], out: Path) -> dict[str, Any]:
+    """The report of ``runner.identify`` outcomes and summaries, by model name."""
+    out.mkdir(parents=True, exist_ok=True)
+    several = len(runs) > 1
+    curves: dict[str, list[tuple[float, float]]] = {}
+    plots = {"det.png": "DET curve" + (" of each model" if several else "")}
+    negatives = 0
+    for name, (outcome, summary) in runs.items():
+        negatives = max(negatives, len(outcome.nonmated))
+        curves[name] = [(fpir, fnir) for _, fpir, fnir in
+                        metrics.det_points(outcome.mated, outcome.nonmated, outcome.top)]
+        mate_scores = [m.score for m in outcome.mated if m.score is not None]
+        scores = _scores_file(name, several)
+        score_plot(out / scores, mate_scores, outcome.nonmated,
+                   ("mate score, mated searches", "top score, non-mated searches"), None,
+                   f"Search scores, {name}" if several else "Search scores", _x_label(summary))
+        plots[scores] = "Mated and non-mated search scores" + (f", {name}" if several else "")
+    det_plot(out / "det.png", curves, "false positive identification rate (FPIR)",
+             "false negative identification rate (FNIR)", "DET, identification", negatives)
+    summaries = {name: summary for name, (_, summary) in runs.items()}
+    rows = table({name: identify_lines(s) for name, s in summaries.items()})
+    return write(out, "identify", document("identify", summaries), _columns(summaries), rows,
+                 plots)
+
+
+def _x_label(summary: dict[str, Any]) -> str:
+    meaning = summary.get("score")
+    return f"score ({meaning})" if meaning else "score"
 
 
 def _rate_line(p: dict[str, Any]) -> str:

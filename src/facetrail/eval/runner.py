@@ -22,9 +22,9 @@ import numpy as np
 from facetrail.audit import utc_now
 from facetrail.calibration import Calibration
 from facetrail.engine import Facetrail
-from facetrail.errors import InputError, NoFaceError
+from facetrail.errors import ConfigError, InputError, NoFaceError
 from facetrail.eval import metrics
-from facetrail.faces.base import ModelInfo, score_of
+from facetrail.faces.base import SCORE_MEANING, ModelInfo, score_of
 from facetrail.settings import Settings, load_settings
 from facetrail.sources.base import IMAGE_SUFFIXES
 from facetrail.store.base import LocatedFace
@@ -46,6 +46,21 @@ def throwaway(work: Path | None = None, **overrides: Any) -> Iterator[Facetrail]
         load_settings(tmp, **overrides)
     ) as engine:
         yield engine
+
+
+def model_runs(models: Sequence[str], work: Path | None) -> list[tuple[str | None, Path | None]]:
+    """(face model, work directory) of each run of a side-by-side evaluation: the models in
+    the order given, once each (none: the default model). With several, each gets its own
+    data directory: ``work/<model>`` when ``work`` is given."""
+    names = list(dict.fromkeys(models))
+    if len(names) <= 1:
+        return [(names[0] if names else None, work)]
+    return [(name, work / name if work is not None else None) for name in names]
+
+
+def model_overrides(model: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Settings of one run: ``overrides``, with the face model of its new data directory."""
+    return overrides if model is None else {**overrides, "face_model": model}
 
 
 def ingest(engine: Facetrail, name: str, root: Path, paths: Sequence[Path] | None) -> None:
@@ -121,6 +136,19 @@ def _lfw_pairs(path: Path, text: str, root: Path) -> list[Pair]:
     return pairs
 
 
+@dataclass(frozen=True)
+class ModelRun:
+    """Which face model an evaluation ran, for its report."""
+
+    name: str
+    key: str
+    metric: str
+
+    @classmethod
+    def of(cls, engine: Facetrail) -> ModelRun:
+        return cls(engine.model_name, engine.model.key, engine.model.metric)
+
+
 @dataclass
 class VerifyOutcome:
     pairs: list[Pair]
@@ -130,11 +158,23 @@ class VerifyOutcome:
     seconds: float
     gallery_faces: int
     threshold: float
+    model: ModelRun
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def verify(pairs_file: Path, root: Path, work: Path | None = None,
            **overrides: Any) -> VerifyOutcome:
+    """Score every pair of ``pairs_file`` (images under ``root``) on a throwaway data
+    directory made with the settings ``overrides`` (``face_model`` picks the model)."""
+    pairs, images = _checked_pairs(pairs_file, root)
+    started = time.perf_counter()
+    with throwaway(work, **overrides) as engine:
+        outcome = verify_in(engine, pairs, images, root)
+    outcome.seconds = round(time.perf_counter() - started, 1)
+    return outcome
+
+
+def _checked_pairs(pairs_file: Path, root: Path) -> tuple[list[Pair], list[Path]]:
     pairs = read_pairs(pairs_file, root)
     if not pairs:
         raise InputError(f"{pairs_file} lists no pairs")
@@ -142,19 +182,21 @@ def verify(pairs_file: Path, root: Path, work: Path | None = None,
     missing = [p for p in images if not p.is_file()]
     if missing:
         raise InputError(f"{len(missing)} image(s) of the pairs do not exist, e.g. {missing[0]}")
-    started = time.perf_counter()
-    with throwaway(work, **overrides) as engine:
-        ingest(engine, "pairs", root.resolve(), images)
-        faces = largest_faces(engine, "pairs")
-        threshold = engine.score_floor
-        size = engine.index.size
-        model = engine.model
+    return pairs, images
+
+
+def verify_in(engine: Facetrail, pairs: list[Pair], images: list[Path],
+              root: Path) -> VerifyOutcome:
+    """``verify`` on an open engine: ingest the ``images`` under ``root``, score the pairs."""
+    ingest(engine, "pairs", root.resolve(), images)
+    faces = largest_faces(engine, "pairs")
+    model = engine.model
     scores = [
         pair_score(faces[p.a], faces[p.b], model) if p.a in faces and p.b in faces else -math.inf
         for p in pairs
     ]
-    return VerifyOutcome(pairs, scores, [p for p in images if p not in faces],
-                         round(time.perf_counter() - started, 1), size, threshold)
+    return VerifyOutcome(pairs, scores, [p for p in images if p not in faces], 0.0,
+                         engine.index.size, engine.score_floor, model=ModelRun.of(engine))
 
 
 def verify_metrics(outcome: VerifyOutcome) -> dict[str, Any]:
@@ -170,6 +212,7 @@ def verify_metrics(outcome: VerifyOutcome) -> dict[str, Any]:
     e = metrics.eer(genuine, impostor)
     affected = sum(1 for s in outcome.scores if not math.isfinite(s))
     return {
+        **_model_fields(outcome.model),
         "pairs": len(outcome.pairs), "genuine": len(genuine), "impostor": len(impostor),
         "images": len({p.a for p in outcome.pairs} | {p.b for p in outcome.pairs}),
         "no_face_images": len(outcome.no_face),
@@ -188,6 +231,10 @@ def verify_metrics(outcome: VerifyOutcome) -> dict[str, Any]:
         },
         "seconds": outcome.seconds,
     }
+
+
+def _model_fields(model: ModelRun) -> dict[str, Any]:
+    return {"model": model.name, "model_key": model.key, "score": SCORE_MEANING[model.metric]}
 
 
 def _point(p: metrics.RatePoint) -> dict[str, Any]:
@@ -222,32 +269,146 @@ def image_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def all_pairs_scores(
-    folders: dict[str, list[Path]], work: Path | None = None, **overrides: Any
-) -> tuple[list[float], list[float], list[Path]]:
-    """Genuine and impostor scores of every pair of photos (largest faces), and the photos
-    with no face (left out)."""
-    photos = [p for ps in folders.values() for p in ps]
-    owner = {p: who for who, ps in folders.items() for p in ps}
-    root = Path(_common_root(photos))
-    with throwaway(work, **overrides) as engine:
-        ingest(engine, "calibration", root, photos)
-        faces = largest_faces(engine, "calibration")
-        metric = engine.model.metric
-    found = [p for p in photos if p in faces]
-    if len({owner[p] for p in found}) < 2:
+@dataclass(frozen=True)
+class PhotoFaces:
+    """The faces found in one photo, largest first (by ordinal)."""
+
+    path: Path
+    owner: str | None
+    """The identity of its largest face (a photo of an identity folder), or None (a group
+    photo: nobody in particular)."""
+    faces: tuple[LocatedFace, ...]
+
+
+def photo_faces(engine: Facetrail, source: str,
+                owner: dict[Path, str] | None = None) -> list[PhotoFaces]:
+    """Every photo of ``source`` with at least one face, by resolved path; ``owner`` names
+    the identity of each photo's largest face (absent: None)."""
+    by_photo: dict[Path, list[LocatedFace]] = {}
+    for f in engine.store.source_faces(source, engine.model_id):
+        by_photo.setdefault(Path(f.location), []).append(f)
+    return [
+        PhotoFaces(path, (owner or {}).get(path), tuple(sorted(fs, key=lambda f: f.ordinal)))
+        for path, fs in sorted(by_photo.items())
+    ]
+
+
+@dataclass
+class Comparisons:
+    """Genuine and impostor scores for a calibration, and where the impostor pairs came from."""
+
+    genuine: list[float]
+    impostor: list[float]
+    between_identities: int
+    """Impostor pairs of largest faces of photos of different identities."""
+    within_people_photos: int
+    """Impostor pairs of a photo's largest face with another face in it (identity photos)."""
+    people_photos_with_others: int
+    within_group_photos: int
+    """Impostor pairs of two faces of one group photo."""
+    group_photos: int
+    """Group photos with at least two faces of enough quality."""
+    group_faces: int
+    """Faces of enough quality in the group photos."""
+    low_quality: int
+    """Faces left out for a quality under the floor (an identity photo's largest is kept)."""
+    min_quality: float
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"genuine": len(self.genuine), "impostor": len(self.impostor),
+                "between_identities": self.between_identities,
+                "within_people_photos": self.within_people_photos,
+                "within_group_photos": self.within_group_photos,
+                "group_photos": self.group_photos, "group_faces": self.group_faces,
+                "low_quality_faces_left_out": self.low_quality}
+
+
+def comparisons(people: Sequence[PhotoFaces], groups: Sequence[PhotoFaces], metric: str,
+                min_quality: float) -> Comparisons:
+    """Scores of pairs whose truth is known without labelling every face:
+
+    - the largest faces of every two photos of identity folders: genuine when the identities
+      agree, impostor when they differ;
+    - a photo's largest face and each other face in it of quality >= ``min_quality`` (the
+      labelled person and somebody beside them): impostor;
+    - every two faces of one group photo, both of quality >= ``min_quality``: impostor (two
+      faces in one photo are two people).
+
+    Scores are rounded to 4 places, as search reports them."""
+    labelled = [p for p in people if p.owner is not None and p.faces]
+    if len({p.owner for p in labelled}) < 2:
         raise InputError("calibration needs faces of at least two identities")
-    vectors = np.stack([faces[p].embedding for p in found]).astype(np.float64)
-    who = np.array([owner[p] for p in found])
+    genuine, between = _identity_pairs(labelled, metric)
+    c = within_photos(labelled, groups, metric, min_quality)
+    c.genuine = genuine
+    c.impostor = between + c.impostor
+    c.between_identities = len(between)
+    return c
+
+
+def _identity_pairs(labelled: Sequence[PhotoFaces],
+                    metric: str) -> tuple[list[float], list[float]]:
+    vectors = np.stack([p.faces[0].embedding for p in labelled]).astype(np.float64)
+    who = np.array([p.owner for p in labelled])
     genuine: list[float] = []
     impostor: list[float] = []
-    for i in range(len(found) - 1):
+    for i in range(len(labelled) - 1):
         dist = np.linalg.norm(vectors[i + 1 :] - vectors[i], axis=1)
         scores = np.round(score_of(dist, metric), 4)
         same = who[i + 1 :] == who[i]
         genuine += scores[same].tolist()
         impostor += scores[~same].tolist()
-    return genuine, impostor, [p for p in photos if p not in faces]
+    return genuine, impostor
+
+
+def within_photos(people: Sequence[PhotoFaces], groups: Sequence[PhotoFaces], metric: str,
+                  min_quality: float) -> Comparisons:
+    """The impostor pairs within photos (``comparisons``, without the pairs across photos)."""
+    impostor: list[float] = []
+    low = with_others = 0
+    for p in people:
+        others = [f for f in p.faces[1:] if f.quality >= min_quality]
+        low += len(p.faces) - 1 - len(others)
+        if others:
+            with_others += 1
+            impostor += _scores(np.stack([f.embedding for f in others]),
+                                p.faces[0].embedding[None, :], metric)
+    in_people = len(impostor)
+    group_photos = group_faces = 0
+    for p in groups:
+        good = [f for f in p.faces if f.quality >= min_quality]
+        low += len(p.faces) - len(good)
+        if len(good) < 2:
+            continue
+        group_photos += 1
+        group_faces += len(good)
+        vectors = np.stack([f.embedding for f in good])
+        a, b = np.triu_indices(len(good), k=1)
+        impostor += _scores(vectors[a], vectors[b], metric)
+    return Comparisons(
+        genuine=[], impostor=impostor, between_identities=0, within_people_photos=in_people,
+        people_photos_with_others=with_others, within_group_photos=len(impostor) - in_people,
+        group_photos=group_photos, group_faces=group_faces, low_quality=low,
+        min_quality=min_quality,
+    )
+
+
+def _scores(a: np.ndarray, b: np.ndarray, metric: str) -> list[float]:
+    dist = np.linalg.norm(a.astype(np.float64) - b.astype(np.float64), axis=1)
+    return [float(x) for x in np.round(score_of(dist, metric), 4)]
+
+
+def ingest_groups(engine: Facetrail, groups: Sequence[Path]) -> list[PhotoFaces]:
+    """Ingest each folder of ``groups`` as its own source; the faces of all their photos."""
+    photos: list[PhotoFaces] = []
+    for n, folder in enumerate(groups, start=1):
+        if not image_files(folder):
+            raise InputError(f"{folder} has no photos")
+        name = f"groups-{n}"
+        ingest(engine, name, folder.resolve(), None)
+        photos += photo_faces(engine, name)
+    return photos
 
 
 def _common_root(paths: Sequence[Path]) -> str:
@@ -294,6 +455,7 @@ class IdentifyOutcome:
     fusion: str
     seconds: float
     searches_per_second: float
+    model: ModelRun
     default_threshold: float = 0.45
     """The threshold a user's search of this gallery gets by default (calibrated or fixed)."""
     default_rule: str = "fixed"
@@ -363,6 +525,7 @@ def identify(
         search_seconds = time.perf_counter() - searched
         size = engine.index.size
         default_threshold, default_rule, _ = engine.default_threshold()
+        model = ModelRun.of(engine)
     searches = len(mated_sets) + len(nonmated_sets)
     return IdentifyOutcome(
         mated=mated, nonmated=non, gallery_faces=size, enrolled=len(split.enrolled),
@@ -370,12 +533,13 @@ def identify(
         probe_photos=probe_photos, failed_probes=failed, top=top, min_quality=mq, fusion=fuse,
         seconds=round(time.perf_counter() - started, 1),
         searches_per_second=round(searches / max(search_seconds, 1e-9), 2),
-        default_threshold=default_threshold, default_rule=default_rule,
+        default_threshold=default_threshold, default_rule=default_rule, model=model,
     )
 
 
 def identify_metrics(o: IdentifyOutcome) -> dict[str, Any]:
     return {
+        **_model_fields(o.model),
         "gallery_faces": o.gallery_faces, "enrolled_identities": o.enrolled,
         "never_enrolled_identities": o.never_enrolled, "distractor_images": o.distractor_images,
         "mated_searches": len(o.mated), "nonmated_searches": len(o.nonmated),
@@ -394,33 +558,70 @@ def identify_metrics(o: IdentifyOutcome) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class CalibrationRun:
+    calibration: Calibration
+    counts: dict[str, int]
+    """Where the comparisons came from (``Comparisons.counts``; pairs files: genuine and
+    impostor only)."""
+
+
 def calibrate(data: Path, root: Path | None, description: str | None, work: Path | None,
-              settings: Settings, model: str, model_key: str) -> Calibration:
-    """A calibration of face model ``model`` (whose key is ``model_key``) from a folder per
-    identity (all pairs) or a pairs file (with ``root``), measured on a throwaway store with
-    the same settings."""
+              settings: Settings, model: str, model_key: str,
+              groups: Sequence[Path] = ()) -> CalibrationRun:
+    """A calibration of face model ``model`` (whose key is ``model_key``), measured on a
+    throwaway data directory with the same settings, from ``data``: a folder per identity
+    (``comparisons``) or a pairs file (with ``root``); plus, as impostors, the pairs of faces
+    within each photo of the ``groups`` folders. Faces besides a photo's largest need
+    ``settings.min_quality``."""
     overrides = {**settings.model_dump(exclude={"home"}), "face_model": model}
-    if data.is_dir():
-        folders = identity_folders(data)
-        genuine, impostor, no_face = all_pairs_scores(folders, work, **overrides)
-        words = (f"all pairs among the largest faces of {data.name}/ "
-                 f"({sum(map(len, folders.values())) - len(no_face)} photos with a face, "
-                 f"{len(folders)} identities)")
-        identities = len(folders)
-    else:
-        if root is None:
-            raise InputError("a pairs file needs --root (the folder its paths are under)")
-        outcome = verify(data, root, work, **overrides)
-        same = [p.same for p in outcome.pairs]
-        genuine = [s for s, y in zip(outcome.scores, same, strict=True) if y and math.isfinite(s)]
-        impostor = [s for s, y in zip(outcome.scores, same, strict=True)
-                    if not y and math.isfinite(s)]
-        words = f"pairs of {data.name} ({len(outcome.no_face)} photos without a face left out)"
-        identities = len({p.a.parent.name for p in outcome.pairs})
+    mq = settings.min_quality
+    with throwaway(work, **overrides) as engine:
+        if engine.model.key != model_key:
+            raise ConfigError(
+                f"the calibration run's face model {model!r} is {engine.model.key}, not "
+                f"{model_key}: its files or settings differ from this data directory's"
+            )
+        metric = engine.model.metric
+        if data.is_dir():
+            folders = identity_folders(data)
+            photos = [p for ps in folders.values() for p in ps]
+            owner = {p: who for who, ps in folders.items() for p in ps}
+            ingest(engine, "calibration", Path(_common_root(photos)), photos)
+            people = [p for p in photo_faces(engine, "calibration", owner)
+                      if p.owner is not None]
+            c = comparisons(people, ingest_groups(engine, groups), metric, mq)
+            words = (f"all pairs among the largest faces of {data.name}/ ({len(people)} photos "
+                     f"with a face, {len(folders)} identities: {len(c.genuine):,} genuine, "
+                     f"{c.between_identities:,} impostor pairs)")
+            if c.within_people_photos:
+                words += (f"; {c.within_people_photos:,} impostor pairs of a photo's largest "
+                          f"face with the other faces (quality >= {mq:g}) in "
+                          f"{c.people_photos_with_others} of those photos")
+            identities = len(folders)
+        else:
+            if root is None:
+                raise InputError("a pairs file needs --root (the folder its paths are under)")
+            pairs, images = _checked_pairs(data, root)
+            outcome = verify_in(engine, pairs, images, root)
+            c = within_photos([], ingest_groups(engine, groups), metric, mq)
+            for s, pair in zip(outcome.scores, outcome.pairs, strict=True):
+                if math.isfinite(s):
+                    (c.genuine if pair.same else c.impostor).append(s)
+                    c.between_identities += not pair.same
+            words = (f"pairs of {data.name} ({len(c.genuine):,} genuine, "
+                     f"{c.between_identities:,} impostor; {len(outcome.no_face)} photos "
+                     "without a face left out)")
+            identities = len({p.a.parent.name for p in outcome.pairs})
+    if groups:
+        words += (f"; {c.within_group_photos:,} impostor pairs among the {c.group_faces:,} "
+                  f"faces (quality >= {mq:g}) within each of {c.group_photos} photos of "
+                  f"{', '.join(g.name + '/' for g in groups)}")
     try:
-        return Calibration.fit(
-            genuine, impostor, model=model_key,
+        calibration = Calibration.fit(
+            c.genuine, c.impostor, model=model_key,
             source=description or words, identities=identities, created_at=utc_now(),
         )
     except ValueError as exc:
         raise InputError(str(exc)) from exc
+    return CalibrationRun(calibration, c.counts)
