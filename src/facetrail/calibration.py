@@ -8,12 +8,15 @@ on the safe side (``bound = "upper95"``, schema 2):
 - Where at least ``MIN_TAIL_COUNT`` impostor comparisons score at or above ``s`` (on a 0.01
   score grid, rounded down), the estimate is the one-sided 95 % upper confidence bound
   (Wilson) of the empirical rate, not the rate itself.
-- Above that, the data cannot resolve the rate. The estimate is continued by an exponential
-  tail fitted to the impostor scores above their 99th percentile (peaks over a threshold),
-  with its scale at the 95 % upper bound, anchored to the bound at the last resolved point,
-  and flagged ``extrapolated``. Impostor score tails of face models fall faster than an
-  exponential (closer to a normal), so this overstates far-tail rates: thresholds come out
-  higher than a point estimate would put them. It is an estimate, not a measurement.
+- Above that, the data cannot resolve the rate. The estimate is continued by a normal
+  distribution fitted to the **tail** of the impostor scores (the highest 2 %: a straight line
+  through the scores against their normal quantiles), with its spread at the 95 % upper bound
+  of the fit's slope and never under the spread of all impostor scores, anchored to the bound
+  at the last resolved point, and flagged ``extrapolated``. A normal fitted to all impostor
+  scores understates the tail of real face models (their highest impostor scores come from
+  look-alike pairs of identities); one fitted to the tail follows how the tail itself falls.
+  It is an estimate, not a measurement: the shipped calibrations were checked on identities
+  they never saw (docs/calibration.md).
 
 Calibrations of schema 1 (point estimates, a normal tail) are still read and used as they are.
 
@@ -31,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from importlib import resources
+from statistics import NormalDist
 
 import numpy as np
 
@@ -42,9 +46,10 @@ MIN_TAIL_COUNT = 10
 """Impostor comparisons needed at or above a score for its empirical FMR to be used."""
 Z_95 = 1.6449
 """One-sided 95 % normal quantile."""
-TAIL_QUANTILE = 0.99
-"""The exponential tail is fitted to impostor scores above this quantile (at least
-``MIN_TAIL_COUNT`` of them)."""
+TAIL_FRACTION = 0.02
+"""The tail normal is fitted to this fraction of the highest impostor scores (at least
+``TAIL_MIN`` of them)."""
+TAIL_MIN = 50
 SHIPPED = "calibrations"
 """Package folder of the calibrations shipped for the shipped models, one file per model."""
 
@@ -75,9 +80,11 @@ class Calibration:
     impostor_std: float
     created_at: str
     bound: str = "point"
-    """'upper95' (schema 2: confidence bounds, an exponential tail) or 'point' (schema 1)."""
-    tail_scale: float | None = None
-    """Upper-bounded scale of the exponential impostor tail (schema 2)."""
+    """'upper95' (schema 2: confidence bounds, a tail-fitted normal) or 'point' (schema 1)."""
+    tail_mean: float | None = None
+    """Mean of the normal fitted to the impostor tail (schema 2)."""
+    tail_std: float | None = None
+    """Its standard deviation, at the 95 % upper bound of the fit."""
     tail_count: int = 0
     """Impostor scores the tail was fitted to."""
 
@@ -98,14 +105,18 @@ class Calibration:
         if len(i) < 2 or len(g) < 1:
             raise ValueError("calibration needs genuine and at least two impostor comparisons")
         grid = np.round(np.arange(GRID_LOW, GRID_HIGH + GRID_STEP / 2, GRID_STEP), 2)
-        scale, count = _tail_scale(i)
+        tail_mean, tail_std, count = _tail_normal(i)
+        if tail_std is not None:
+            # Never a faster fall than the normal of all impostor scores would give.
+            tail_std = max(tail_std, float(i.std(ddof=1)))
         return cls(
             model=model, source=source, genuine=len(g), impostor=len(i), identities=identities,
             grid=tuple(float(x) for x in grid),
             impostor_counts=tuple(int(c) for c in _counts_at_or_above(i, grid)),
             genuine_counts=tuple(int(c) for c in _counts_at_or_above(g, grid)),
             impostor_mean=float(i.mean()), impostor_std=float(i.std(ddof=1)),
-            created_at=created_at, bound="upper95", tail_scale=scale, tail_count=count,
+            created_at=created_at, bound="upper95", tail_mean=tail_mean, tail_std=tail_std,
+            tail_count=count,
         )
 
     # -- reading ------------------------------------------------------------------------------
@@ -118,12 +129,11 @@ class Calibration:
         if k <= anchor:
             return FmrEstimate(self._rate(self.impostor_counts[k]), False)
         base = self._rate(self.impostor_counts[anchor])
-        if self.bound == "upper95" and self.tail_scale:
-            ratio = math.exp(-(score - self.grid[anchor]) / self.tail_scale)
-        else:
-            ratio = _normal_sf(score, self.impostor_mean, self.impostor_std) / max(
-                _normal_sf(self.grid[anchor], self.impostor_mean, self.impostor_std), 1e-300
-            )
+        mean, std = self.impostor_mean, self.impostor_std
+        if self.bound == "upper95" and self.tail_mean is not None and self.tail_std:
+            mean, std = self.tail_mean, self.tail_std
+        ratio = _normal_sf(score, mean, std) / max(_normal_sf(self.grid[anchor], mean, std),
+                                                   1e-300)
         return FmrEstimate(min(base, base * ratio), True)
 
     def _rate(self, count: int) -> float:
@@ -209,28 +219,26 @@ def _counts_at_or_above(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return len(ordered) - np.searchsorted(ordered, grid - 1e-9, side="left")
 
 
-def _tail_scale(impostor: np.ndarray) -> tuple[float | None, int]:
-    """(scale, count): the 95 % upper bound of the mean excess of the impostor scores over
-    their ``TAIL_QUANTILE`` quantile (the exponential tail's scale), and how many there were.
+def _tail_normal(impostor: np.ndarray) -> tuple[float | None, float | None, int]:
+    """(mean, std, count): the normal whose upper tail runs through the highest impostor
+    scores, with its std at the 95 % upper bound of the fit.
 
-    For ``m`` exceedances with mean excess ``x``, ``2 m x / scale`` is chi-squared with ``2m``
-    degrees of freedom, so ``2 m x / chi2_0.05(2m)`` bounds the scale from above."""
-    ordered = np.sort(impostor)
-    m = max(MIN_TAIL_COUNT, int(len(ordered) * (1 - TAIL_QUANTILE)))
-    if len(ordered) <= m:
-        return None, 0
-    u = ordered[-m - 1]
-    excess = float((ordered[-m:] - u).mean())
-    if excess <= 0:
-        return None, 0
-    return 2 * m * excess / _chi2_quantile(0.05, 2 * m), m
-
-
-def _chi2_quantile(p: float, k: int) -> float:
-    """Wilson-Hilferty approximation of the chi-squared quantile (p = 0.05 only here)."""
-    z = -Z_95 if p == 0.05 else Z_95
-    h = 2 / (9 * k)
-    return k * (1 - h + z * math.sqrt(h)) ** 3
+    The ``count`` highest scores, against the normal quantiles of their empirical survival
+    rates (plotting positions ``(rank - 0.5) / n``), lie on a line ``score = mean + std x z``
+    when the tail is normal; least squares gives both, and the standard error of the slope
+    bounds ``std`` from above (a steeper fall of the rate would be the optimistic error)."""
+    n = len(impostor)
+    m = max(TAIL_MIN, int(n * TAIL_FRACTION))
+    if n < 2 * m:
+        return None, None, 0
+    top = np.sort(impostor)[::-1][:m]
+    z = np.array([NormalDist().inv_cdf(1 - (k + 0.5) / n) for k in range(m)])
+    slope, intercept = np.polyfit(z, top, 1)
+    if slope <= 0:
+        return None, None, 0
+    residual = top - (intercept + slope * z)
+    se = math.sqrt(float(residual @ residual) / (m - 2) / float(((z - z.mean()) ** 2).sum()))
+    return float(intercept), float(slope + Z_95 * se), m
 
 
 def _normal_sf(x: float, mean: float, std: float) -> float:

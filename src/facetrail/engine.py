@@ -88,6 +88,7 @@ class Facetrail:
         self.home = settings.home
         self.home.mkdir(parents=True, exist_ok=True)
         self.store: Store = open_store(self.home)
+        self._gallery_sizes: dict[tuple[float, int], int] = {}
         self.model_name = self._active_model()
         self.analyzer = Analyzer(settings, self.face_model(self.model_name))
 
@@ -188,13 +189,26 @@ class Facetrail:
             return self.settings.threshold
         return DEFAULT_FLOOR[self.model.metric]
 
-    def default_threshold(self) -> tuple[float, str, float | None]:
+    def gallery_faces(self, min_quality: float | None = None) -> int:
+        """Indexed faces a search with ``min_quality`` can return: the gallery size that
+        calibrated thresholds and expected false candidates are computed for."""
+        quality = self.settings.min_quality if min_quality is None else min_quality
+        key = (quality, self.index.size)
+        if key not in self._gallery_sizes:
+            self._gallery_sizes.clear()
+            self._gallery_sizes[key] = min(self.index.size,
+                                           self.store.searchable_faces(self.model_id, quality))
+        return self._gallery_sizes[key]
+
+    def default_threshold(self, min_quality: float | None = None
+                          ) -> tuple[float, str, float | None]:
         """(threshold, rule, calibrated threshold) for a search of the current gallery."""
         floor = self.score_floor
         cal = self.calibration
         if cal is None:
             return floor, "fixed", None
-        calibrated = cal.threshold_for_gallery(self.index.size, self.settings.fpir_target)
+        calibrated = cal.threshold_for_gallery(self.gallery_faces(min_quality),
+                                               self.settings.fpir_target)
         if calibrated > floor:
             return calibrated, "calibrated", calibrated
         return floor, "floor", calibrated
@@ -284,15 +298,16 @@ class Facetrail:
         largest face of every photo is searched as one person (``fusion``)."""
         data = probe.read_bytes() if isinstance(probe, Path) else probe
         more = tuple(p.read_bytes() if isinstance(p, Path) else p for p in more_probes)
+        quality = min_quality if min_quality is not None else self.settings.min_quality
         if threshold is not None:
             rule, calibrated = "override", None
         else:
-            threshold, rule, calibrated = self.default_threshold()
+            threshold, rule, calibrated = self.default_threshold(quality)
         request = SearchRequest(
             probe=data, case_ref=case_ref, purpose=purpose, actor=actor or os_user(),
             top=top if top is not None else self.settings.top,
             threshold=threshold,
-            min_quality=min_quality if min_quality is not None else self.settings.min_quality,
+            min_quality=quality, gallery_faces=self.gallery_faces(quality),
             face=face, all_faces=all_faces, more_probes=more,
             fusion=fusion or self.settings.fusion, calibration=self.calibration,
             fpir_target=self.settings.fpir_target, threshold_rule=rule,
@@ -424,6 +439,7 @@ class Facetrail:
             self.index.save()
         for cached in ("index", "model_id", "calibration"):
             self.__dict__.pop(cached, None)
+        self._gallery_sizes.clear()
         self.model_name = name
         self.analyzer = Analyzer(self.settings, model)
 

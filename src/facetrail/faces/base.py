@@ -57,6 +57,8 @@ class DetectorInfo:
     """First 16 hex digits of the weights' sha256, or a fixed tag for built-in detectors."""
     landmarks: str
     """The landmark scheme of its detections (see the module docstring)."""
+    probability: bool = False
+    """Its scores are confidences in 0..1 (YuNet), not margins (dlib HOG)."""
 
     @property
     def key(self) -> str:

@@ -32,8 +32,17 @@ class Analyzer:
         return ImageAnalysis(sha256, image.width, image.height, image.format, self.faces(image))
 
     def faces(self, image: DecodedImage) -> tuple[DetectedFace, ...]:
-        """Every face found, largest first (ties by position), each with its embedding."""
-        detections = self.model.detector.detect(image)
+        """Every face found of at least ``min_face_px`` (its box's shorter side, inside the
+        image), most prominent first, each with its embedding.
+
+        Prominence is the box's area, weighted by the detector's confidence where its scores
+        are confidences (YuNet): a face cut off by the photo's edge, or turned away, scores
+        lower than a whole face of the same area. Ties go by position."""
+        minimum = self.settings.min_face_px
+        detections = [
+            d for d in self.model.detector.detect(image)
+            if min(clip_box(d, image.width, image.height)[2:]) >= minimum
+        ]
         if not detections:
             return ()
         embedder = self.model.embedder
@@ -57,7 +66,8 @@ class Analyzer:
                     runtime=embedder.runtime,
                 )
             )
-        faces.sort(key=lambda f: (-f.area, f.box))
+        weighted = self.model.detector.info.probability
+        faces.sort(key=lambda f: (-f.area * (f.det_score if weighted else 1.0), f.box))
         return tuple(faces)
 
 

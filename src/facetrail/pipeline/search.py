@@ -47,6 +47,9 @@ class SearchRequest:
     fpir_target: float = 0.01
     threshold_rule: str = "fixed"
     calibrated_threshold: float | None = None
+    gallery_faces: int | None = None
+    """Indexed faces a search can return (those at or above ``min_quality``): the N of the
+    expected false candidates, N x FMR. None: every indexed face."""
 
 
 FUSIONS = ("mean", "max")
@@ -147,19 +150,20 @@ def _finish(
 ) -> SearchResult:
     """Annotate the candidates with the calibration, write the audit record, build the result."""
     probe, chosen, sha = probes[0], probes[0].searched_faces, probes[0].sha256
+    gallery = request.gallery_faces if request.gallery_faces is not None else index.size
     note = None
     cal = request.calibration
     if cal is not None:
-        candidates = [_calibrated(c, cal, index.size) for c in candidates]
+        candidates = [_calibrated(c, cal, gallery) for c in candidates]
         note = CalibrationNote(
             source=cal.source, genuine=cal.genuine, impostor=cal.impostor,
             resolution=cal.resolution, fpir_target=request.fpir_target,
             calibrated_threshold=(
                 request.calibrated_threshold
                 if request.calibrated_threshold is not None
-                else cal.threshold_for_gallery(index.size, request.fpir_target)
+                else cal.threshold_for_gallery(gallery, request.fpir_target)
             ),
-            expected_false_at_threshold=index.size * cal.fmr_at(request.threshold).fmr,
+            expected_false_at_threshold=gallery * cal.fmr_at(request.threshold).fmr,
         )
     fused = len(probes) > 1
     model = analyzer.model.model
@@ -180,14 +184,14 @@ def _finish(
                 "min_quality": request.min_quality,
                 "top": request.top,
                 "model": model.key,
-                "gallery_faces": index.size,
+                "gallery_faces": gallery,
             },
         )
     )
     return SearchResult(
         probe=probe, candidates=tuple(candidates), threshold=request.threshold,
         min_quality=request.min_quality, top=request.top, model=model.key,
-        gallery_faces=index.size, audit_id=audit_id, threshold_rule=request.threshold_rule,
+        gallery_faces=gallery, audit_id=audit_id, threshold_rule=request.threshold_rule,
         calibration=note, probes=tuple(probes) if fused else (),
         fusion=request.fusion if fused else None, metric=model.metric,
     )

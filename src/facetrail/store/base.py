@@ -236,6 +236,9 @@ class Store(Protocol):
 
     # faces, for the index and for search
     def face_count(self, model_id: int) -> tuple[int, int]: ...
+    def searchable_faces(self, model_id: int, min_quality: float) -> int:
+        """Faces of ``model_id`` whose quality is at least ``min_quality``."""
+        ...
     def iter_embeddings(
         self, model_id: int, after_id: int = 0, batch: int = 65536
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...

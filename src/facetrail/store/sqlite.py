@@ -404,6 +404,10 @@ class SQLiteStore:
         ).fetchone()
         return int(row[0]), int(row[1])
 
+    def searchable_faces(self, model_id: int, min_quality: float) -> int:
+        return int(self._one("SELECT count(*) FROM faces WHERE model_id=? AND quality>=?",
+                             model_id, min_quality)[0])
+
     def iter_embeddings(
         self, model_id: int, after_id: int = 0, batch: int = 65536
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
