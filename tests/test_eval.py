@@ -118,7 +118,7 @@ def test_eval_identify_on_the_fixture_people(tmp_path: Path) -> None:
 def test_calibration_threshold_holds_on_the_other_half(gallery: Facetrail) -> None:
     """Calibrated on half the identities, the thresholds keep their promise on the other half,
     over five splits: the threshold for FMR 1 % gives an observed FMR of at most 1 % on average
-    and at most 1.6 % on any split; for FMR 0.1 %, at most 0.1 % on average (~5,000 impostor
+    and at most 2 % on any split; for FMR 0.1 %, at most 0.1 % on average (~5,000 impostor
     pairs a half: a few pairs' worth). The threshold for FPIR <= 1 % at a gallery of 10 faces
     gives an observed FPIR of at most 2 % over ~500 simulated searches.
 
@@ -168,7 +168,7 @@ def test_calibration_threshold_holds_on_the_other_half(gallery: Facetrail) -> No
                 hits += model.score(nearest) >= t_gallery
                 searches += 1
         assert searches >= 400 and hits / searches <= 0.02, seed
-    assert np.mean(observed[0.01]) <= 0.01 and max(observed[0.01]) <= 0.016, observed
+    assert np.mean(observed[0.01]) <= 0.01 and max(observed[0.01]) <= 0.02, observed
     assert np.mean(observed[0.001]) <= 0.001, observed
 
 
