@@ -354,13 +354,14 @@ def print_search(result: SearchResult) -> None:
         echo(f"{len(result.probes)} probe photos of one person, the largest face of each, "
              f"combined by {result.fusion}: "
              + ", ".join(p.sha256[:16] for p in result.probes)
-             + f"; searched among {result.gallery_faces} indexed faces.")
+             + f"; searched among {result.gallery_faces} indexed faces of quality >= "
+             f"{result.min_quality}.")
     else:
         echo(
             f"probe {result.probe.sha256[:16]}: {len(faces)} face(s); searched "
             + ", ".join(f"face {i} (box {list(faces[i].box)})"
                         for i in result.probe.searched_faces)
-            + f" among {result.gallery_faces} indexed faces."
+            + f" among {result.gallery_faces} indexed faces of quality >= {result.min_quality}."
         )
     echo(
         f"score = {SCORE_MEANING[result.metric]}; shown when >= {result.threshold} "
