@@ -23,11 +23,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ann_search import K, identity_gallery
-from search_latency import DEFAULT_DATA, load_descriptors, split, timed_rounds
+from _gallery import DEFAULT_DATA, load_descriptors
+from ann_search import MODEL, K, identity_gallery
+from search_latency import Search, split, timed_rounds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     from facetrail.index.vectorfile import VectorFile
 
     rng = np.random.default_rng(args.seed)
-    real, _ = split(load_descriptors(args.data.resolve()), 50, rng)
+    real, _ = split(load_descriptors(args.data.resolve(), MODEL), 50, rng)
     gallery, fresh = identity_gallery(real, args.size, 4, 0.5, args.queries, rng)
     with tempfile.TemporaryDirectory(prefix="facetrail-bench-partition-") as tmp:
         vectors = VectorFile(Path(tmp) / "g", gallery.shape[1])
@@ -57,8 +59,13 @@ def main(argv: list[str] | None = None) -> None:
         query_sets = {"fresh": fresh, "build": ann.recall_queries(vectors, args.queries)}
         truth = {name: ann.exact_ids(q, vectors, ann.RECALL_K, faiss)
                  for name, q in query_sets.items()}
-        searches = {}
+        searches: dict[str, Search] = {}
         rows = []
+
+        def single(index: Any, tuning: ann.Tuning) -> Search:
+            """One query of the fresh photos, by number, through ``index`` tuned so."""
+            return lambda q: ann.search(index, vectors, fresh[q : q + 1], K, tuning, faiss)[1][0]
+
         for nlist in (int(x) for x in args.lists.split(",")):
             started = time.perf_counter()
             index = ann.build("pq", vectors, faiss, nlist=nlist)
@@ -75,9 +82,7 @@ def main(argv: list[str] | None = None) -> None:
                     top1 = float(np.mean(found[:, 0] == truth[name][:, 0]))
                     cells.append(f"{m.recall:.4f} {m.lower:.4f} {top1:.3f}")
                 rows.append((nlist, nprobe, cells))
-                searches[f"{nlist}/{nprobe}"] = (
-                    lambda q, i=index, t=tuning: ann.search(i, vectors, fresh[q : q + 1], K, t,
-                                                            faiss)[1][0])
+                searches[f"{nlist}/{nprobe}"] = single(index, tuning)
         print(f"size {args.size:,}, shortlist {args.factor} x k, {args.queries} queries; "
               "recall@10, its lower bound, recall@1", file=sys.stderr)
         with ann.one_thread(faiss):

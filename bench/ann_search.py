@@ -43,18 +43,15 @@ from typing import Any, cast
 
 import numpy as np
 
+from _gallery import DEFAULT_DATA, load_descriptors, model_info
 from _machine import system_busy_seconds
-from search_latency import (
-    DEFAULT_DATA,
-    ArrayStore,
-    load_descriptors,
-    process_cpu_seconds,
-    split,
-    timed_rounds,
-)
+from search_latency import ArrayStore, process_cpu_seconds, split, timed_rounds
 
 K = 20
 ROUNDS = 4
+MODEL = "dlib"
+"""The face model whose real descriptors seed the generator (its distances are the ones
+``identity_gallery`` documents)."""
 NUMPY_CHUNK = 1_000_000
 
 
@@ -138,7 +135,6 @@ def numpy_search(gallery: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
 
 
 def build_index(gallery: np.ndarray, directory: Path, tier: str) -> tuple[Any, float]:
-    from facetrail.faces.dlib_backend import DlibBackend
     from facetrail.index.ann import IndexPolicy
     from facetrail.index.faiss_index import FaissIndex
     from facetrail.store.base import Store
@@ -151,7 +147,7 @@ def build_index(gallery: np.ndarray, directory: Path, tier: str) -> tuple[Any, f
     }[tier]
     store = cast(Store, ArrayStore(gallery))
     started = time.perf_counter()
-    index = FaissIndex(directory, store, DlibBackend().model, 1, policy)
+    index = FaissIndex(directory, store, model_info(MODEL), 1, policy)
     seconds = time.perf_counter() - started
     if index.tier != ("flat" if tier == "exact" else tier):
         raise SystemExit(f"{tier} index was not swapped in: {index.info().last_optimize}")
@@ -210,8 +206,11 @@ def bench_size(size: int, real: np.ndarray, args: argparse.Namespace,
         numpy_n = len(queries) if size <= 1_000_000 else min(args.numpy_sample, len(queries))
         numpy_ms, numpy_ids = timed_rounds(
             {"numpy": lambda q: numpy_search(gallery, queries[q], K)}, numpy_n, 1)
-        batches = {tier: batch_times(lambda b, i=indexes[tier]: i.search(b, K), queries,
-                                     args.batch, args.batch_repeats) for tier in args.tiers}
+        def batched(index: Any) -> Callable[[np.ndarray], Any]:
+            return lambda b: index.search(b, K)
+
+        batches = {tier: batch_times(batched(indexes[tier]), queries, args.batch,
+                                     args.batch_repeats) for tier in args.tiers}
         wall = time.perf_counter() - started
         others = system_busy_seconds() - busy - (process_cpu_seconds() - own)
     truth = ids["exact"]
@@ -299,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
 
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     args.tiers = ["exact", *[t for t in args.tiers.split(",") if t.strip() and t != "exact"]]
-    descriptors = load_descriptors(args.data.resolve())
+    descriptors = load_descriptors(args.data.resolve(), MODEL)
     rng = np.random.default_rng(args.seed)
     real, _ = split(descriptors, args.holdout, rng)
     header = {

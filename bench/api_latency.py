@@ -15,10 +15,11 @@ What is timed, all in one command on one gallery:
   also keeps the search as a record. Probes are uploaded once beforehand (``POST
   /api/probes``), as the web app does, and are not timed.
 
-The gallery: real dlib descriptors (``search_latency.load_descriptors``, cached in
-``bench/results/``) tiled to ``--faces`` with Gaussian noise, inserted through the store
-(``Store.add_image``, ``--per-image`` faces per synthetic image), then indexed by the server
-as it starts. Probes are real photos from ``tests/data/faces/people``. The server serialises
+The gallery: real descriptors of the new home's face model (yunet-sface by default;
+``_gallery.load_descriptors``, cached in ``bench/results/``) tiled to ``--faces`` with
+Gaussian noise (unit length again for a cosine model), inserted through the store
+(``_gallery.fill_store``, ``--per-image`` faces per synthetic image), then indexed by the
+server as it starts. Probes are real photos from ``tests/data/faces/people``. The server serialises
 searches (one model, one index), so throughput with more clients shows queueing, not
 parallelism; p99 grows with the queue.
 """
@@ -26,7 +27,6 @@ parallelism; p99 grows with the queue.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import socket
@@ -41,41 +41,30 @@ from typing import Any
 import httpx
 import numpy as np
 
+from _gallery import DEFAULT_DATA, fill_store, load_descriptors, noisy_tiles
 from _machine import system_busy_seconds
-from search_latency import DEFAULT_DATA, load_descriptors, noisy_tiles
 
 REPO = Path(__file__).resolve().parent.parent
 PROBES = REPO / "tests" / "data" / "faces" / "people"
 CASE = {"case_ref": "BENCH-1", "purpose": "search latency benchmark"}
+"""The case fields of every search (the JSON body of the HTTP requests)."""
 
 
-def build_gallery(home: Path, vectors: np.ndarray, per_image: int, data: Path) -> str:
-    """Insert ``vectors`` through the store as synthetic images; returns an analyst token."""
+def build_gallery(home: Path, faces: int, per_image: int, sigma: float, data: Path,
+                  rng: np.random.Generator) -> tuple[str, str]:
+    """A gallery of ``faces`` in a new home, in its face model's own space (real descriptors
+    of ``data`` tiled with noise, written through the store); returns (analyst token, model)."""
     import facetrail
-    from facetrail.records import DetectedFace, ImageAnalysis, Provenance
 
     with facetrail.open(home, workers=1) as engine:
-        source = engine.add_source("bench", "folder", data, lawful_basis="benchmark",
-                                   purpose="API latency benchmark", retention_days=1,
-                                   actor="bench")
-        store, model_id = engine.store, engine.model_id
-        run_id = store.start_run(source.id, [str(data)], "bench")
-        landmarks = tuple((float(x), float(x)) for x in range(5))
-        for n, start in enumerate(range(0, len(vectors), per_image)):
-            faces = tuple(
-                DetectedFace(box=(10 * i, 0, 80, 80), landmarks=landmarks, det_score=1.0,
-                             quality=1.0, sharpness=100.0, embedding=v)
-                for i, v in enumerate(vectors[start:start + per_image])
-            )
-            sha = hashlib.sha256(f"bench-image-{n}".encode()).hexdigest()
-            store.add_image(
-                ImageAnalysis(sha, 4000, 100, "JPEG", faces), 0, model_id, "hog", source.id,
-                run_id, [(Provenance(location=str(data / f"synthetic-{n}.jpg")), None)],
-            )
+        model = engine.model_name
+        base = load_descriptors(data, model)
+        vectors = noisy_tiles(base, faces, sigma, rng, unit=engine.model.metric == "cosine")
+        fill_store(engine, vectors, per_image, data)
         token = engine.add_user("bench-analyst", "analyst", actor="bench")[1]
         size = engine.index.size  # built here, saved on close: the server opens it warm
     assert size == len(vectors), (size, len(vectors))
-    return token
+    return token, model
 
 
 def probe_photos(count: int) -> list[bytes]:
@@ -94,12 +83,14 @@ def in_process(home: Path, photos: list[bytes], requests: int) -> dict[str, Any]
 
     with facetrail.open(home) as engine:
         for data in photos[:2]:
-            engine.search(data, actor="bench", **CASE)  # load the models
+            engine.search(data, actor="bench", case_ref=CASE["case_ref"],
+                          purpose=CASE["purpose"])  # load the models
         times = []
         started = time.perf_counter()
         for i in range(requests):
             t = time.perf_counter()
-            engine.search(photos[i % len(photos)], actor="bench", **CASE)
+            engine.search(photos[i % len(photos)], actor="bench", case_ref=CASE["case_ref"],
+                          purpose=CASE["purpose"])
             times.append((time.perf_counter() - t) * 1000)
         wall = time.perf_counter() - started
     return {**percentiles(times), "per_s": round(requests / wall, 2)}
@@ -193,12 +184,12 @@ def main() -> None:
     args = parser.parse_args()
 
     rng = np.random.default_rng(args.seed)
-    vectors = noisy_tiles(load_descriptors(args.data), args.faces, args.sigma, rng)
     photos = probe_photos(args.probes)
     with tempfile.TemporaryDirectory(prefix="facetrail-api-bench-") as tmp:
         home = Path(tmp) / "home"
         t = time.perf_counter()
-        token = build_gallery(home, vectors, args.per_image, args.data)
+        token, model = build_gallery(home, args.faces, args.per_image, args.sigma,
+                                     args.data.resolve(), rng)
         build_s = time.perf_counter() - t
 
         busy0, own0 = system_busy_seconds(), time.process_time()
@@ -218,12 +209,13 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=120)
         others = (system_busy_seconds() - busy0) - (time.process_time() - own0) - server_cpu
-    result = {"faces": args.faces, "build_seconds": round(build_s, 1), "in_process": local,
-              "http": levels, "other_processes_cpu_s": round(max(0.0, others), 1)}
+    result = {"faces": args.faces, "model": model, "build_seconds": round(build_s, 1),
+              "in_process": local, "http": levels,
+              "other_processes_cpu_s": round(max(0.0, others), 1)}
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"gallery: {args.faces:,} faces (built through the store in {build_s:.0f} s)")
+    print(f"gallery: {args.faces:,} {model} faces (built through the store in {build_s:.0f} s)")
     print(f"{'search':<24}{'clients':>8}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}{'searches/s':>12}"
           f"{'p50 / in-process':>19}")
     print(f"{'in-process (engine)':<24}{1:>8}{local['n']:>6}{local['p50_ms']:>10}"

@@ -4,9 +4,10 @@ Run from the repository root (the onnx extra must be installed):
 
     .venv/bin/python bench/descriptor_speed.py [--data DIR] [--faces 64] [--rounds 3] [--json]
 
-The chips are real: faces found in ``--data`` (faces-small by default) by facetrail's own
-detector and aligned by ``dlib.get_face_chips`` (150 px, padding 0.25), the input both runtimes
-get during ingest. Each configuration describes the same ``--faces`` chips:
+The chips are real: faces found in ``--data`` (faces-small by default) by the ``dlib`` face
+model's detector (``DlibDetector``) and aligned by its embedder (``DlibEmbedder.align``:
+``dlib.get_face_chips``, 150 px, padding 0.25), the input both runtimes get during ingest.
+Each configuration describes the same ``--faces`` chips:
 
 - dlib ``compute_face_descriptor``, one chip per call (batch 1) and 32 per call; dlib-bin
   runs on one thread whatever the batch;
@@ -42,18 +43,19 @@ Describe = Callable[[Sequence[np.ndarray]], np.ndarray]
 
 def collect_chips(data: Path, wanted: int, models: Path) -> list[np.ndarray]:
     """Up to ``wanted`` aligned chips of faces found in the images under ``data``."""
-    from facetrail.faces.dlib_backend import DlibBackend
+    from facetrail.faces import make_model
     from facetrail.imaging import decode
     from facetrail.settings import Settings
 
-    settings = Settings(home=Path(tempfile.gettempdir()))
-    backend = DlibBackend(runtime="dlib", models_dir=models)
+    settings = Settings(home=models.parent, face_model="dlib", descriptor_runtime="dlib")
+    model = make_model("dlib", settings)
     chips: list[np.ndarray] = []
     for path in sorted(data.rglob("*")):
         if len(chips) >= wanted:
             break
         if path.suffix.lower() in (".jpg", ".jpeg", ".png"):
-            chips.extend(backend.face_chips(decode(path.read_bytes(), settings)))
+            image = decode(path.read_bytes(), settings)
+            chips.extend(model.embedder.align(image.pixels, model.detector.detect(image)))
     return chips[:wanted]
 
 
@@ -67,8 +69,8 @@ def timed(describe: Describe, chips: list[np.ndarray], batch: int) -> tuple[floa
 
 
 def run(data: Path, faces: int, rounds: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="facetrail-bench-models-") as models:
-        return measure(data, faces, rounds, Path(models))
+    with tempfile.TemporaryDirectory(prefix="facetrail-bench-models-") as home:
+        return measure(data, faces, rounds, Path(home) / "models")
 
 
 def measure(data: Path, faces: int, rounds: int, models: Path) -> dict[str, Any]:

@@ -18,9 +18,11 @@ The two are timed alternately, query by query, so machine noise hits both alike;
 numpy/faiss is the number to compare across runs. Both searches are exact, so their top-10 ids
 must agree: recall@10 of faiss against numpy is printed and should be 1.0.
 
-Gallery vectors are real dlib descriptors, tiled to the wanted size with Gaussian noise
-(``--sigma`` per dimension). The descriptors come from ingesting ``--data`` once into a
-temporary facetrail home; they are cached in ``bench/results/descriptors.npy``.
+Gallery vectors are real descriptors of the face model ``--model`` (dlib by default), tiled to
+the wanted size with Gaussian noise (``--sigma`` per dimension; rescaled to unit length for a
+cosine model such as yunet-sface). The descriptors come from ingesting ``--data`` once into a
+temporary facetrail home; they are cached in ``bench/results/descriptors-<model>.npy``
+(``_gallery.py``).
 """
 
 from __future__ import annotations
@@ -39,12 +41,9 @@ from typing import Any, cast
 
 import numpy as np
 
+from _gallery import DEFAULT_DATA, cache_path, load_descriptors, model_info, noisy_tiles
 from _machine import system_busy_seconds
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "faces-small"
-RESULTS = REPO / "bench" / "results"
-CACHE = RESULTS / "descriptors.npy"
 K = 20
 """Candidates per query: facetrail's default ``top``."""
 RECALL_AT = 10
@@ -54,45 +53,6 @@ WARMUP = 5
 ROUNDS = 4
 
 
-# -- real descriptors ----------------------------------------------------------------------------
-def model_key() -> str:
-    from facetrail.faces.dlib_backend import DlibBackend
-
-    return DlibBackend().model.key
-
-
-def load_descriptors(data: Path, refresh: bool = False) -> np.ndarray:
-    """Real dlib descriptors of every face in ``data``, float32 (n, 128), in a fixed order.
-
-    Computed by ingesting ``data`` into a temporary facetrail home, then cached in
-    ``bench/results/descriptors.npy`` (with a ``.json`` sidecar naming the model and folder).
-    """
-    meta_path = CACHE.with_suffix(".json")
-    wanted = {"model": model_key(), "data": str(data)}
-    cached = not refresh and CACHE.exists() and meta_path.exists()
-    if cached and json.loads(meta_path.read_text()) == wanted:
-        return np.load(CACHE)
-    import facetrail
-
-    print(f"computing descriptors: ingesting {data} (about a minute) ...", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="facetrail-bench-") as home, facetrail.open(home) as ft:
-        ft.add_source(
-            "bench", "folder", data,
-            lawful_basis="benchmark on a public test set",
-            purpose="search latency benchmark",
-            retention_days=1,
-        )
-        ft.ingest("bench")
-        chunks = [vectors for _, vectors in ft.store.iter_embeddings(ft.model_id)]
-    vectors = np.concatenate(chunks).astype(np.float32)
-    # Face ids follow the order in which workers finished; sort so the cache is reproducible.
-    vectors = vectors[np.lexsort(vectors.T[::-1])]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    np.save(CACHE, vectors)
-    meta_path.write_text(json.dumps(wanted))
-    return vectors
-
-
 # -- synthetic gallery and queries ---------------------------------------------------------------
 def split(
     descriptors: np.ndarray, holdout: int, rng: np.random.Generator
@@ -100,19 +60,6 @@ def split(
     """(gallery base, held-out query base): disjoint sets of real descriptors."""
     order = rng.permutation(len(descriptors))
     return descriptors[order[holdout:]], descriptors[order[:holdout]]
-
-
-def noisy_tiles(
-    base: np.ndarray, n: int, sigma: float, rng: np.random.Generator, chunk: int = 100_000
-) -> np.ndarray:
-    """``n`` float32 vectors: ``base`` repeated cyclically, each copy plus N(0, sigma^2) noise
-    per dimension, so that no two gallery vectors are equal."""
-    out = np.empty((n, base.shape[1]), dtype=np.float32)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        rows = base[np.arange(start, stop) % len(base)]
-        out[start:stop] = rows + rng.normal(0.0, sigma, rows.shape).astype(np.float32)
-    return out
 
 
 # -- the two searches ----------------------------------------------------------------------------
@@ -133,14 +80,13 @@ class ArrayStore:
             yield np.arange(start + 1, stop + 1, dtype=np.int64), self.vectors[start:stop]
 
 
-def build_faiss_index(gallery: np.ndarray, directory: Path) -> Any:
-    """facetrail's own ``FaissIndex`` over ``gallery`` (face ids 1..n)."""
-    from facetrail.faces.dlib_backend import DlibBackend
+def build_faiss_index(gallery: np.ndarray, directory: Path, model: str) -> Any:
+    """facetrail's own ``FaissIndex`` over ``gallery`` (face ids 1..n) of face model ``model``."""
     from facetrail.index.faiss_index import FaissIndex
     from facetrail.store.base import Store
 
     store = cast(Store, ArrayStore(gallery))
-    return FaissIndex(directory, store, DlibBackend().model, model_id=1)
+    return FaissIndex(directory, store, model_info(model), model_id=1)
 
 
 def numpy_search(gallery: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -244,12 +190,12 @@ def bench_size(
     import faiss
 
     default_threads = faiss.omp_get_max_threads()
-    gallery = noisy_tiles(gallery_base, size, args.sigma, rng)
+    gallery = noisy_tiles(gallery_base, size, args.sigma, rng, args.unit)
     numpy_gallery = gallery.astype(args.numpy_dtype)  # float64: face_recognition's dtype
     numpy_queries = queries.astype(args.numpy_dtype)
     with tempfile.TemporaryDirectory(prefix="facetrail-bench-index-") as directory:
         started = time.perf_counter()
-        index = build_faiss_index(gallery, Path(directory))
+        index = build_faiss_index(gallery, Path(directory), args.model)
         build_seconds = time.perf_counter() - started
 
         def faiss_search(threads: int) -> Search:
@@ -313,8 +259,9 @@ def process_cpu_seconds() -> float:
 
 def print_table(results: list[SizeResult], header: dict[str, Any]) -> None:
     print(
-        f"descriptors: {header['descriptors']} real ({header['gallery_base']} gallery base, "
-        f"{header['holdout']} held out for queries), noise sigma {header['sigma']}, k={K}; "
+        f"descriptors: {header['descriptors']} real {header['model']} "
+        f"({header['gallery_base']} gallery base, {header['holdout']} held out for queries), "
+        f"noise sigma {header['sigma']}, k={K}; "
         f"faiss {header['faiss_version']}, numpy {header['numpy_version']}, "
         f"cpu_count {header['cpu_count']}"
     )
@@ -367,8 +314,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="folder whose faces give the real descriptors "
                         f"(default: {DEFAULT_DATA})")
+    parser.add_argument("--model", default="dlib",
+                        help="face model whose descriptors make the gallery (default: "
+                        "%(default)s; yunet-sface gives unit vectors)")
     parser.add_argument("--refresh", action="store_true",
-                        help=f"recompute the descriptors instead of reading {CACHE}")
+                        help="recompute the descriptors instead of reading "
+                        f"{cache_path('MODEL')}")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser.parse_args(argv)
 
@@ -381,15 +332,16 @@ def main(argv: list[str] | None = None) -> None:
     import faiss
 
     args.threads = [int(t) for t in args.faiss_threads.split(",") if t.strip()]
-    descriptors = load_descriptors(args.data.resolve(), args.refresh)
+    descriptors = load_descriptors(args.data.resolve(), args.model, args.refresh)
+    args.unit = model_info(args.model).metric == "cosine"
     if args.holdout >= len(descriptors):
         raise SystemExit(f"--holdout {args.holdout} leaves no gallery: only "
                          f"{len(descriptors)} descriptors")
     rng = np.random.default_rng(args.seed)
     gallery_base, query_base = split(descriptors, args.holdout, rng)
-    queries = noisy_tiles(query_base, args.queries, args.sigma, rng)
+    queries = noisy_tiles(query_base, args.queries, args.sigma, rng, args.unit)
     header = {
-        "descriptors": len(descriptors), "gallery_base": len(gallery_base),
+        "model": args.model, "descriptors": len(descriptors), "gallery_base": len(gallery_base),
         "holdout": len(query_base), "sigma": args.sigma, "k": K,
         "numpy_dtype": args.numpy_dtype, "faiss_version": faiss.__version__,
         "faiss_default_threads": faiss.omp_get_max_threads(), "numpy_version": np.__version__,

@@ -1,7 +1,8 @@
 """Test-time augmentation: is a mirrored-face average or dlib's jitter worth its cost?
 
 For each photo of a folder-per-identity set, the largest face is detected and aligned once
-(facetrail's dlib back end) and described three ways:
+(facetrail's ``dlib`` face model: ``DlibDetector``, ``DlibEmbedder.align``) and described
+three ways by dlib's own ResNet:
 
 1. plain: one descriptor of the 150 px chip (facetrail's default);
 2. mirror: the mean of the chip's descriptor and its mirror image's (2 network passes);
@@ -20,51 +21,51 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from facetrail import imaging
 from facetrail.eval import metrics
 from facetrail.eval.runner import identity_folders, image_files, read_pairs, split_identities
-from facetrail.faces.dlib_backend import CHIP_PADDING, CHIP_SIZE, DlibBackend
+from facetrail.faces import make_model
+from facetrail.faces.base import Detection
+from facetrail.faces.dlib_backend import weights_path
+from facetrail.pipeline.analyze import Analyzer
+from facetrail.settings import Settings, load_settings
 
 
-def describe(backend: DlibBackend, path: Path, jitters: int) -> dict[str, object] | None:
-    import dlib
-
+def describe(analyzer: Analyzer, network: Any, path: Path, jitters: int
+             ) -> dict[str, Any] | None:
+    """The three descriptors of the largest face of ``path`` (None without a face), and the
+    seconds each took. ``network``: dlib's ``face_recognition_model_v1``."""
     data = path.read_bytes()
-    image = imaging.decode(data, _settings(), sha256=imaging.sha256_hex(data))
-    faces = backend.analyze(image)  # facetrail's own choice of the largest face
+    image = imaging.decode(data, analyzer.settings, sha256=imaging.sha256_hex(data))
+    faces = analyzer.faces(image)  # facetrail's own choice of the largest face
     if not faces:
         return None
-    m = backend._models
-    assert m is not None
-    x, y, w, h = faces[0].box
-    shape = dlib.full_object_detection(
-        dlib.rectangle(x, y, x + w - 1, y + h - 1),
-        [dlib.point(round(px), round(py)) for px, py in faces[0].landmarks],
-    )
-    chip = dlib.get_face_chip(image.pixels, shape, size=CHIP_SIZE, padding=CHIP_PADDING)
-    out: dict[str, object] = {}
+    face = faces[0]
+    x, y, w, h = face.box
+    detection = Detection(box=(float(x), float(y), float(w), float(h)),
+                          landmarks=face.landmarks, score=face.det_score)
+    chip = analyzer.model.embedder.align(image.pixels, [detection])[0]
+    out: dict[str, Any] = {}
     t0 = time.perf_counter()
-    plain = np.asarray(m.describer.compute_face_descriptor(chip), dtype=np.float64)
+    plain = np.asarray(network.compute_face_descriptor(chip), dtype=np.float64)
     t1 = time.perf_counter()
     mirrored = np.asarray(
-        m.describer.compute_face_descriptor(np.ascontiguousarray(chip[:, ::-1])),
-        dtype=np.float64,
+        network.compute_face_descriptor(np.ascontiguousarray(chip[:, ::-1])), dtype=np.float64
     )
     t2 = time.perf_counter()
-    jittered = np.asarray(m.describer.compute_face_descriptor(chip, jitters), dtype=np.float64)
+    jittered = np.asarray(network.compute_face_descriptor(chip, jitters), dtype=np.float64)
     t3 = time.perf_counter()
     out["plain"], out["mirror"], out["jitter"] = plain, (plain + mirrored) / 2, jittered
     out["seconds"] = {"plain": t1 - t0, "mirror": t2 - t0, "jitter": t3 - t2}
     return out
 
 
-def _settings() -> object:
-    from facetrail.settings import load_settings
-
-    return load_settings(Path("/nonexistent-home"))
+def _settings() -> Settings:
+    return load_settings(Path("/nonexistent-home"), face_model="dlib")
 
 
 def score(a: np.ndarray, b: np.ndarray) -> float:
@@ -79,11 +80,15 @@ def main() -> None:
     parser.add_argument("--non-mated", type=Path, default=Path("tests/data/faces/unknown"))
     parser.add_argument("--jitters", type=int, default=5)
     args = parser.parse_args()
-    backend = DlibBackend()
-    backend.load()
+    import dlib
+
+    settings = _settings()
+    analyzer = Analyzer(settings, make_model("dlib", settings))
+    analyzer.model.load()
+    network = dlib.face_recognition_model_v1(str(weights_path("resnet")))
     folders = identity_folders(args.people)
     photos = [p for ps in folders.values() for p in ps] + image_files(args.non_mated)
-    described = {p: describe(backend, p, args.jitters) for p in photos}
+    described = {p: describe(analyzer, network, p, args.jitters) for p in photos}
     variants = ("plain", "mirror", "jitter")
     results: dict[str, dict[str, float]] = {}
     pairs = read_pairs(args.pairs, args.root)
@@ -95,9 +100,10 @@ def main() -> None:
     for v in variants:
         def vec(p: Path, v: str = v) -> np.ndarray | None:
             d = described.get(p)
-            return None if d is None else d[v]  # type: ignore[return-value]
+            return None if d is None else np.asarray(d[v])
 
-        genuine, impostor = [], []
+        genuine: list[float] = []
+        impostor: list[float] = []
         for pair in pairs:
             a, b = vec(pair.a), vec(pair.b)
             s = score(a, b) if a is not None and b is not None else -np.inf
@@ -111,7 +117,7 @@ def main() -> None:
         mated, non = metrics.outcomes_from_matrix(
             np.array(rows), list(split.enrolled), who, top=20
         )
-        seconds = [d["seconds"][v] for d in described.values() if d is not None]  # type: ignore[index]
+        seconds = [d["seconds"][v] for d in described.values() if d is not None]
         results[v] = {
             "roc_auc": metrics.roc_auc(genuine, impostor),
             "tar_at_far_1e-2": metrics.tar_at_far(genuine, impostor, 0.01).value,
