@@ -40,7 +40,7 @@ class Casework:
     def add_probe(self, data: bytes, actor: Actor) -> ProbeRow:
         """Decode the probe and find its faces (largest first); keep its bytes by sha256."""
         sha = sha256_hex(data)
-        analysis = self.engine.analyzer(data, sha)
+        analysis = self.engine.analyzer(data, sha, embed=())  # its faces, not their vectors
         path = self._probe_path(sha)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)

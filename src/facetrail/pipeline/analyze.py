@@ -6,6 +6,8 @@ every model: clipping boxes to the image, quality scoring and the order of faces
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 
 from facetrail import imaging
@@ -26,31 +28,40 @@ class Analyzer:
         self.settings = settings
         self.model = model or make_model(settings.face_model or "yunet-sface", settings)
 
-    def __call__(self, data: bytes, sha256: str) -> ImageAnalysis:
-        """Decode and find faces; raises an ``InputError`` for anything unusable."""
+    def __call__(self, data: bytes, sha256: str,
+                 embed: Collection[int] | None = None) -> ImageAnalysis:
+        """Decode and find faces; raises an ``InputError`` for anything unusable. ``embed``:
+        see ``faces``."""
         image = imaging.decode(data, self.settings, sha256=sha256)
-        return ImageAnalysis(sha256, image.width, image.height, image.format, self.faces(image))
+        return ImageAnalysis(sha256, image.width, image.height, image.format,
+                             self.faces(image, embed))
 
-    def faces(self, image: DecodedImage) -> tuple[DetectedFace, ...]:
+    def faces(self, image: DecodedImage,
+              embed: Collection[int] | None = None) -> tuple[DetectedFace, ...]:
         """Every face found of at least ``min_face_px`` (its box's shorter side, inside the
-        image), most prominent first, each with its embedding.
+        image), most prominent first, each with its embedding; with ``embed``, only the faces
+        at those positions are embedded (a probe's searched faces), the others carry an empty
+        vector.
 
         Prominence is the box's area, weighted by the detector's confidence where its scores
         are confidences (YuNet): a face cut off by the photo's edge, or turned away, scores
         lower than a whole face of the same area. Ties go by position."""
         minimum = self.settings.min_face_px
-        detections = [
-            d for d in self.model.detector.detect(image)
-            if min(clip_box(d, image.width, image.height)[2:]) >= minimum
+        found = [
+            (d, box) for d in self.model.detector.detect(image)
+            if min((box := clip_box(d, image.width, image.height))[2:]) >= minimum
         ]
-        if not detections:
+        weighted = self.model.detector.info.probability
+        found.sort(key=lambda f: (-f[1][2] * f[1][3] * (f[0].score if weighted else 1.0), f[1]))
+        if not found:
             return ()
         embedder = self.model.embedder
-        chips = embedder.align(image.pixels, detections)
-        vectors = embedder.embed(chips)
+        chips = embedder.align(image.pixels, [d for d, _ in found])
+        wanted = range(len(found)) if embed is None else sorted(set(embed) & set(range(len(found))))
+        vectors = dict(zip(wanted, embedder.embed([chips[i] for i in wanted]), strict=True))
+        empty = np.zeros(0, dtype=np.float32)
         faces = []
-        for d, chip, vector in zip(detections, chips, vectors, strict=True):
-            box = clip_box(d, image.width, image.height)
+        for i, ((d, box), chip) in enumerate(zip(found, chips, strict=True)):
             sharp = sharpness(chip)
             quality = min(1.0, min(box[2], box[3]) / SIZE_REFERENCE) * min(
                 1.0, sharp / SHARPNESS_REFERENCE
@@ -62,12 +73,10 @@ class Analyzer:
                     det_score=round(float(d.score), 4),
                     quality=round(quality, 4),
                     sharpness=round(sharp, 2),
-                    embedding=np.asarray(vector, dtype=np.float32),
+                    embedding=np.asarray(vectors[i], dtype=np.float32) if i in vectors else empty,
                     runtime=embedder.runtime,
                 )
             )
-        weighted = self.model.detector.info.probability
-        faces.sort(key=lambda f: (-f.area * (f.det_score if weighted else 1.0), f.box))
         return tuple(faces)
 
 

@@ -73,7 +73,9 @@ def search(
         raise InputError(f"unknown fusion {request.fusion!r}; use one of {', '.join(FUSIONS)}")
 
     sha = imaging.sha256_hex(request.probe)
-    analysis = analyzer(request.probe, sha)
+    # Only the faces searched are embedded: a crowd photo as a probe costs one face, not all.
+    wanted = None if request.all_faces else (request.face or 0,)
+    analysis = analyzer(request.probe, sha, embed=wanted)
     if not analysis.faces:
         raise NoFaceError("no face was found in the probe image; try a clearer or larger photo")
     if request.more_probes:
@@ -116,7 +118,7 @@ def _search_fused(
     indexed face's best score (docs/scores.md compares the two)."""
     analyses = [first]
     for n, data in enumerate(request.more_probes, start=2):
-        analysis = analyzer(data, imaging.sha256_hex(data))
+        analysis = analyzer(data, imaging.sha256_hex(data), embed=(0,))
         if not analysis.faces:
             raise NoFaceError(f"no face was found in probe photo {n}; leave it out or replace it")
         analyses.append(analysis)
