@@ -135,12 +135,12 @@ class TimedAnalyzer:
         self.model = inner.model
         self.settings = inner.settings
 
-    def __call__(self, data: bytes, sha256: str) -> Any:
+    def __call__(self, data: bytes, sha256: str, embed: Any = None) -> Any:
         with self.clock.stage("analysis"):
-            return self.inner(data, sha256)
+            return self.inner(data, sha256, embed)
 
-    def faces(self, image: Any) -> Any:
-        return self.inner.faces(image)
+    def faces(self, image: Any, embed: Any = None) -> Any:
+        return self.inner.faces(image, embed)
 
 
 class TimedIndex:
