@@ -29,6 +29,16 @@ def collection(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def big_collection(tmp_path: Path) -> Path:
+    """160 photos: enough that a job is still running when the server is stopped."""
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for photo in sorted(PEOPLE.glob("*/*.jpg"))[:160]:
+        shutil.copy(photo, folder / photo.name)
+    return folder
+
+
+@pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     """A server over a new, empty home."""
     home = tmp_path / "home"
@@ -83,11 +93,12 @@ def test_a_job_ingests_in_the_background_and_lists_its_errors(
 
 
 @pytest.mark.parametrize("kill", [True, False], ids=["killed", "stopped"])
-def test_a_job_resumes_after_a_restart(server: Server, collection: Path, kill: bool) -> None:
+def test_a_job_resumes_after_a_restart(server: Server, big_collection: Path,
+                                       kill: bool) -> None:
     """Killed (SIGKILL) or stopped (SIGTERM: the run is interrupted cleanly), the job runs
     again when the server starts."""
     with server.client("admin") as admin:
-        add_source(admin, "coll", collection)
+        add_source(admin, "coll", big_collection)
         job_id = admin.post("/api/jobs", json={"source": "coll"}).json()["job"]["id"]
         wait_for(admin, job_id, lambda j: j["progress"].get("images_new", 0) >= 3)
     server.stop(kill=kill)
@@ -96,10 +107,10 @@ def test_a_job_resumes_after_a_restart(server: Server, collection: Path, kill: b
         job = wait_for(admin, job_id, lambda j: j["status"] in FINAL)
         assert job["status"] == "completed" and job["attempts"] == 2
         # The second run skipped what the first had stored: nothing was analysed twice.
-        assert 0 < job["progress"]["images_new"] < 40
-        assert job["progress"]["skipped"] + job["progress"]["images_new"] >= 40
+        assert 0 < job["progress"]["images_new"] < 160
+        assert job["progress"]["skipped"] + job["progress"]["images_new"] >= 160
         stats = {s["name"]: s for s in admin.get("/api/sources").json()["sources"]}
-        assert stats["coll"]["images"] == 40
+        assert stats["coll"]["images"] == 160
 
 
 def test_cancel_and_retention(server: Server, collection: Path) -> None:
