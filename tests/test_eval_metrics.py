@@ -118,7 +118,8 @@ def test_calibration_reads_measured_rates_and_flags_extrapolated_ones() -> None:
     # The estimate is the 95 % upper bound of the measured rate: above it, by at most ~2 SE.
     rate = float(np.mean(np.array(impostor) >= 0.30))
     assert rate < measured.fmr < rate + 2 * math.sqrt(rate * (1 - rate) / len(impostor))
-    # Far out, the exponential tail lies above the normal the scores were drawn from.
+    # Far out, the tail-fitted normal (its spread bounded from above) lies above the normal
+    # the scores were drawn from.
     from statistics import NormalDist
 
     assert cal.fmr_at(0.6).fmr > 1 - NormalDist(0.15, 0.09).cdf(0.6)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from importlib import resources
 from statistics import NormalDist
@@ -200,7 +200,10 @@ class Calibration:
             raise ValueError(f"not a {SCHEMA} document")
         for key in ("grid", "impostor_counts", "genuine_counts"):
             data[key] = tuple(data[key])
-        return cls(**data)
+        known = {f.name for f in fields(cls)}
+        # Fields of a tail model this version does not use (an earlier schema-2 build's
+        # exponential tail) are left out: the point at which the tail starts still holds.
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def shipped_default(model_key: str) -> Calibration | None:
