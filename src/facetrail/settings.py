@@ -104,7 +104,7 @@ class Settings(BaseSettings):
         default=None,
         description="Default minimum score for a candidate, and the floor under the calibrated "
         "threshold. Unset, the face model's own floor is used: 0.45 for dlib (score = 1 - "
-        "Euclidean distance), 0.363 for SFace (score = cosine similarity); both keep every "
+        "Euclidean distance), 0.40 for SFace (score = cosine similarity); both keep every "
         "open-set fixture probe below them (docs/scores.md).",
     )
     min_quality: float = Field(

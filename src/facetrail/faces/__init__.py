@@ -31,7 +31,7 @@ from facetrail.settings import Settings
 MODELS = ("yunet-sface", "dlib", "dlib-cnn")
 """The face models facetrail ships, by name."""
 DEFAULT_MODEL = "yunet-sface"
-DEFAULT_FLOOR = {"l2": 0.45, "cosine": 0.363}
+DEFAULT_FLOOR = {"l2": 0.45, "cosine": 0.40}
 """The lowest default threshold of a model, by metric (docs/scores.md)."""
 DETECTORS = ("yunet", "dlib-hog", "dlib-cnn")
 EMBEDDERS = ("sface", "dlib-resnet")
