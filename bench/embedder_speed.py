@@ -80,9 +80,9 @@ def collect_chips(data: Path, wanted: int) -> tuple[list[np.ndarray], list[np.nd
 def session(model: bytes | str, threads: int, level: str) -> Any:
     import onnxruntime as ort
 
-    from facetrail.faces import sface
+    from facetrail.faces.onnx_session import session_options
 
-    options = sface.session_options(threads)
+    options = session_options(threads)
     options.graph_optimization_level = {
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,

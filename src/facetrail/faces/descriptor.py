@@ -16,6 +16,7 @@ import numpy as np
 
 from facetrail.errors import ConfigError, MissingExtraError
 from facetrail.faces import dlib_dat, onnx_convert
+from facetrail.faces.onnx_session import onnx_session
 
 RUNTIMES = ("auto", "onnx", "dlib")
 MAX_BATCH = 32
@@ -50,7 +51,7 @@ class OnnxDescriptor:
         if threads < 1:
             raise ConfigError(f"descriptor threads must be at least 1, not {threads}")
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (onnx_session's; its absence is said here)
         except ImportError as exc:
             raise MissingExtraError("onnxruntime", "onnx") from exc
         try:
@@ -58,17 +59,8 @@ class OnnxDescriptor:
         except OSError:
             # The data directory cannot be written (read-only, full): convert in memory.
             model = onnx_convert.build_model(dlib_dat.read_network(dat)).SerializeToString()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Idle threads would otherwise spin between images, taking cores from the detector.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
         self.threads = threads
-        self._session: Any = ort.InferenceSession(
-            model, options, providers=["CPUExecutionProvider"]
-        )
+        self._session: Any = onnx_session(model, threads, f"the converted descriptor of {dat}")
 
     def describe(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         """Descriptors of uint8 RGB chips of shape (150, 150, 3): float32, (len(chips), 128)."""

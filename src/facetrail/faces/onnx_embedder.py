@@ -17,6 +17,7 @@ import numpy as np
 from facetrail.errors import ConfigError, MissingExtraError
 from facetrail.faces import align as alignment
 from facetrail.faces.base import METRICS, Detection, EmbedderInfo
+from facetrail.faces.onnx_session import onnx_session
 from facetrail.faces.shipped import read_verified
 
 MAX_BATCH = 8
@@ -67,11 +68,9 @@ class OnnxChipEmbedder:
         data = read_verified(self.model, self.sha256)
         try:
             import onnx
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (onnx_session's; its absence is said here)
         except ImportError as exc:
             raise MissingExtraError(exc.name or "onnxruntime", "onnx") from exc
-        from facetrail.faces.sface import session_options
-
         try:
             graph = onnx.load_from_string(data).graph
         except Exception as exc:  # protobuf raises its own DecodeError
@@ -82,12 +81,7 @@ class OnnxChipEmbedder:
             raise ConfigError(f"{self.model}: an embedder takes one input (the chips), this "
                               f"graph takes {len(inputs)}")
         self._shape(inputs[0])
-        try:
-            session = ort.InferenceSession(data, session_options(self.threads),
-                                           providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ConfigError(f"ONNX Runtime cannot load {self.model}: {exc}") from exc
-        self._session = session
+        self._session = onnx_session(data, self.threads, str(self.model))
         out = self._run([np.zeros((self.input_size, self.input_size, 3), np.uint8)])
         if out.ndim != 2 or out.shape[0] != 1 or not 2 <= out.shape[1] <= MAX_DIM:
             self._session = None

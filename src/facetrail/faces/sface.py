@@ -37,6 +37,7 @@ from facetrail.errors import ConfigError, MissingExtraError
 from facetrail.faces import align as alignment
 from facetrail.faces import shipped
 from facetrail.faces.base import Detection, EmbedderInfo
+from facetrail.faces.onnx_session import onnx_session
 
 if TYPE_CHECKING:
     from onnx import ModelProto
@@ -96,16 +97,14 @@ class SFaceEmbedder:
         data = shipped.read_verified(self.model, self.sha256)
         try:
             import onnx
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (onnx_session's; its absence is said here)
         except ImportError as exc:
             raise MissingExtraError(exc.name or "onnxruntime", "onnx") from exc
         try:
             derived = derive(onnx.load_from_string(data)).SerializeToString()
-            self._session = ort.InferenceSession(
-                derived, session_options(self.threads), providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # protobuf's and onnxruntime's errors are untyped
+        except Exception as exc:  # protobuf's errors are untyped
             raise ConfigError(f"the face model {self.model} is not an SFace graph: {exc}") from exc
+        self._session = onnx_session(derived, self.threads, f"the face model {self.model}")
 
     def align(self, pixels: np.ndarray, detections: Sequence[Detection]) -> list[np.ndarray]:
         """The 112x112 uint8 RGB ArcFace chip of each detection (``five`` landmarks), in order.
@@ -139,23 +138,6 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, np.finfo(np.float32).tiny)
-
-
-def session_options(threads: int) -> Any:
-    """ONNX Runtime options: ``threads`` intra-op threads, no spinning, quiet logs, and every
-    graph optimisation (level 'all' ran 20-25 % faster than 'basic' or 'extended': its NCHWc
-    layouts suit the convolutions)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle threads would otherwise spin between images, taking cores from the detector.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return options
 
 
 def derive(model: ModelProto) -> ModelProto:

@@ -100,6 +100,7 @@ from PIL import Image
 from facetrail.errors import ConfigError, MissingExtraError
 from facetrail.faces import shipped
 from facetrail.faces.base import Detection, DetectorInfo
+from facetrail.faces.onnx_session import onnx_session
 from facetrail.imaging import DecodedImage
 
 DEFAULT_SCORE_THRESHOLD = 0.6
@@ -240,24 +241,11 @@ class YuNetDetector:
         data = shipped.read_verified(self.model, self.sha256)
         try:
             import onnx
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (onnx_session's; its absence is said here)
         except ImportError as exc:
             raise MissingExtraError(exc.name or "onnxruntime", "onnx") from exc
         graph = _any_size(onnx, data, self.model)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Idle threads would otherwise spin between images, taking cores from other work.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime's errors share no public base class
-            raise ConfigError(
-                f"ONNX Runtime cannot load the face detector {self.model}: {exc}"
-            ) from exc
-        self._session = session
+        self._session = onnx_session(graph, self.threads, f"the face detector {self.model}")
 
     def detect(self, image: DecodedImage) -> list[Detection]:
         """Every face in ``image``, best score first; boxes and landmarks in its pixels."""
