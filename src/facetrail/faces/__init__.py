@@ -103,7 +103,8 @@ def make_detector(name: str, settings: Settings) -> Detector:
             from facetrail.faces.yunet import YuNetDetector
 
             return YuNetDetector(score_threshold=settings.yunet_threshold,
-                                 threads=model_threads(settings))
+                                 threads=model_threads(settings),
+                                 models_dir=settings.home / "models")
         case "dlib-hog" | "dlib-cnn":
             from facetrail.faces.dlib_backend import DlibDetector
 

@@ -19,10 +19,10 @@ nodes rebuild the float32 weights on every call, and its batch dimension is fixe
 
 Its outputs are within 1e-5 of the shipped graph's (``tests/test_sface.py``).
 
-The derived graph is built in memory at every ``load``: 0.15-0.3 s on the shared 2-core
-machines, against 0.04-0.06 s to open a copy cached under ``<home>/models`` (0.1-0.17 s with
-its sha256 checked). Saving 0.1-0.25 s once per process did not justify a 39 MB file per model
-version to keep, trust and invalidate.
+The derived graph is kept under ``<home>/models`` (``cache.derived_graph``, 39 MB, with its
+sha256 beside it) once built: building it needs the ``onnx`` package, whose import alone takes
+about 1.1 s of CPU, in every ingest worker and every CLI search; opening the kept copy takes
+0.1-0.17 s with its digest checked.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from facetrail.errors import ConfigError, MissingExtraError
 from facetrail.faces import align as alignment
 from facetrail.faces import shipped
 from facetrail.faces.base import Detection, EmbedderInfo
+from facetrail.faces.cache import derived_graph
 from facetrail.faces.onnx_session import onnx_session
 
 if TYPE_CHECKING:
@@ -50,14 +51,16 @@ MAX_BATCH = 2
 """Chips per call to the runtime. bench/embedder_speed.py: 1, 2 and 4 chips per call tie;
 8 take 15 % and 32 take 40 % longer per face (the activations outgrow the CPU's caches)."""
 FOLDED_OPS = ("DequantizeLinear", "Reshape")
+DERIVATION = 1
+"""Version of ``derive``: a kept derived graph of another version is never read."""
 
 
 class SFaceEmbedder:
     """SFace on ONNX Runtime: ArcFace 112 px chips -> unit 128-d vectors (cosine metric).
 
     ``model`` and ``sha256`` default to the shipped file and its digest; ``threads`` is
-    ONNX Runtime's intra-op thread count. ``models_dir`` (``<home>/models``) is taken for the
-    registry's uniform signature; nothing is written there (the module docstring says why).
+    ONNX Runtime's intra-op thread count. ``models_dir`` (``<home>/models``) keeps the derived
+    graph (the module docstring says why); None derives it in memory at every load.
     Nothing is read until ``load``, which the first ``embed`` calls.
     """
 
@@ -87,7 +90,8 @@ class SFaceEmbedder:
         )
 
     def load(self) -> None:
-        """Verify the model file, derive the faster graph in memory and open its session.
+        """Verify the model file, derive the faster graph (or read the kept copy) and open its
+        session.
 
         Raises ConfigError when the file is unreadable, its sha256 is not ``sha256`` or it is
         not an SFace-like graph, and MissingExtraError when onnx or onnxruntime is missing.
@@ -96,14 +100,24 @@ class SFaceEmbedder:
             return
         data = shipped.read_verified(self.model, self.sha256)
         try:
-            import onnx
             import onnxruntime  # noqa: F401  (onnx_session's; its absence is said here)
         except ImportError as exc:
             raise MissingExtraError(exc.name or "onnxruntime", "onnx") from exc
-        try:
-            derived = derive(onnx.load_from_string(data)).SerializeToString()
-        except Exception as exc:  # protobuf's errors are untyped
-            raise ConfigError(f"the face model {self.model} is not an SFace graph: {exc}") from exc
+
+        def build() -> bytes:
+            try:
+                import onnx
+            except ImportError as exc:
+                raise MissingExtraError(exc.name or "onnx", "onnx") from exc
+            try:
+                return bytes(derive(onnx.load_from_string(data)).SerializeToString())
+            except Exception as exc:  # protobuf's errors are untyped
+                raise ConfigError(
+                    f"the face model {self.model} is not an SFace graph: {exc}"
+                ) from exc
+
+        derived = derived_graph(self.models_dir, f"sface-{self.sha256[:16]}-d{DERIVATION}.onnx",
+                                build)
         self._session = onnx_session(derived, self.threads, f"the face model {self.model}")
 
     def align(self, pixels: np.ndarray, detections: Sequence[Detection]) -> list[np.ndarray]:

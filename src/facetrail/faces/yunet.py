@@ -100,6 +100,7 @@ from PIL import Image
 from facetrail.errors import ConfigError, MissingExtraError
 from facetrail.faces import shipped
 from facetrail.faces.base import Detection, DetectorInfo
+from facetrail.faces.cache import derived_graph
 from facetrail.faces.onnx_session import onnx_session
 from facetrail.imaging import DecodedImage
 
@@ -107,6 +108,8 @@ DEFAULT_SCORE_THRESHOLD = 0.6
 """Score (0..1) a detection needs; chosen from the threshold table in the module docstring."""
 NMS_THRESHOLD = 0.3
 """IoU over which the lower-scoring of two boxes is dropped (OpenCV Zoo's default)."""
+DERIVATION = 1
+"""Version of ``_any_size``: a kept derived graph of another version is never read."""
 MAX_PIXELS = 4_000_000
 """Pixels of the finest level at most: larger images are shrunk to this before detection."""
 MAX_UPSCALE = 1.0
@@ -189,7 +192,9 @@ class YuNetDetector:
     differs is refused. ``score_threshold``: score (0..1) a face needs; ``nms_threshold``:
     IoU over which overlapping faces are merged; ``threads``: ONNX Runtime's intra-op
     threads; ``max_pixels``: the most pixels run at the finest level (see ``plan``);
-    ``name``: the detector's name in ``info``. Nothing is read until ``load``.
+    ``name``: the detector's name in ``info``; ``models_dir``: where the graph with a free input
+    size is kept once derived (``cache.derived_graph``; None: derived at every load). Nothing
+    is read until ``load``.
     """
 
     def __init__(
@@ -202,6 +207,7 @@ class YuNetDetector:
         threads: int = 1,
         max_pixels: int = MAX_PIXELS,
         name: str = "yunet",
+        models_dir: Path | None = None,
     ) -> None:
         if threads < 1:
             raise ConfigError(f"detector threads must be at least 1, not {threads}")
@@ -223,6 +229,7 @@ class YuNetDetector:
         self.threads = threads
         self.max_pixels = max_pixels
         self.name = name
+        self.models_dir = models_dir
         self._session: Any = None
 
     @property
@@ -240,11 +247,19 @@ class YuNetDetector:
             return
         data = shipped.read_verified(self.model, self.sha256)
         try:
-            import onnx
             import onnxruntime  # noqa: F401  (onnx_session's; its absence is said here)
         except ImportError as exc:
             raise MissingExtraError(exc.name or "onnxruntime", "onnx") from exc
-        graph = _any_size(onnx, data, self.model)
+
+        def build() -> bytes:
+            try:
+                import onnx
+            except ImportError as exc:
+                raise MissingExtraError(exc.name or "onnx", "onnx") from exc
+            return _any_size(onnx, data, self.model)
+
+        graph = derived_graph(self.models_dir, f"yunet-{self.sha256[:16]}-d{DERIVATION}.onnx",
+                              build)
         self._session = onnx_session(graph, self.threads, f"the face detector {self.model}")
 
     def detect(self, image: DecodedImage) -> list[Detection]:
