@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import facetrail
-from conftest import PEOPLE
+from conftest import PEOPLE, cli_json
 from facetrail.errors import ConfigError, ConflictError, PolicyError
 from facetrail.faces import shipped
 
@@ -55,6 +56,18 @@ def test_the_shipped_sface_declared_as_a_user_model_gives_the_same_gallery(
         assert {m.name for m in ft.model_statuses()} >= {"yunet-sface", "dlib", "mine"}
     with facetrail.open(tmp_path) as ft:  # the declaration is kept in the store
         assert ft.model_name == "mine"
+        assert ft.search(PEOPLE / "Barack_Obama" / "Barack_Obama_0001.jpg",
+                         **CASE).calibration is None  # a declared model starts uncalibrated
+
+    # It can be calibrated like a shipped model; then its searches are.
+    people = tmp_path / "people"
+    for who in ("Barack_Obama", "Angelina_Jolie", "Ashanti", "Jesse_Jackson", "Oprah_Winfrey"):
+        shutil.copytree(PEOPLE / who, people / who)
+    out = cli_json(tmp_path, "calibrate", str(people))
+    assert isinstance(out, dict) and out["model"].startswith("yunet@8f2383e4dd3cfbb4+user-mine")
+    with facetrail.open(tmp_path) as ft:
+        result = ft.search(PEOPLE / "Barack_Obama" / "Barack_Obama_0001.jpg", **CASE)
+        assert result.calibration is not None and result.threshold_rule in ("calibrated", "floor")
 
 
 def test_files_that_do_not_fit_are_refused_with_the_reason(tmp_path: Path) -> None:

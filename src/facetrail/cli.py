@@ -706,7 +706,8 @@ def calibrate(engine: Facetrail, data: Path, root: Path | None, groups: tuple[Pa
     from facetrail.eval import runner
 
     run = runner.calibrate(data, root, description, work, engine.settings,
-                           engine.model_name, engine.model.key, groups)
+                           engine.model_name, engine.model.key, groups,
+                           declared=engine.store.user_models())
     calibration = run.calibration
     if output is not None:
         output.write_text(calibration.to_json() + "\n")

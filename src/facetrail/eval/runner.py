@@ -11,7 +11,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,7 @@ from facetrail.eval import metrics
 from facetrail.faces.base import SCORE_MEANING, ModelInfo, score_of
 from facetrail.settings import Settings, load_settings
 from facetrail.sources.base import IMAGE_SUFFIXES
+from facetrail.store import open_store
 from facetrail.store.base import LocatedFace
 
 ACTOR = "facetrail-eval"
@@ -35,17 +36,34 @@ NO_THRESHOLD = -10.0
 
 
 @contextmanager
-def throwaway(work: Path | None = None, **overrides: Any) -> Iterator[Facetrail]:
-    """An engine on a fresh data directory: ``work`` if given (kept), else a temporary one."""
+def throwaway(work: Path | None = None, declared: Mapping[str, str] | None = None,
+              **overrides: Any) -> Iterator[Facetrail]:
+    """An engine on a fresh data directory: ``work`` if given (kept), else a temporary one.
+    ``declared``: face models declared by the user (name -> declaration, as a data
+    directory's store keeps them) that the engine may be asked to use."""
     if work is not None:
         work.mkdir(parents=True, exist_ok=True)
+        _declare(work, declared)
         with Facetrail(load_settings(work, **overrides)) as engine:
             yield engine
         return
-    with tempfile.TemporaryDirectory(prefix="facetrail-eval-") as tmp, Facetrail(
-        load_settings(tmp, **overrides)
-    ) as engine:
-        yield engine
+    with tempfile.TemporaryDirectory(prefix="facetrail-eval-") as tmp:
+        _declare(Path(tmp), declared)
+        with Facetrail(load_settings(tmp, **overrides)) as engine:
+            yield engine
+
+
+def _declare(home: Path, declared: Mapping[str, str] | None) -> None:
+    if not declared:
+        return
+    store = open_store(home)
+    try:
+        known = store.user_models()
+        for name, spec in declared.items():
+            if name not in known:
+                store.add_user_model(name, spec, ACTOR)
+    finally:
+        store.close()
 
 
 def model_runs(models: Sequence[str], work: Path | None) -> list[tuple[str | None, Path | None]]:
@@ -568,7 +586,8 @@ class CalibrationRun:
 
 def calibrate(data: Path, root: Path | None, description: str | None, work: Path | None,
               settings: Settings, model: str, model_key: str,
-              groups: Sequence[Path] = ()) -> CalibrationRun:
+              groups: Sequence[Path] = (),
+              declared: Mapping[str, str] | None = None) -> CalibrationRun:
     """A calibration of face model ``model`` (whose key is ``model_key``), measured on a
     throwaway data directory with the same settings, from ``data``: a folder per identity
     (``comparisons``) or a pairs file (with ``root``); plus, as impostors, the pairs of faces
@@ -576,7 +595,7 @@ def calibrate(data: Path, root: Path | None, description: str | None, work: Path
     ``settings.min_quality``."""
     overrides = {**settings.model_dump(exclude={"home"}), "face_model": model}
     mq = settings.min_quality
-    with throwaway(work, **overrides) as engine:
+    with throwaway(work, declared, **overrides) as engine:
         if engine.model.key != model_key:
             raise ConfigError(
                 f"the calibration run's face model {model!r} is {engine.model.key}, not "
