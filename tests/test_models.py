@@ -168,3 +168,41 @@ def test_a_move_to_the_same_model_or_an_unknown_one_is_refused(tmp_path: Path) -
             ft.reembed("yunet-sface")
         with pytest.raises(ConfigError, match="unknown face model"):
             ft.reembed("facenet")
+
+
+def test_a_worker_killed_during_a_move_costs_nothing(tmp_path: Path) -> None:
+    """The images a dead worker held are redone one at a time; none is lost or reported."""
+    home, photos = tmp_path / "home", tmp_path / "photos"
+    for person in sorted(PEOPLE.iterdir())[:30]:
+        shutil.copytree(person, photos / person.name)
+    run_cli(home, "sources", "add", "p", "--kind", "folder", "--uri", str(photos),
+            "--lawful-basis", "test fixtures", "--purpose", "testing", "--retention-days", "30",
+            env_extra={"FACETRAIL_FACE_MODEL": "dlib"})
+    run_cli(home, "ingest", "p")
+    images = cli_json(home, "stats")["images"]  # type: ignore[index]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "facetrail", "--home", str(home), "--workers", "2", "reembed",
+         "--model", "yunet-sface", "--json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 300
+    killed = False
+    while time.monotonic() < deadline and proc.poll() is None and not killed:
+        workers = _worker_pids(proc.pid) if _moved(home) >= 3 else []
+        if workers:
+            os.kill(workers[0], signal.SIGKILL)  # as the kernel's OOM killer would
+            killed = True
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=300)
+    assert killed, "no worker could be killed"
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    assert report["failed"] == [] and report["unreadable"] == [] and report["complete"]
+    assert report["moved"] == images == _moved(home)
+
+
+def _worker_pids(parent: int) -> list[int]:
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(pid) for pid in children
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]

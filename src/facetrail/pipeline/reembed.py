@@ -88,26 +88,59 @@ class Reembed:
 
         tick()
         workers = self.settings.workers or 0
-        with self._pool(workers) as pool:
+        pool = self._pool(workers)
+        try:
             while True:
                 todo = self.store.images_to_move(self.from_model, self.target_model, after,
                                                  BATCH)
                 if not todo:
                     break
                 after = todo[-1][0]
-                in_flight: dict[Future[ImageAnalysis], tuple[str, int]] = {}
+                batch: list[tuple[str, bytes]] = []
                 for _, sha, seen in todo:
                     data = first_readable(self.store, sha, seen)
                     if data is None:
                         report.unreadable.append(sha)
                         tick()
-                        continue
-                    while len(in_flight) >= 2 * max(1, workers or 2):
-                        self._drain(in_flight, report, tick, FIRST_COMPLETED)
-                    in_flight[pool.submit(analyze_in_worker, data, sha)] = (sha, len(data))
-                self._drain(in_flight, report, tick, None)
+                    else:
+                        batch.append((sha, data))
+                try:
+                    self._analyse(pool, batch, report, tick, 2 * max(1, workers or 2))
+                except BrokenProcessPool:
+                    # A worker died (killed, out of memory, a crash in native code): redo the
+                    # batch's images that are not stored yet one at a time in a new pool, so
+                    # that only an image that kills a worker again is reported.
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = self._isolate(batch, report, tick, workers)
+        finally:
+            pool.shutdown(cancel_futures=True)
         report.seconds = round(time.perf_counter() - started, 2)
         return report
+
+    def _analyse(self, pool: ProcessPoolExecutor, batch: list[tuple[str, bytes]],
+                 report: ReembedReport, tick: Callable[[], None], window: int) -> None:
+        in_flight: dict[Future[ImageAnalysis], tuple[str, int]] = {}
+        for sha, data in batch:
+            while len(in_flight) >= window:
+                self._drain(in_flight, report, tick, FIRST_COMPLETED)
+            in_flight[pool.submit(analyze_in_worker, data, sha)] = (sha, len(data))
+        self._drain(in_flight, report, tick, None)
+
+    def _isolate(self, batch: list[tuple[str, bytes]], report: ReembedReport,
+                 tick: Callable[[], None], workers: int) -> ProcessPoolExecutor:
+        pool = self._pool(workers)
+        for sha, data in batch:
+            if self.store.has_image(sha, self.target_model):
+                continue
+            try:
+                self._analyse(pool, [(sha, data)], report, tick, 1)
+            except BrokenProcessPool:
+                report.failed.append((sha, "the worker analysing it died (a crash in the "
+                                           "model, or it was killed), twice"))
+                tick()
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = self._pool(workers)
+        return pool
 
     def _drain(self, in_flight: dict[Future[ImageAnalysis], tuple[str, int]],
                report: ReembedReport, tick: Callable[[], None],
