@@ -16,7 +16,7 @@ import numpy as np
 
 from facetrail.errors import ConfigError, MissingExtraError
 from facetrail.faces import dlib_dat, onnx_convert
-from facetrail.faces.onnx_session import onnx_session
+from facetrail.faces.onnx_session import onnx_session, require_onnxruntime
 
 RUNTIMES = ("auto", "onnx", "dlib")
 MAX_BATCH = 32
@@ -50,10 +50,7 @@ class OnnxDescriptor:
     def __init__(self, dat: Path, models_dir: Path, threads: int = 1) -> None:
         if threads < 1:
             raise ConfigError(f"descriptor threads must be at least 1, not {threads}")
-        try:
-            import onnxruntime  # noqa: F401  (onnx_session's; its absence is said here)
-        except ImportError as exc:
-            raise MissingExtraError("onnxruntime", "onnx") from exc
+        require_onnxruntime()
         try:
             model: str | bytes = str(onnx_convert.cached_model(dat, models_dir))
         except OSError:

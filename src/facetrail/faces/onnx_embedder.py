@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from facetrail.errors import ConfigError, MissingExtraError
+from facetrail.errors import ConfigError
 from facetrail.faces import align as alignment
 from facetrail.faces.base import METRICS, Detection, EmbedderInfo
-from facetrail.faces.onnx_session import onnx_session
+from facetrail.faces.onnx_session import import_onnx, onnx_session, require_onnxruntime
 from facetrail.faces.shipped import read_verified
 
 MAX_BATCH = 8
@@ -66,11 +66,8 @@ class OnnxChipEmbedder:
         if self._session is not None:
             return
         data = read_verified(self.model, self.sha256)
-        try:
-            import onnx
-            import onnxruntime  # noqa: F401  (onnx_session's; its absence is said here)
-        except ImportError as exc:
-            raise MissingExtraError(exc.name or "onnxruntime", "onnx") from exc
+        require_onnxruntime()
+        onnx = import_onnx()
         try:
             graph = onnx.load_from_string(data).graph
         except Exception as exc:  # protobuf raises its own DecodeError

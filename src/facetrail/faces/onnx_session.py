@@ -5,7 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from facetrail.errors import ConfigError
+from facetrail.errors import ConfigError, MissingExtraError
+
+
+def require_onnxruntime() -> None:
+    """Say plainly, before any work, that onnxruntime is missing."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "onnxruntime", "onnx") from exc
+
+
+def import_onnx() -> Any:
+    """The ``onnx`` package (needed only to derive or inspect a graph, not to run one)."""
+    try:
+        import onnx
+    except ImportError as exc:
+        raise MissingExtraError(exc.name or "onnx", "onnx") from exc
+    return onnx
 
 
 def session_options(threads: int) -> Any:

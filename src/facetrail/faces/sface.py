@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facetrail.errors import ConfigError, MissingExtraError
+from facetrail.errors import ConfigError
 from facetrail.faces import align as alignment
 from facetrail.faces import shipped
 from facetrail.faces.base import Detection, EmbedderInfo
 from facetrail.faces.cache import derived_graph
-from facetrail.faces.onnx_session import onnx_session
+from facetrail.faces.onnx_session import import_onnx, onnx_session, require_onnxruntime
 
 if TYPE_CHECKING:
     from onnx import ModelProto
@@ -99,16 +99,10 @@ class SFaceEmbedder:
         if self._session is not None:
             return
         data = shipped.read_verified(self.model, self.sha256)
-        try:
-            import onnxruntime  # noqa: F401  (onnx_session's; its absence is said here)
-        except ImportError as exc:
-            raise MissingExtraError(exc.name or "onnxruntime", "onnx") from exc
+        require_onnxruntime()
 
         def build() -> bytes:
-            try:
-                import onnx
-            except ImportError as exc:
-                raise MissingExtraError(exc.name or "onnx", "onnx") from exc
+            onnx = import_onnx()
             try:
                 return bytes(derive(onnx.load_from_string(data)).SerializeToString())
             except Exception as exc:  # protobuf's errors are untyped

@@ -97,11 +97,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from facetrail.errors import ConfigError, MissingExtraError
+from facetrail.errors import ConfigError
 from facetrail.faces import shipped
 from facetrail.faces.base import Detection, DetectorInfo
 from facetrail.faces.cache import derived_graph
-from facetrail.faces.onnx_session import onnx_session
+from facetrail.faces.onnx_session import import_onnx, onnx_session, require_onnxruntime
 from facetrail.imaging import DecodedImage
 
 DEFAULT_SCORE_THRESHOLD = 0.6
@@ -246,17 +246,10 @@ class YuNetDetector:
         if self._session is not None:
             return
         data = shipped.read_verified(self.model, self.sha256)
-        try:
-            import onnxruntime  # noqa: F401  (onnx_session's; its absence is said here)
-        except ImportError as exc:
-            raise MissingExtraError(exc.name or "onnxruntime", "onnx") from exc
+        require_onnxruntime()
 
         def build() -> bytes:
-            try:
-                import onnx
-            except ImportError as exc:
-                raise MissingExtraError(exc.name or "onnx", "onnx") from exc
-            return _any_size(onnx, data, self.model)
+            return _any_size(import_onnx(), data, self.model)
 
         graph = derived_graph(self.models_dir, f"yunet-{self.sha256[:16]}-d{DERIVATION}.onnx",
                               build)
