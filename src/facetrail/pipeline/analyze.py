@@ -7,11 +7,13 @@ every model: clipping boxes to the image, quality scoring and the order of faces
 from __future__ import annotations
 
 from collections.abc import Collection
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 import numpy as np
 
 from facetrail import imaging
-from facetrail.faces import FaceModel, UserModel, make_model
+from facetrail.faces import DEFAULT_MODEL, FaceModel, UserModel, make_model
 from facetrail.faces.base import Detection
 from facetrail.imaging import DecodedImage
 from facetrail.records import Box, DetectedFace, ImageAnalysis
@@ -26,7 +28,7 @@ SIZE_REFERENCE = 80.0
 class Analyzer:
     def __init__(self, settings: Settings, model: FaceModel | None = None) -> None:
         self.settings = settings
-        self.model = model or make_model(settings.face_model or "yunet-sface", settings)
+        self.model = model or make_model(settings.face_model or DEFAULT_MODEL, settings)
 
     def __call__(self, data: bytes, sha256: str,
                  embed: Collection[int] | None = None) -> ImageAnalysis:
@@ -112,6 +114,17 @@ def init_worker(settings_json: str, model_name: str, user: UserModel | None = No
     analyzer = Analyzer(settings, make_model(model_name, settings, user))
     analyzer.model.load()
     _worker_analyzer = analyzer
+
+
+def worker_pool(analyzer: Analyzer, workers: int) -> ProcessPoolExecutor:
+    """``workers`` spawned processes (0: one per core), each holding an Analyzer like
+    ``analyzer`` (its settings and face model), for ``analyze_in_worker``."""
+    return ProcessPoolExecutor(
+        max_workers=workers or None,
+        mp_context=get_context("spawn"),
+        initializer=init_worker,
+        initargs=(analyzer.settings.model_dump_json(), analyzer.model.name, analyzer.model.user),
+    )
 
 
 def analyze_in_worker(data: bytes, sha256: str) -> ImageAnalysis:

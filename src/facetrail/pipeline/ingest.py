@@ -16,12 +16,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
-from multiprocessing import get_context
 from pathlib import Path
 
 from facetrail.errors import FacetrailError, InputError
 from facetrail.imaging import sha256_hex
-from facetrail.pipeline.analyze import Analyzer, analyze_in_worker, init_worker
+from facetrail.pipeline.analyze import Analyzer, analyze_in_worker, worker_pool
 from facetrail.records import ImageAnalysis, IngestReport, Provenance, SourceFailure
 from facetrail.settings import Settings
 from facetrail.sources import SourceItem, guess_kind, make_source
@@ -184,13 +183,7 @@ class _RunState:
                 retry = retry or [*in_flight.values(), *([job] if job else [])]
 
     def _pool(self, workers: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=get_context("spawn"),
-            initializer=init_worker,
-            initargs=(self.ingest.settings.model_dump_json(), self.ingest.analyzer.model.name,
-                      self.ingest.analyzer.model.user),
-        )
+        return worker_pool(self.ingest.analyzer, workers)
 
     def _isolate(self, pool: ProcessPoolExecutor, retry: list[_InFlight]) -> None:
         while retry:

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from pathlib import Path
 
 from facetrail.errors import FacetrailError
-from facetrail.pipeline.analyze import Analyzer, analyze_in_worker, init_worker
+from facetrail.pipeline.analyze import Analyzer, analyze_in_worker, worker_pool
 from facetrail.records import ImageAnalysis
 from facetrail.settings import Settings
 from facetrail.sources.readback import first_readable
@@ -80,6 +80,7 @@ class Reembed:
         report = ReembedReport(self.target.model.name, self.target.model.model.key, total,
                                already, 0, 0)
         after = 0
+        roots: dict[str, list[Path]] = {}
 
         def tick() -> None:
             if progress is not None:
@@ -98,7 +99,10 @@ class Reembed:
                 after = todo[-1][0]
                 batch: list[tuple[str, bytes]] = []
                 for _, sha, seen in todo:
-                    data = first_readable(self.store, sha, seen)
+                    data = first_readable(self.store, sha, seen, roots)
+                    if data is None:  # a source may have been given more paths meanwhile
+                        roots.clear()
+                        data = first_readable(self.store, sha, seen, roots)
                     if data is None:
                         report.unreadable.append(sha)
                         tick()
@@ -167,10 +171,4 @@ class Reembed:
                 return
 
     def _pool(self, workers: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=workers or None,
-            mp_context=get_context("spawn"),
-            initializer=init_worker,
-            initargs=(self.settings.model_dump_json(), self.target.model.name,
-                      self.target.model.user),
-        )
+        return worker_pool(self.target, workers)

@@ -32,9 +32,12 @@ def image_bytes(store: Store, sha256: str) -> bytes:
     return data
 
 
-def first_readable(store: Store, sha256: str, appearances: Sequence[Appearance]) -> bytes | None:
-    """The bytes at the first of ``appearances`` that still holds the image, else None."""
-    roots: dict[str, list[Path]] = {}
+def first_readable(store: Store, sha256: str, appearances: Sequence[Appearance],
+                   roots: dict[str, list[Path]] | None = None) -> bytes | None:
+    """The bytes at the first of ``appearances`` that still holds the image, else None.
+    ``roots`` (source name -> registered paths) is filled as sources are met, so that a
+    caller reading many images looks each source's paths up once."""
+    roots = {} if roots is None else roots
     for a in appearances:
         if a.source not in roots:
             roots[a.source] = [Path(r) for r in store.source_roots(a.source)]

@@ -833,7 +833,7 @@ class SQLiteStore:
 
     def image_appearances(self, sha256: str) -> list[Appearance]:
         rows = self._db.execute(
-            "SELECT DISTINCT s.name, a.location, a.source_url, a.page_urls, a.captured_at,"
+            "SELECT s.name, a.location, a.source_url, a.page_urls, a.captured_at,"
             " a.title, a.record_id FROM appearances a JOIN sources s ON s.id = a.source_id"
             " JOIN images i ON i.id = a.image_id WHERE i.sha256 = ?"
             " GROUP BY s.name, a.location ORDER BY s.name, a.location",
