@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,27 @@ def run_cli(
     if check and proc.returncode != 0:
         raise AssertionError(f"facetrail {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def kill_a_worker(proc: subprocess.Popen[str], ready: Callable[[], bool],
+                  timeout: float = 300) -> bool:
+    """Once ``ready()``, SIGKILL one worker process of ``proc`` (as the kernel's OOM killer
+    would). False if ``proc`` ended, or the time ran out, first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = worker_pids(proc.pid) if ready() else []
+        if workers:
+            os.kill(workers[0], signal.SIGKILL)
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The pool workers among ``parent``'s children (not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(pid) for pid in children
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
 def cli_json(home: Path, *args: str) -> object:

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import PEOPLE, WARCS, add_source, cli_json, run_cli
+from conftest import PEOPLE, WARCS, add_source, cli_json, kill_a_worker, run_cli
 
 ASHANTI = PEOPLE / "Ashanti" / "Ashanti_0001.jpg"
 
@@ -211,14 +211,6 @@ def test_kill_9_mid_ingest_then_resume_equals_a_clean_run(tmp_path: Path) -> Non
     assert json.loads(json.dumps(stats["per_source"]))[0]["errors"] == 0
 
 
-def _worker_pids(parent: int) -> list[int]:
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    return [
-        int(pid) for pid in children
-        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
-
-
 def test_a_worker_killed_mid_run_costs_nothing(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     for person in sorted(PEOPLE.iterdir())[6:30]:
@@ -235,16 +227,11 @@ def test_a_worker_killed_mid_run_costs_nothing(tmp_path: Path) -> None:
          "s", "--json"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.monotonic() + 300
-    killed = False
-    while time.monotonic() < deadline and proc.poll() is None and not killed:
+    def stored() -> int:
         with sqlite3.connect(home / "facetrail.db") as db:
-            done = db.execute("SELECT count(*) FROM images").fetchone()[0]
-        workers = _worker_pids(proc.pid) if done >= 3 else []
-        if workers:
-            os.kill(workers[0], signal.SIGKILL)  # as the kernel's OOM killer would
-            killed = True
-        time.sleep(0.05)
+            return int(db.execute("SELECT count(*) FROM images").fetchone()[0])
+
+    killed = kill_a_worker(proc, lambda: stored() >= 3)
     out, err = proc.communicate(timeout=300)
     assert killed, "no worker could be killed"
     assert proc.returncode == 0, err

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import facetrail
-from conftest import FACES, PEOPLE, WARCS, cli_json, run_cli
+from conftest import FACES, PEOPLE, WARCS, cli_json, kill_a_worker, run_cli
 from facetrail.errors import ConfigError, PolicyError
 
 IDENTITIES = ("Barack_Obama", "Angelina_Jolie", "Kit_Harington", "Rose_Leslie", "Ashanti",
@@ -186,14 +186,7 @@ def test_a_worker_killed_during_a_move_costs_nothing(tmp_path: Path) -> None:
          "--model", "yunet-sface", "--json"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.monotonic() + 300
-    killed = False
-    while time.monotonic() < deadline and proc.poll() is None and not killed:
-        workers = _worker_pids(proc.pid) if _moved(home) >= 3 else []
-        if workers:
-            os.kill(workers[0], signal.SIGKILL)  # as the kernel's OOM killer would
-            killed = True
-        time.sleep(0.05)
+    killed = kill_a_worker(proc, lambda: _moved(home) >= 3)
     out, err = proc.communicate(timeout=300)
     assert killed, "no worker could be killed"
     assert proc.returncode == 0, err
@@ -201,8 +194,3 @@ def test_a_worker_killed_during_a_move_costs_nothing(tmp_path: Path) -> None:
     assert report["failed"] == [] and report["unreadable"] == [] and report["complete"]
     assert report["moved"] == images == _moved(home)
 
-
-def _worker_pids(parent: int) -> list[int]:
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    return [int(pid) for pid in children
-            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
