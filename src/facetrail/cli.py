@@ -82,14 +82,22 @@ class FacetrailGroup(click.Group):
     envvar="FACETRAIL_HOME",
     help="Data directory (default: $FACETRAIL_HOME, else the platform's user data dir).",
 )
+@click.option(
+    "--store", "store_url", metavar="URL", default=None,
+    help="The store: sqlite:///PATH or postgresql://USER@HOST:PORT/DB (default: "
+    "$FACETRAIL_STORE_URL, else sqlite:///<home>/facetrail.db).",
+)
 @click.option("--workers", type=int, default=None, help="Ingest worker processes (0 = all cores).")
 @click.version_option(package_name="facetrail")
 @click.pass_context
-def main(ctx: click.Context, home: Path | None, workers: int | None) -> None:
+def main(ctx: click.Context, home: Path | None, store_url: str | None,
+         workers: int | None) -> None:
     """facetrail: search photo collections you lawfully hold for a face, with provenance."""
     overrides: dict[str, Any] = {}
     if workers is not None:
         overrides["workers"] = workers
+    if store_url is not None:
+        overrides["store_url"] = store_url
     ctx.obj = {"home": home, "overrides": overrides}
 
 
@@ -451,13 +459,13 @@ def errors(engine: Facetrail, source_name: str | None, as_json: bool) -> None:
 @with_engine
 def stats(engine: Facetrail, as_json: bool) -> None:
     """Counts of sources, images, appearances, faces, errors and searches."""
-    data = engine.stats()
+    data = engine.stats().to_json()
     if as_json:
         emit_json(data)
         return
-    for key in ("home", "face_model", "model", "metric", "sources", "images", "appearances",
-                "faces", "index_faces", "images_without_faces", "errors", "searches",
-                "ingest_runs"):
+    for key in ("home", "store_url", "face_model", "model", "metric", "sources", "images",
+                "appearances", "faces", "index_faces", "images_without_faces", "errors",
+                "searches", "ingest_runs"):
         click.echo(f"{key:>21}: {data[key]}")
     click.echo(f"{'descriptor_runtime':>21}: {data['descriptor_runtime']} (faces by runtime: "
                + ", ".join(f"{k} {v}" for k, v in data["faces_by_runtime"].items()) + ")")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,9 @@ from facetrail.store import (
     SourceRow,
     SourceSpec,
     Store,
+    StoreStats,
     UserRow,
+    default_store_url,
     open_store,
 )
 from facetrail.store.base import AuditRow
@@ -82,12 +84,32 @@ class ModelStatus:
     problem: str | None = None
 
 
+@dataclass(frozen=True)
+class Stats:
+    """What a data directory holds for its face model, and what serves it."""
+
+    store: StoreStats
+    index_faces: int
+    model: str
+    face_model: str
+    metric: str
+    descriptor_runtime: str
+    home: str
+    store_url: str
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self.store).items() if k != "per_source"}
+        out["per_source"] = [asdict(s) for s in self.store.per_source]
+        out.update({k: v for k, v in asdict(self).items() if k != "store"})
+        return out
+
+
 class Facetrail:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.home = settings.home
         self.home.mkdir(parents=True, exist_ok=True)
-        self.store: Store = open_store(self.home)
+        self.store: Store = open_store(settings.store_url or default_store_url(self.home))
         self._gallery_sizes: dict[tuple[float, int], int] = {}
         self.model_name = self._active_model()
         self.analyzer = Analyzer(settings, self.face_model(self.model_name))
@@ -229,12 +251,16 @@ class Facetrail:
             raise PolicyError(f"unknown source kind {kind!r}; use one of {', '.join(KINDS)}")
         if not name.strip():
             raise PolicyError("a source needs a name")
+        for field, value in (("lawful basis", lawful_basis), ("purpose", purpose)):
+            if not value.strip():
+                raise PolicyError(f"a source needs a {field}")
         path = Path(uri).expanduser().resolve()
         if not path.exists():
             raise NotFoundError(f"{path} does not exist")
         actor = actor or os_user()
         row = self.store.add_source(
-            SourceSpec(name.strip(), kind, str(path), lawful_basis, purpose, retention_days),
+            SourceSpec(name.strip(), kind, str(path), lawful_basis.strip(), purpose.strip(),
+                       retention_days),
             actor,
         )
         self.store.append_audit(
@@ -493,15 +519,13 @@ class Facetrail:
         return verify(self.store.audit_rows())
 
     # -- reporting --------------------------------------------------------------------------
-    def stats(self) -> dict[str, Any]:
-        stats = self.store.stats(self.model_id)
-        stats["index_faces"] = self.index.size
-        stats["model"] = self.model.key
-        stats["face_model"] = self.model_name
-        stats["metric"] = self.model.metric
-        stats["descriptor_runtime"] = self.analyzer.model.runtime
-        stats["home"] = str(self.home)
-        return stats
+    def stats(self) -> Stats:
+        return Stats(
+            store=self.store.stats(self.model_id), index_faces=self.index.size,
+            model=self.model.key, face_model=self.model_name, metric=self.model.metric,
+            descriptor_runtime=self.analyzer.model.runtime, home=str(self.home),
+            store_url=self.store.where,
+        )
 
 
 def open(home: str | Path | None = None, **overrides: Any) -> Facetrail:  # noqa: A001

@@ -26,6 +26,12 @@ class Settings(BaseSettings):
         default_factory=default_home,
         description="Data directory holding the store and the index.",
     )
+    store_url: str | None = Field(
+        default=None,
+        description="The store, by URL: 'sqlite:///PATH' (one file; one process writes at a "
+        "time) or 'postgresql://USER@HOST:PORT/DATABASE' (many processes and hosts; needs the "
+        "postgres extra; docs/postgres.md). Unset: sqlite:///<home>/facetrail.db.",
+    )
     workers: int = Field(
         default=0,
         ge=0,

@@ -27,7 +27,7 @@ from facetrail.eval import metrics
 from facetrail.faces.base import SCORE_MEANING, ModelInfo, score_of
 from facetrail.settings import Settings, load_settings
 from facetrail.sources.base import IMAGE_SUFFIXES
-from facetrail.store import open_store
+from facetrail.store import default_store_url, open_store
 from facetrail.store.base import LocatedFace
 
 ACTOR = "facetrail-eval"
@@ -49,6 +49,8 @@ def throwaway(work: Path | None = None, declared: Mapping[str, str] | None = Non
         return
     with tempfile.TemporaryDirectory(prefix="facetrail-eval-") as tmp:
         _declare(Path(tmp), declared)
+        # A throwaway SQLite store, whatever store the environment names.
+        overrides = {**overrides, "store_url": default_store_url(Path(tmp))}
         with Facetrail(load_settings(tmp, **overrides)) as engine:
             yield engine
 
@@ -56,7 +58,7 @@ def throwaway(work: Path | None = None, declared: Mapping[str, str] | None = Non
 def _declare(home: Path, declared: Mapping[str, str] | None) -> None:
     if not declared:
         return
-    store = open_store(home)
+    store = open_store(default_store_url(home))
     try:
         known = store.user_models()
         for name, spec in declared.items():

@@ -1,6 +1,8 @@
-"""The store protocol. SQLite implements it today; PostgreSQL can implement it unchanged.
+"""The store protocol, in sections, and the typed records it reads and writes.
 
-The pipeline talks only to this interface, never to SQL.
+SQLite and PostgreSQL implement it (``store/sql/``); the pipeline, the engine and the web talk
+only to this interface, never to SQL. A store stores and reads: what is allowed is decided
+above it, by the engine, which also writes the audit events.
 """
 
 from __future__ import annotations
@@ -177,13 +179,50 @@ class JobRow:
     error: str | None
 
 
-class Store(Protocol):
-    # sources
+@dataclass(frozen=True)
+class SourceStats:
+    source: str
+    kind: str
+    retention_days: int | None
+    appearances: int
+    images: int
+    errors: int
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """Counts; images, appearances and faces are those of one face model."""
+
+    sources: int
+    images: int
+    appearances: int
+    faces: int
+    images_without_faces: int
+    errors: int
+    searches: int
+    ingest_runs: int
+    per_source: tuple[SourceStats, ...]
+    faces_by_runtime: dict[str, int]
+
+    def source(self, name: str) -> SourceStats | None:
+        return next((s for s in self.per_source if s.source == name), None)
+
+
+class SourceStore(Protocol):
+    """Sources of images and their lawful basis, purpose and retention."""
+
     def add_source(self, spec: SourceSpec, actor: str) -> SourceRow: ...
     def get_source(self, name: str) -> SourceRow: ...
     def list_sources(self) -> list[SourceRow]: ...
+    def set_retention(self, name: str, retention_days: int | None) -> SourceRow: ...
+    def source_roots(self, name: str) -> list[str]:
+        """Where a source's items may lie: its uri and every path an ingest of it was given."""
+        ...
 
-    # models
+
+class ModelStore(Protocol):
+    """Embedding spaces, declared models, calibrations and store-wide settings."""
+
     def model_id(self, model: ModelInfo) -> int: ...
     def models(self) -> list[tuple[int, str, str]]:
         """(id, key, info JSON) of every embedding space the store holds, oldest first."""
@@ -205,7 +244,10 @@ class Store(Protocol):
         """The JSON of the model's latest calibration, or None."""
         ...
 
-    # ingest
+
+class IngestStore(Protocol):
+    """Ingest runs, images with their faces and appearances, ingest errors."""
+
     def start_run(self, source_id: int, paths: Sequence[str], actor: str) -> int: ...
     def finish_run(self, run_id: int, status: str, counts: RunCounts) -> None: ...
     def seen(self, source_id: int, location: str, fingerprint: str) -> bool: ...
@@ -233,8 +275,12 @@ class Store(Protocol):
     ) -> None: ...
     def errors(self, source: str | None = None) -> list[ErrorRow]: ...
     def clear_archive_errors(self, source_id: int, under: str) -> None: ...
+    def image_appearances(self, sha256: str) -> list[Appearance]: ...
 
-    # faces, for the index and for search
+
+class FaceStore(Protocol):
+    """Faces, for the index and for search."""
+
     def face_count(self, model_id: int) -> tuple[int, int]: ...
     def searchable_faces(self, model_id: int, min_quality: float) -> int:
         """Faces of ``model_id`` whose quality is at least ``min_quality``."""
@@ -245,7 +291,10 @@ class Store(Protocol):
     def faces(self, face_ids: Sequence[int]) -> dict[int, FaceRow]: ...
     def source_faces(self, source: str, model_id: int) -> list[LocatedFace]: ...
 
-    # users, tokens and sessions (only hashes of tokens and session ids are kept)
+
+class AccountStore(Protocol):
+    """Users, tokens and sessions (only hashes of tokens and session ids are kept)."""
+
     def add_user(self, name: str, role: str, actor: str) -> UserRow: ...
     def get_user(self, name: str) -> UserRow: ...
     def list_users(self) -> list[UserRow]: ...
@@ -256,7 +305,10 @@ class Store(Protocol):
     def session(self, id_hash: str, now: str) -> Credential | None: ...
     def end_session(self, id_hash: str) -> None: ...
 
-    # probes, searches and reviews
+
+class CaseStore(Protocol):
+    """Probes, searches kept as records, reviews."""
+
     def add_probe(self, probe: ProbeRow) -> None: ...
     def get_probe(self, sha256: str) -> ProbeRow: ...
     def add_search(
@@ -272,11 +324,11 @@ class Store(Protocol):
         self, search_id: int, face_id: int, user_id: int, decision: str, note: str
     ) -> ReviewRow: ...
     def reviews(self, search_ids: Sequence[int]) -> list[ReviewRow]: ...
-    def image_appearances(self, sha256: str) -> list[Appearance]: ...
-    def source_roots(self, name: str) -> list[str]: ...
 
-    # sources: retention; ingest jobs
-    def set_retention(self, name: str, retention_days: int | None) -> SourceRow: ...
+
+class JobStore(Protocol):
+    """Ingest jobs started over HTTP."""
+
     def add_job(self, source_id: int, paths: Sequence[str], actor: str) -> JobRow: ...
     def get_job(self, job_id: int) -> JobRow: ...
     def list_jobs(self, unfinished: bool = False, limit: int = 200) -> list[JobRow]: ...
@@ -285,10 +337,24 @@ class Store(Protocol):
         run_id: int | None = None, error: str | None = None, started: bool = False,
     ) -> JobRow: ...
 
-    # audit and reporting
+
+class AuditStore(Protocol):
+    """The hash-chained audit log, and counts for reporting."""
+
     def append_audit(self, event: AuditEvent) -> int: ...
     def audit_rows(self, query: AuditQuery | None = None) -> list[AuditRow]: ...
-    def stats(self, model_id: int) -> dict[str, Any]:
+    def stats(self, model_id: int) -> StoreStats:
         """Counts; images, appearances and faces are those of the model ``model_id``."""
         ...
+
+
+class Store(SourceStore, ModelStore, IngestStore, FaceStore, AccountStore, CaseStore, JobStore,
+            AuditStore, Protocol):
+    """Every section; one implementation per engine (SQLite, PostgreSQL)."""
+
+    @property
+    def where(self) -> str:
+        """Where the data lives, for messages: a path, or a URL without its password."""
+        ...
+
     def close(self) -> None: ...

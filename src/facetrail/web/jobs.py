@@ -186,12 +186,14 @@ class RetentionIn(BaseModel):
 @router.get("/sources", tags=["sources"])
 def list_sources(who: Admin, service: Svc) -> dict[str, Any]:
     """Sources with their counts (images, appearances, errors)."""
-    engine = service.engine
-    stats = {s["source"]: s for s in engine.store.stats(engine.model_id)["per_source"]}
-    return {"sources": [
-        {**source_json(s), **{k: stats[s.name][k] for k in ("images", "appearances", "errors")}}
-        for s in service.engine.sources()
-    ]}
+    stats = service.engine.stats().store
+    out = []
+    for s in service.engine.sources():
+        counts = stats.source(s.name)
+        out.append({**source_json(s), "images": counts.images if counts else 0,
+                    "appearances": counts.appearances if counts else 0,
+                    "errors": counts.errors if counts else 0})
+    return {"sources": out}
 
 
 @router.post("/sources", tags=["sources"], status_code=201)

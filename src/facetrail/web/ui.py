@@ -206,7 +206,7 @@ def _search_form(
     store = engine.store
     return render(
         request, "search.html", principal, status_code=status_code, title="Search",
-        gallery_faces=store.stats(engine.model_id)["faces"],
+        gallery_faces=engine.stats().store.faces,
         searches=store.list_searches(user_id=principal.user_id, limit=20), **context,
     )
 
@@ -441,12 +441,12 @@ def job_view(job: JobRow) -> dict[str, Any]:
 async def sources_page(request: Request) -> Response:
     principal = await who(request, "admin")
     engine = service_of(request).engine
-    per_source = {s["source"]: s for s in engine.store.stats(engine.model_id)["per_source"]}
+    stats = engine.stats().store
     errors: dict[str, list[ErrorRow]] = {}
     for e in engine.errors():
         errors.setdefault(e.source, []).append(e)
     sources = [
-        {**vars(row), "images": per_source.get(row.name, {}).get("images", 0),
+        {**vars(row), "images": getattr(stats.source(row.name), "images", 0),
          "errors": len(errors.get(row.name, [])), "error_rows": errors.get(row.name, [])}
         for row in engine.sources()
     ]

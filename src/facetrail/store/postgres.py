@@ -1,0 +1,114 @@
+"""PostgreSQL: the store for a service with many writers (psycopg 3).
+
+The same statements as SQLite (``store/sql/``) over the same schema versions
+(``pg_schema_vN.sql`` mirror ``schema_vN.sql``). Several server processes and ingest workers
+on several hosts may write at once: every write is a short transaction at READ COMMITTED;
+audit appends, which must form one chain, take a transaction-scoped advisory lock, as do
+migrations, so that processes starting together migrate once.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from facetrail.errors import MissingExtraError, StoreError
+from facetrail.store.sql import SQLStore
+
+MIGRATIONS = {v: f"pg_schema_v{v}.sql" for v in range(1, 6)}
+_AUDIT_LOCK = 0x66616365  # advisory lock keys of this store: "face", "facf"
+_MIGRATION_LOCK = 0x66616366
+_PLACEHOLDER = re.compile(r"\?")
+
+
+class Row(tuple[Any, ...]):
+    """A result row addressable by position and by column name, like ``sqlite3.Row``."""
+
+    names: dict[str, int]
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self.names[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+
+def _row_factory(cursor: Any) -> Any:
+    names = {c.name: i for i, c in enumerate(cursor.description or ())}
+
+    def make(values: Any) -> Row:
+        row = Row(values)
+        row.names = names
+        return row
+
+    return make
+
+
+class PostgresDialect:
+    name = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise MissingExtraError("psycopg", "postgres") from exc
+        self._psycopg = psycopg
+        self.url = url
+        self.where = redact(url)
+        self.integrity_error: type[Exception] = psycopg.IntegrityError
+        self._sql: dict[str, str] = {}
+
+    def connect(self) -> Any:
+        try:
+            conn = self._psycopg.connect(self.url, autocommit=True, row_factory=_row_factory)
+        except self._psycopg.OperationalError as exc:
+            raise StoreError(f"cannot connect to the PostgreSQL store {self.where}: "
+                             f"{str(exc).strip().splitlines()[0]}") from exc
+        return conn
+
+    def sql(self, statement: str) -> str:
+        converted = self._sql.get(statement)
+        if converted is None:
+            converted = _PLACEHOLDER.sub("%s", statement.replace("%", "%%"))
+            self._sql[statement] = converted
+        return converted
+
+    def begin(self, conn: Any) -> None:
+        conn.execute("BEGIN")
+
+    def schema_version(self, conn: Any) -> int:
+        conn.execute("CREATE TABLE IF NOT EXISTS facetrail_schema (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT max(version) FROM facetrail_schema").fetchone()
+        return int(row[0] or 0)
+
+    def set_schema_version(self, conn: Any, version: int) -> None:
+        conn.execute("DELETE FROM facetrail_schema")
+        conn.execute("INSERT INTO facetrail_schema (version) VALUES (%s)", (version,))
+
+    def migration(self, version: int) -> list[str]:
+        return [resources.files("facetrail.store").joinpath(MIGRATIONS[version]).read_text()]
+
+    def lock_audit(self, conn: Any) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))
+
+    def lock_migrations(self, conn: Any) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+
+
+class PostgresStore(SQLStore):
+    def __init__(self, url: str) -> None:
+        super().__init__(PostgresDialect(url))
+
+
+def redact(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
