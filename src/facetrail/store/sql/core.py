@@ -98,7 +98,11 @@ class SQLCore:
         self._local = threading.local()
         self._conns: list[Conn] = []
         self._conns_lock = threading.Lock()
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def where(self) -> str:

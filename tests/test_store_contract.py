@@ -1,0 +1,361 @@
+"""The store protocol's contract, run against every store facetrail ships (SQLite and a real
+PostgreSQL server). A new store passes this suite or it is not done."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facetrail.audit import AuditEvent, verify
+from facetrail.errors import ConflictError, NotFoundError, PolicyError, StoreError
+from facetrail.faces.base import ModelInfo
+from facetrail.records import DetectedFace, ImageAnalysis, ProbeFace, Provenance
+from facetrail.store import AuditQuery, ProbeRow, RunCounts, SourceSpec, Store, open_store
+from stores import BACKENDS, drop_audit_guards, new_store_url, raw_sql
+
+MODEL = ModelInfo("test", "0" * 16, 4, "none", "unit", "cosine", "det@1")
+OTHER = ModelInfo("other", "1" * 16, 4, "none", "unit", "cosine", "det@1")
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return new_store_url(request.param, tmp_path)
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[Store]:
+    store = open_store(url)
+    yield store
+    store.close()
+
+
+def spec(name: str = "src", uri: str = "/data/src", retention: int | None = 30) -> SourceSpec:
+    return SourceSpec(name, "folder", uri, "warrant 17", "robbery", retention)
+
+
+def face(seed: int, size: int = 40) -> DetectedFace:
+    vector = np.random.default_rng(seed).normal(size=4).astype(np.float32)
+    return DetectedFace(
+        box=(seed, 2 * seed, size, size), landmarks=((1.0, 2.0), (3.0, 4.0)), det_score=0.9,
+        quality=0.1 * (seed % 10), sharpness=12.5, embedding=vector / np.linalg.norm(vector),
+        runtime="onnx",
+    )
+
+
+def analysis(sha: str, *faces: DetectedFace) -> ImageAnalysis:
+    return ImageAnalysis(sha256=sha, width=640, height=480, format="JPEG", faces=faces)
+
+
+def found(location: str, fingerprint: str | None = "fp1") -> tuple[Provenance, str | None]:
+    return (Provenance(location, source_url="https://example.org/a.jpg",
+                       page_urls=("https://example.org/",), captured_at="2024-01-02T03:04:05Z",
+                       title="t", record_id="r1"), fingerprint)
+
+
+def ingest_one(store: Store, sha: str = "a" * 64, location: str = "/data/src/a.jpg",
+               faces: int = 2) -> tuple[int, int, int]:
+    """(source id, model id, run id) after one image with ``faces`` faces was stored."""
+    try:
+        source = store.get_source("src")
+    except NotFoundError:
+        source = store.add_source(spec(), "tester")
+    model_id = store.model_id(MODEL)
+    run_id = store.start_run(source.id, [source.uri], "tester")
+    store.add_image(analysis(sha, *(face(i + 1) for i in range(faces))), 1234, model_id,
+                    "det", source.id, run_id, [found(location)])
+    return source.id, model_id, run_id
+
+
+# -- sources -----------------------------------------------------------------------------------
+def test_sources_are_kept_with_their_basis_and_refused_twice(store: Store) -> None:
+    row = store.add_source(spec(), "alice")
+    assert (row.name, row.lawful_basis, row.purpose, row.retention_days, row.created_by) == (
+        "src", "warrant 17", "robbery", 30, "alice")
+    assert store.get_source("src") == row and store.list_sources() == [row]
+    with pytest.raises(ConflictError):
+        store.add_source(spec(), "alice")
+    with pytest.raises(NotFoundError):
+        store.get_source("nope")
+
+
+def test_the_store_itself_refuses_a_source_without_a_lawful_basis(store: Store) -> None:
+    with pytest.raises(PolicyError):
+        store.add_source(SourceSpec("x", "folder", "/x", "  ", "p", None), "alice")
+    with pytest.raises(PolicyError):
+        store.set_retention(store.add_source(spec(), "a").name, 0)
+
+
+def test_retention_changes_and_roots_grow_with_ingest_paths(store: Store) -> None:
+    source = store.add_source(spec(), "alice")
+    assert store.set_retention("src", 7).retention_days == 7
+    assert store.set_retention("src", None).retention_days is None
+    store.start_run(source.id, ["/data/extra"], "alice")
+    assert store.source_roots("src") == ["/data/src", "/data/extra"]
+
+
+# -- models, settings, calibrations ----------------------------------------------------------
+def test_models_settings_and_calibrations(store: Store) -> None:
+    first = store.model_id(MODEL)
+    assert store.model_id(MODEL) == first != store.model_id(OTHER)
+    assert [key for _, key, _ in store.models()] == [MODEL.key, OTHER.key]
+    assert store.setting("active_model") is None
+    store.set_setting("active_model", "a")
+    store.set_setting("active_model", "b")
+    assert store.setting("active_model") == "b"
+    store.add_user_model("mine", '{"x": 1}', "alice")
+    assert store.user_models() == {"mine": '{"x": 1}'}
+    with pytest.raises(ConflictError):
+        store.add_user_model("mine", "{}", "alice")
+    assert store.calibration(first) is None
+    store.save_calibration(first, "fixtures", '{"v": 1}', "alice")
+    store.save_calibration(first, "fixtures", '{"v": 2}', "alice")
+    assert store.calibration(first) == '{"v": 2}' and store.calibration(OTHER_ID(store)) is None
+
+
+def OTHER_ID(store: Store) -> int:  # noqa: N802 - reads like the constant it stands for
+    return store.model_id(OTHER)
+
+
+# -- ingest ----------------------------------------------------------------------------------
+def test_an_image_is_stored_whole_with_exact_embeddings(store: Store) -> None:
+    source_id, model_id, run_id = ingest_one(store)
+    assert store.has_image("a" * 64, model_id) and not store.has_image("b" * 64, model_id)
+    assert store.seen(source_id, "/data/src/a.jpg", "fp1")
+    assert not store.seen(source_id, "/data/src/a.jpg", "fp2")
+    assert store.face_count(model_id)[0] == 2
+    ids, vectors = next(store.iter_embeddings(model_id))
+    assert vectors.dtype == np.float32
+    assert np.array_equal(vectors, np.stack([face(1).embedding, face(2).embedding]))
+    rows = store.faces([int(i) for i in ids])
+    first = rows[int(ids[0])]
+    assert first.box == (1, 2, 40, 40) and first.runtime == "onnx"
+    assert first.image.sha256 == "a" * 64 and first.image.width == 640
+    (seen_at,) = first.appearances
+    assert (seen_at.source, seen_at.location, seen_at.page_urls, seen_at.captured_at) == (
+        "src", "/data/src/a.jpg", ("https://example.org/",), "2024-01-02T03:04:05Z")
+    assert store.image_appearances("a" * 64) == [seen_at]
+    store.finish_run(run_id, "completed", RunCounts(items=1, images_new=1, faces=2))
+
+
+def test_embeddings_come_in_batches_after_an_id(store: Store) -> None:
+    for i in range(5):
+        ingest_one(store, sha=f"{i}" * 64, location=f"/data/src/{i}.jpg", faces=1)
+    model_id = store.model_id(MODEL)
+    batches = list(store.iter_embeddings(model_id, batch=2))
+    assert [len(ids) for ids, _ in batches] == [2, 2, 1]
+    all_ids = np.concatenate([ids for ids, _ in batches])
+    assert list(all_ids) == sorted(all_ids)
+    after = list(store.iter_embeddings(model_id, after_id=int(all_ids[2])))
+    assert list(np.concatenate([ids for ids, _ in after])) == list(all_ids[3:])
+    assert store.face_count(model_id) == (5, int(all_ids[-1]))
+
+
+def test_a_second_location_of_an_image_is_an_appearance(store: Store) -> None:
+    source_id, model_id, run_id = ingest_one(store)
+    assert store.add_appearances("a" * 64, model_id, source_id, run_id,
+                                 [found("/data/src/copy.jpg")]) == 1
+    assert [a.location for a in store.image_appearances("a" * 64)] == [
+        "/data/src/a.jpg", "/data/src/copy.jpg"]
+    stats = store.stats(model_id)
+    assert (stats.images, stats.appearances, stats.faces, stats.sources) == (1, 2, 2, 1)
+    per = stats.source("src")
+    assert per is not None and (per.images, per.appearances, per.errors) == (1, 2, 0)
+    assert stats.faces_by_runtime == {"onnx": 2}
+
+
+def test_errors_are_recorded_once_and_cleared_by_a_success(store: Store) -> None:
+    source = store.add_source(spec(), "alice")
+    run_id = store.start_run(source.id, [], "alice")
+    store.record_error(source.id, run_id, "/data/src/a.jpg", "bad_image", "truncated")
+    store.record_error(source.id, run_id, "/data/src/a.jpg", "bad_image", "truncated again")
+    (error,) = store.errors("src")
+    assert (error.location, error.code, error.reason) == (
+        "/data/src/a.jpg", "bad_image", "truncated again")
+    ingest_one(store)
+    assert store.errors() == []
+
+
+def test_archive_errors_are_cleared_under_a_path_taken_literally(store: Store) -> None:
+    source = store.add_source(spec(), "alice")
+    run_id = store.start_run(source.id, [], "alice")
+    for location in ("/w/a_1%.warc#after-10", "/w/ab1x.warc#after-10", "/w/a_1%.warc#3"):
+        store.record_error(source.id, run_id, location, "bad_archive", "cut")
+    store.clear_archive_errors(source.id, "/w/a_1%.warc")
+    assert sorted(e.location for e in store.errors()) == ["/w/a_1%.warc#3",
+                                                          "/w/ab1x.warc#after-10"]
+
+
+def test_a_gallery_moves_to_another_model_with_its_appearances(store: Store) -> None:
+    source_id, model_id, run_id = ingest_one(store)
+    ingest_one(store, sha="c" * 64, location="/data/src/c.jpg", faces=1)
+    other = store.model_id(OTHER)
+    assert store.count_to_move(model_id, other) == 2
+    (image_id, sha, seen_at), _ = store.images_to_move(model_id, other)
+    store.add_moved_image(analysis(sha, face(9)), 99, other, "det", model_id)
+    assert store.count_to_move(model_id, other) == 1
+    assert store.image_count(other) == 1 and store.image_count(model_id) == 2
+    assert store.stats(other).appearances == len(seen_at) == 1
+    assert [m.image_id for m in []] == []  # moved images keep nothing else
+    assert store.images_to_move(model_id, other, after=image_id)[0][1] == "c" * 64
+
+
+def test_faces_of_a_source_by_location(store: Store) -> None:
+    ingest_one(store)
+    located = store.source_faces("src", store.model_id(MODEL))
+    assert [(f.location, f.ordinal) for f in located] == [("/data/src/a.jpg", 0),
+                                                         ("/data/src/a.jpg", 1)]
+    assert np.array_equal(located[1].embedding, face(2).embedding)
+    assert store.searchable_faces(store.model_id(MODEL), 0.15) == 1
+
+
+# -- accounts --------------------------------------------------------------------------------
+def test_users_tokens_and_sessions(store: Store) -> None:
+    user = store.add_user("ann", "analyst", "admin")
+    with pytest.raises(ConflictError):
+        store.add_user("ann", "analyst", "admin")
+    with pytest.raises(PolicyError):
+        store.add_user("bob", "emperor", "admin")
+    token_id = store.add_token(user.id, "h1")
+    credential = store.credential("h1")
+    assert credential is not None and credential.user.name == "ann"
+    assert credential.token_id == token_id and store.get_user("ann").active_tokens == 1
+    store.add_session("s1", token_id, "csrf1", "2999-01-01T00:00:00Z")
+    session = store.session("s1", "2026-01-01T00:00:00Z")
+    assert session is not None and session.csrf == "csrf1"
+    assert store.session("s1", "3000-01-01T00:00:00Z") is None  # expired
+    store.end_session("s1")
+    assert store.session("s1", "2026-01-01T00:00:00Z") is None
+    store.add_session("s2", token_id, "csrf2", "2999-01-01T00:00:00Z")
+    assert store.revoke_tokens(user.id) == 1
+    assert store.credential("h1") is None
+    assert store.session("s2", "2026-01-01T00:00:00Z") is None
+    assert [u.name for u in store.list_users()] == ["ann"]
+
+
+# -- cases -----------------------------------------------------------------------------------
+def test_searches_candidates_and_reviews(store: Store) -> None:
+    ingest_one(store)
+    ann = store.add_user("ann", "analyst", "admin")
+    rev = store.add_user("rev", "reviewer", "admin")
+    probe = ProbeRow("p" * 64, 10, 64, 48, "PNG", (ProbeFace((1, 2, 30, 30), 0.9, 0.5),),
+                     "2026-01-01T00:00:00Z", "ann")
+    store.add_probe(probe)
+    store.add_probe(probe)  # kept once
+    assert store.get_probe("p" * 64) == probe
+    with pytest.raises(NotFoundError):
+        store.get_probe("q" * 64)
+    audit_id = store.append_audit(AuditEvent(actor="ann", action="search", case_ref="C1"))
+    ids = [int(i) for i in next(store.iter_embeddings(store.model_id(MODEL)))[0]]
+    search_id = store.add_search(ann.id, "C1", "robbery", "p" * 64, 0, audit_id,
+                                 {"candidates": len(ids)},
+                                 [(rank, fid, 0.9 - rank / 10) for rank, fid in enumerate(ids)])
+    row = store.get_search(search_id)
+    assert (row.actor, row.case_ref, row.candidates, row.pending) == ("ann", "C1", 2, 2)
+    assert row.result == {"candidates": 2}
+    assert [s.id for s in store.list_searches(pending_for=rev.id)] == [search_id]
+    assert store.list_searches(pending_for=ann.id) == []
+    review = store.add_review(search_id, ids[0], rev.id, "confirm", "same scar")
+    assert (review.reviewer, review.decision, review.note) == ("rev", "confirm", "same scar")
+    with pytest.raises(ConflictError):
+        store.add_review(search_id, ids[0], rev.id, "reject", "")
+    with pytest.raises(NotFoundError):
+        store.add_review(search_id, 10**9, rev.id, "confirm", "")
+    assert store.get_search(search_id).pending == 1
+    assert [r.id for r in store.reviews([search_id])] == [review.id]
+    assert store.reviews([]) == []
+    assert [s.id for s in store.list_searches(case_ref="C1")] == [search_id]
+    assert store.list_searches(case_ref="C2") == []
+
+
+# -- jobs ------------------------------------------------------------------------------------
+def test_jobs_record_attempts_runs_and_their_end(store: Store) -> None:
+    source = store.add_source(spec(), "alice")
+    job = store.add_job(source.id, ["/data/src/x"], "alice")
+    assert (job.status, job.paths, job.attempts, job.run_ids) == ("queued", ("/data/src/x",),
+                                                                  0, ())
+    job = store.update_job(job.id, status="running", started=True)
+    first_start = job.started_at
+    job = store.update_job(job.id, run_id=5)
+    job = store.update_job(job.id, run_id=6, progress={"items": 3})
+    assert (job.attempts, job.run_ids, job.progress) == (1, (5, 6), {"items": 3})
+    assert [j.id for j in store.list_jobs(unfinished=True)] == [job.id]
+    job = store.update_job(job.id, started=True, status="completed")
+    assert job.started_at == first_start and job.finished_at is not None
+    assert store.list_jobs(unfinished=True) == [] and store.list_jobs()[0].attempts == 2
+    with pytest.raises(NotFoundError):
+        store.get_job(10**6)
+
+
+# -- audit -----------------------------------------------------------------------------------
+def test_audit_events_chain_and_filter(store: Store) -> None:
+    for i in range(4):
+        store.append_audit(AuditEvent(actor=f"u{i % 2}", action="search", case_ref=f"C{i}",
+                                      details={"n": i}, at=f"2026-01-0{i + 1}T00:00:00Z"))
+    rows = store.audit_rows()
+    assert [r.id for r in rows] == [1, 2, 3, 4] and verify(rows).ok
+    assert [r.id for r in store.audit_rows(AuditQuery(actor="u1"))] == [2, 4]
+    assert [r.id for r in store.audit_rows(AuditQuery(since="2026-01-02T00:00:00Z",
+                                                      until="2026-01-04T00:00:00Z"))] == [2, 3]
+    assert [r.id for r in store.audit_rows(AuditQuery(after_id=2, limit=1))] == [3]
+    assert rows[2].event.details == {"n": 2} and store.stats(1).searches == 4
+
+
+def test_the_audit_table_refuses_changes(store: Store, url: str) -> None:
+    store.append_audit(AuditEvent(actor="a", action="x"))
+    for statement in ("UPDATE audit SET actor='b'", "DELETE FROM audit"):
+        with pytest.raises(Exception, match="append-only"):
+            raw_sql(url, statement)
+    raw_sql(url, *drop_audit_guards(url), "UPDATE audit SET actor='b'")
+    assert not verify(store.audit_rows()).ok
+
+
+def _append_many(url: str, who: str, n: int) -> None:
+    store = open_store(url)
+    try:
+        for i in range(n):
+            store.append_audit(AuditEvent(actor=who, action="test", details={"i": i}))
+    finally:
+        store.close()
+
+
+def test_concurrent_appenders_in_separate_processes_keep_one_chain(store: Store,
+                                                                   url: str) -> None:
+    context = multiprocessing.get_context("spawn")
+    procs = [context.Process(target=_append_many, args=(url, f"p{k}", 25)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    rows = store.audit_rows()
+    assert len(rows) == 100 and verify(rows).ok
+    assert sorted(r.event.actor for r in rows).count("p3") == 25
+
+
+# -- schema ----------------------------------------------------------------------------------
+def test_reopening_keeps_everything_and_a_newer_schema_is_refused(url: str) -> None:
+    store = open_store(url)
+    store.add_source(spec(), "alice")
+    store.close()
+    store = open_store(url)
+    assert [s.name for s in store.list_sources()] == ["src"]
+    store.close()
+    if url.startswith("sqlite:"):
+        raw_sql(url, "PRAGMA user_version=99")
+    else:
+        raw_sql(url, "UPDATE facetrail_schema SET version=99")
+    with pytest.raises(StoreError, match="newer than this facetrail"):
+        open_store(url)
+
+
+def test_an_unknown_store_url_is_refused() -> None:
+    from facetrail.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown store URL scheme"):
+        open_store("mysql://x/y")
+    with pytest.raises(ConfigError, match="sqlite:///PATH"):
+        open_store("sqlite://")
