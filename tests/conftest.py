@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 
 import facetrail
 from facetrail.engine import Facetrail
+from stores import copy_home, new_database, own_store, postgres_mode, store_env
 from webserver import Server, serve_copy
 
 DATA = Path(__file__).parent / "data"
@@ -33,6 +33,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("FACETRAIL_"):
             monkeypatch.delenv(key)
+    if postgres_mode():  # every test gets a store of its own (tests/stores.py)
+        monkeypatch.setenv("FACETRAIL_STORE_URL", new_database())
 
 
 def run_cli(
@@ -40,6 +42,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run the installed ``facetrail`` command as a user would (``env_extra``: settings)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+    env.update(store_env(home))
     env.update(env_extra or {})
     proc = subprocess.run(
         [sys.executable, "-m", "facetrail", "--home", str(home), *args],
@@ -92,6 +95,7 @@ def identity_of(location: str) -> set[str]:
 def gallery_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """people/, group/, noface/ and edge_cases/ ingested through the CLI (not unknown/)."""
     home = tmp_path_factory.mktemp("gallery")
+    own_store(home)
     add_source(home, "people", PEOPLE)
     run_cli(home, "ingest", "people")
     for extra in ("group", "noface", "edge_cases"):
@@ -103,7 +107,7 @@ def gallery_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def gallery(gallery_home: Path, tmp_path: Path) -> Iterator[Facetrail]:
     """A private copy of the session gallery, opened through the public API."""
     home = tmp_path / "home"
-    shutil.copytree(gallery_home, home)
+    copy_home(gallery_home, home)
     with facetrail.open(home, workers=1) as engine:
         yield engine
 

@@ -12,6 +12,7 @@ get a copy of their database (``CREATE DATABASE … TEMPLATE``).
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -76,11 +77,39 @@ def copy_store(url: str, home: Path) -> str:
     return new_database(template=url)
 
 
+def _note(home: Path) -> Path:
+    return home.parent / f"{home.name}.store-url"
+
+
 def store_url_of(home: Path) -> str:
-    """The store of the data directory ``home`` in this test run."""
+    """The store of the data directory ``home`` in this test run: its own PostgreSQL database
+    when one was made for it, else the test's, else its SQLite file."""
     if postgres_mode():
-        return os.environ["FACETRAIL_STORE_URL"]
+        note = _note(home)
+        return note.read_text() if note.exists() else os.environ["FACETRAIL_STORE_URL"]
     return f"sqlite:///{home / 'facetrail.db'}"
+
+
+def store_env(home: Path) -> dict[str, str]:
+    """The environment that points facetrail at the store of ``home``."""
+    return {"FACETRAIL_STORE_URL": store_url_of(home)} if postgres_mode() else {}
+
+
+def own_store(home: Path) -> dict[str, str]:
+    """Give ``home`` a store of its own (a new database, in PostgreSQL runs)."""
+    if postgres_mode():
+        _note(home).write_text(new_database())
+    return store_env(home)
+
+
+def copy_home(source: Path, target: Path) -> None:
+    """Copy the data directory ``source`` to ``target``, with its store; in PostgreSQL runs the
+    copy's database also becomes the test's ``FACETRAIL_STORE_URL``."""
+    shutil.copytree(source, target)
+    if postgres_mode():
+        url = new_database(template=store_url_of(source))
+        _note(target).write_text(url)
+        os.environ["FACETRAIL_STORE_URL"] = url
 
 
 def raw_sql(url: str, *statements: str) -> list[tuple[object, ...]]:

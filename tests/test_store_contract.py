@@ -113,11 +113,8 @@ def test_models_settings_and_calibrations(store: Store) -> None:
     assert store.calibration(first) is None
     store.save_calibration(first, "fixtures", '{"v": 1}', "alice")
     store.save_calibration(first, "fixtures", '{"v": 2}', "alice")
-    assert store.calibration(first) == '{"v": 2}' and store.calibration(OTHER_ID(store)) is None
-
-
-def OTHER_ID(store: Store) -> int:  # noqa: N802 - reads like the constant it stands for
-    return store.model_id(OTHER)
+    assert store.calibration(first) == '{"v": 2}'
+    assert store.calibration(store.model_id(OTHER)) is None
 
 
 # -- ingest ----------------------------------------------------------------------------------
@@ -199,7 +196,6 @@ def test_a_gallery_moves_to_another_model_with_its_appearances(store: Store) -> 
     assert store.count_to_move(model_id, other) == 1
     assert store.image_count(other) == 1 and store.image_count(model_id) == 2
     assert store.stats(other).appearances == len(seen_at) == 1
-    assert [m.image_id for m in []] == []  # moved images keep nothing else
     assert store.images_to_move(model_id, other, after=image_id)[0][1] == "c" * 64
 
 

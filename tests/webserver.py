@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 
 import facetrail
+from stores import copy_home, store_env, store_url_of
 
 ROLE_USERS = {
     "admin": "admin",
@@ -36,7 +36,7 @@ def free_port() -> int:
 def add_users(home: Path) -> dict[str, str]:
     """The accounts of ROLE_USERS in ``home``; returns user name -> token."""
     tokens: dict[str, str] = {}
-    with facetrail.open(home) as engine:
+    with facetrail.open(home, store_url=store_url_of(home)) as engine:
         for name, role in ROLE_USERS.items():
             tokens[name] = engine.add_user(name, role, actor="tests")[1]
         engine.revoke_user("revoked", actor="tests")
@@ -59,6 +59,7 @@ class Server:
     def start(self) -> Server:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+        env.update(store_env(self.home))
         env.update(self.env)
         self.log = self.home.parent / f"server-{self.port}.log"
         with self.log.open("wb") as out:
@@ -105,7 +106,7 @@ class Server:
 def serve_copy(gallery_home: Path, where: Path, **env: str) -> Iterator[Server]:
     """A server over a private copy of the gallery home, with the ROLE_USERS accounts."""
     home = where / "home"
-    shutil.copytree(gallery_home, home)
+    copy_home(gallery_home, home)
     server = Server(home, add_users(home), env=env).start()
     try:
         yield server
