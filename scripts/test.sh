@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up a virtual environment (.venv) and run every check and test.
-# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k search`.
+# Set up a virtual environment (.venv) and run every check and test: ruff, mypy, the whole
+# suite on the embedded SQLite store, then the store, CLI and web tests again on a throwaway
+# PostgreSQL cluster (installed from Debian's packages when missing, started on 127.0.0.1 and
+# stopped at the end). Extra arguments go to both pytest runs, e.g. `bash scripts/test.sh -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The browser tests drive Debian's chromium (never a browser downloaded by Playwright).
@@ -13,4 +15,17 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
+
+pgdir=$(mktemp -d "${TMPDIR:-/tmp}/facetrail-pg.XXXXXX")
+chmod 755 "$pgdir"
+stop_postgres() { bash scripts/postgres-local.sh stop "$pgdir" || true; rm -rf "$pgdir"; }
+trap stop_postgres EXIT
+TEST_POSTGRES_URL=$(bash scripts/postgres-local.sh start "$pgdir")
+export TEST_POSTGRES_URL
+
 .venv/bin/python -m pytest "$@"
+# The tests of everything that reads or writes the store, on PostgreSQL (tests/stores.py).
+TEST_STORE=postgresql .venv/bin/python -m pytest -p no:cacheprovider \
+    tests/test_cli.py tests/test_audit.py tests/test_users.py tests/test_search.py \
+    tests/test_ingest.py tests/test_index.py tests/test_api.py tests/test_api_roles.py \
+    tests/test_api_media.py tests/test_api_jobs.py tests/test_api_limits.py "$@"
