@@ -1,8 +1,9 @@
 """Audit events: typed, written after the action succeeded, chained by hash.
 
 Each event's hash is ``sha256(prev_hash + canonical_json(event))`` where the canonical JSON
-holds ``at, actor, action, case_ref, purpose, details`` with sorted keys. Changing, removing,
-inserting or reordering any event breaks every hash after it.
+holds ``at, actor, action, case_ref, purpose, details`` with sorted keys, and ``org`` (the
+organisation the event belongs to) when there is one. Changing, removing, inserting,
+reordering or moving any event to another organisation breaks every hash after it.
 """
 
 from __future__ import annotations
@@ -36,18 +37,21 @@ class AuditEvent:
     case_ref: str | None = None
     purpose: str | None = None
     at: str = field(default_factory=utc_now)
+    org: str | None = None
+    """The organisation the event belongs to; None for the deployment's own events."""
 
     def canonical(self) -> str:
-        return canonical_json(
-            {
-                "at": self.at,
-                "actor": self.actor,
-                "action": self.action,
-                "case_ref": self.case_ref,
-                "purpose": self.purpose,
-                "details": self.details,
-            }
-        )
+        fields: dict[str, Any] = {
+            "at": self.at,
+            "actor": self.actor,
+            "action": self.action,
+            "case_ref": self.case_ref,
+            "purpose": self.purpose,
+            "details": self.details,
+        }
+        if self.org is not None:  # events from before organisations hash as they did
+            fields["org"] = self.org
+        return canonical_json(fields)
 
 
 def canonical_json(value: Any) -> str:
@@ -71,7 +75,7 @@ class ChainedEvent:
         e = self.event
         return {"id": self.id, "at": e.at, "actor": e.actor, "action": e.action,
                 "case_ref": e.case_ref, "purpose": e.purpose, "details": e.details,
-                "prev_hash": self.prev_hash, "hash": self.hash}
+                "org": e.org, "prev_hash": self.prev_hash, "hash": self.hash}
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,31 @@ from facetrail.records import Appearance, ImageAnalysis, ImageInfo, ProbeFace, P
 
 
 @dataclass(frozen=True)
+class OrgRow:
+    """An organisation: an agency of the deployment, owning sources and users."""
+
+    id: int
+    name: str
+    created_at: str
+    created_by: str
+
+
+@dataclass(frozen=True)
+class ShareRow:
+    """A source shared with an organisation other than its owner, under the sharing's own
+    lawful basis and purpose."""
+
+    source: str
+    org: str
+    source_id: int
+    org_id: int
+    lawful_basis: str
+    purpose: str
+    created_at: str
+    created_by: str
+
+
+@dataclass(frozen=True)
 class SourceSpec:
     name: str
     kind: str
@@ -348,8 +373,34 @@ class AuditStore(Protocol):
         ...
 
 
-class Store(SourceStore, ModelStore, IngestStore, FaceStore, AccountStore, CaseStore, JobStore,
-            AuditStore, Protocol):
+class OrgStore(Protocol):
+    """Organisations and the sources shared between them."""
+
+    def add_org(self, name: str, actor: str) -> OrgRow: ...
+    def get_org(self, name: str) -> OrgRow: ...
+    def list_orgs(self) -> list[OrgRow]: ...
+    def share_source(self, source_id: int, org_id: int, lawful_basis: str, purpose: str,
+                     actor: str) -> ShareRow: ...
+    def unshare_source(self, source_id: int, org_id: int) -> bool:
+        """False if the source was not shared with the organisation."""
+        ...
+    def shares(self, source_id: int | None = None, org_id: int | None = None
+               ) -> list[ShareRow]: ...
+    def visible_source_ids(self, org_id: int) -> list[int]:
+        """The sources an organisation owns or has been shared, by id."""
+        ...
+    def source_face_ids(self, source_ids: Sequence[int], model_id: int) -> np.ndarray:
+        """Sorted int64 ids of the faces of ``model_id`` in images any of ``source_ids``
+        reached: what a search restricted to those sources may return."""
+        ...
+    def add_probe_org(self, sha256: str, org_id: int) -> None: ...
+    def probe_org_ids(self, sha256: str) -> set[int]:
+        """The organisations that uploaded a probe."""
+        ...
+
+
+class Store(OrgStore, SourceStore, ModelStore, IngestStore, FaceStore, AccountStore,
+            CaseStore, JobStore, AuditStore, Protocol):
     """Every section; one implementation per engine (SQLite, PostgreSQL)."""
 
     @property
