@@ -27,7 +27,7 @@ from facetrail.engine import Facetrail
 from facetrail.errors import FacetrailError
 from facetrail.faces.base import SCORE_MEANING
 from facetrail.pipeline.reembed import ReembedProgress
-from facetrail.records import SearchResult
+from facetrail.records import BuildReport, SearchResult
 from facetrail.settings import load_settings
 from facetrail.sources import KINDS
 from facetrail.store import AuditQuery, RunCounts, UserRow
@@ -482,11 +482,8 @@ def index_rebuild(engine: Facetrail, as_json: bool) -> None:
     report = engine.index.rebuild()
     if as_json:
         emit_json(serialize.build_report(report))
-        return
-    click.echo(f"{report.backend} index rebuilt from the store: {report.faces:,} faces")
-    if report.refused:
-        click.echo(report.message)
-    echo_details(report.backend, report.details)
+    else:
+        echo_build(report)
 
 
 @index.command("optimize")
@@ -503,17 +500,22 @@ def index_optimize(ctx: click.Context, engine: Facetrail, as_json: bool) -> None
     if as_json:
         emit_json(serialize.build_report(report))
     else:
-        click.echo(report.message)
-        echo_fields([
-            ("backend", report.backend),
-            ("in use", report.kind if report.kind == report.built_kind
-             else f"{report.kind} (built {report.built_kind}, refused)"),
-            ("recall@10", _recall(report.recall_at_10)),
-            ("took", f"{report.seconds:.1f} s"),
-        ])
-        echo_details(report.backend, report.details)
+        echo_build(report)
     if report.refused:
         ctx.exit(1)
+
+
+def echo_build(report: BuildReport) -> None:
+    click.echo(report.message)
+    echo_fields([
+        ("backend", report.backend),
+        ("in use", report.kind),
+        ("built", f"{report.built_kind}, refused" if report.refused else report.built_kind),
+        ("faces", f"{report.faces:,}"),
+        ("recall@10", _recall(report.recall_at_10)),
+        ("took", f"{report.seconds:.1f} s"),
+    ])
+    echo_details(report.backend, report.details)
 
 
 @index.command("info")
