@@ -150,7 +150,7 @@ def build_index(gallery: np.ndarray, directory: Path, tier: str) -> tuple[Any, f
     index = FaissIndex(directory, store, model_info(MODEL), 1, policy)
     seconds = time.perf_counter() - started
     if index.tier != ("flat" if tier == "exact" else tier):
-        raise SystemExit(f"{tier} index was not swapped in: {index.info().last_optimize}")
+        raise SystemExit(f"{tier} index was not swapped in: {index.info().why}")
     return index, seconds
 
 
@@ -183,14 +183,15 @@ def bench_size(size: int, real: np.ndarray, args: argparse.Namespace,
             print(f"size {size:,}: building {tier} ...", file=sys.stderr)
             index, seconds = build_index(gallery, Path(tmp) / tier, tier)
             info = index.info()
+            details = info.details
             indexes[tier] = index
             results[tier] = {
-                "structure": info.structure, "build_seconds": round(seconds, 2),
-                "ram": info.memory_bytes / size, "disk": info.rerank_bytes / size,
-                "tuning": (f"nprobe {info.nprobe}, efSearch {info.ef_search}, shortlist "
-                           f"{info.shortlist_factor}xk, built recall@10 {info.recall_at_10} "
-                           f"(lower bound {info.recall_at_10_lower})"
-                           if info.nprobe else ""),
+                "structure": details["structure"], "build_seconds": round(seconds, 2),
+                "ram": info.memory_bytes / size, "disk": details["rerank_bytes"] / size,
+                "tuning": (f"nprobe {details['nprobe']}, efSearch {details['ef_search']}, "
+                           f"shortlist {details['shortlist_factor']}xk, built recall@10 "
+                           f"{info.recall_at_10} (lower bound {details['recall_at_10_lower']})"
+                           if "nprobe" in details else ""),
             }
 
         def single(index: Any) -> Callable[[int], np.ndarray]:

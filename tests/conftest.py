@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -72,6 +73,14 @@ def worker_pids(parent: int) -> list[int]:
     children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
     return [int(pid) for pid in children
             if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def erase_faces(home: Path, face_ids: list[int]) -> None:
+    """Delete faces from the store of ``home`` behind facetrail's back, as an erasure would:
+    the Store protocol has no method that deletes faces, so this is plain SQL."""
+    with sqlite3.connect(home / "facetrail.db") as db:
+        db.executemany("DELETE FROM faces WHERE id = ?", [(i,) for i in face_ids])
+    db.close()
 
 
 def cli_json(home: Path, *args: str) -> object:

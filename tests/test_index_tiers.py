@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 import facetrail
-from conftest import PEOPLE, cli_json, run_cli
+from conftest import PEOPLE, cli_json, erase_faces, run_cli
 from facetrail.engine import Facetrail
 from facetrail.index.ann import IndexPolicy, Tuning, choose_tier, list_count, measure
 
@@ -33,8 +32,12 @@ def home(gallery: Facetrail) -> Iterator[Path]:
 
 
 def faces_in(home: Path) -> int:
-    with sqlite3.connect(home / "facetrail.db") as db:
-        return int(db.execute("SELECT count(*) FROM faces").fetchone()[0])
+    with facetrail.open(home) as engine:
+        return engine.store.face_count(engine.model_id)[0]
+
+
+def tier(engine: Facetrail) -> str:
+    return engine.index.info().kind
 
 
 def lead_distance(engine: Facetrail) -> float:
@@ -98,7 +101,7 @@ def test_recall_is_judged_by_its_lower_confidence_bound() -> None:
 def test_tiers_switch_with_size_and_budget_and_answer_like_exact(home: Path) -> None:
     n = faces_in(home)
     with facetrail.open(home) as engine:
-        assert engine.index.tier == "flat"
+        assert tier(engine) == "flat"
         limit = lead_distance(engine)
         exact = answers(engine)
         ids, vectors = stored(engine)
@@ -106,12 +109,14 @@ def test_tiers_switch_with_size_and_budget_and_answer_like_exact(home: Path) -> 
         exact_d, exact_i = one_by_one(engine, queries)
     assert all(exact) and len(ids) == n and np.array_equal(ids, np.arange(1, n + 1))
     sq8 = {**SMALL, "index_codes": "sq8"}
-    for overrides, tier in ((SMALL, "pq"), (sq8, "sq8"), ({**sq8, "index_memory_mb": 0.02}, "pq")):
+    for overrides, want in ((SMALL, "pq"), (sq8, "sq8"), ({**sq8, "index_memory_mb": 0.02}, "pq")):
         with facetrail.open(home, **overrides) as engine:  # switches on open
             info = engine.index.info()
-            assert (info.tier, info.faces, info.planned_tier) == (tier, n, tier)
-            assert info.recall_at_10 >= 0.99 and info.recall_queries == n
-            assert info.rerank_bytes == n * (4 * 128 + 8)
+            assert (info.backend, info.kind, info.faces) == ("faiss", want, n)
+            assert info.details["planned_tier"] == want
+            assert info.recall_at_10 is not None and info.recall_at_10 >= 0.99
+            assert info.details["recall_queries"] == n
+            assert info.details["rerank_bytes"] == n * (4 * 128 + 8)
             assert info.memory_per_face < 520
             assert answers(engine) == exact
             d, i = one_by_one(engine, queries)
@@ -127,7 +132,7 @@ def test_tiers_switch_with_size_and_budget_and_answer_like_exact(home: Path) -> 
             leads = exact_d <= limit
             assert leads.sum() > n and np.array_equal(i[leads], exact_i[leads])
     with facetrail.open(home) as engine:  # default settings: back to exact search
-        assert engine.index.tier == "flat" and answers(engine) == exact
+        assert tier(engine) == "flat" and answers(engine) == exact
         assert not list(home.glob("index/*.ivf")) and not list(home.glob("index/*.f32"))
 
 
@@ -136,19 +141,20 @@ def test_recall_floor_keeps_the_previous_index(home: Path) -> None:
     with facetrail.open(home, **SMALL, index_max_nprobe=1) as engine:
         # One list probed of several cannot reach recall 0.99: the exact index stays.
         index = engine.index
-        assert index.tier == "flat" and index.size == n
+        assert tier(engine) == "flat" and index.size == n
         report = index.optimize()
-        assert not report.swapped and report.tier == "flat" and report.built_tier == "pq"
-        assert report.recall_at_10 < 0.99 and report.recall_queries == n
-        assert "lower bound" in report.message
+        assert report.refused and report.kind == "flat" and report.built_kind == "pq"
+        assert report.recall_at_10 is not None and report.recall_at_10 < 0.99
+        assert report.details["recall_queries"] == n
+        assert "lower bound" in report.message and "under the floor 0.99" in (report.why or "")
         assert "NOT swapped in" in report.message and "flat index stays" in report.message
-        assert "refused" in (refusal := index.info().last_optimize or "")
-        assert "lower bound" in refusal
+        info = index.info()
+        assert info.refused and "refused" in (info.why or "") and "lower bound" in (info.why or "")
         assert not list(home.glob("index/*.ivf")) and not list(home.glob("index/*.f32"))
         assert answers(engine)[0][0][1] > 0.5
     with facetrail.open(home, **SMALL, index_recall_floor=0.5, index_max_nprobe=1) as engine:
         report = engine.index.optimize()
-        assert report.swapped and engine.index.tier == "pq" and report.nprobe == 1
+        assert not report.refused and tier(engine) == "pq" and report.details["nprobe"] == 1
 
 
 def test_adds_and_removals_without_rebuild(home: Path, tmp_path: Path) -> None:
@@ -168,16 +174,14 @@ def test_adds_and_removals_without_rebuild(home: Path, tmp_path: Path) -> None:
     Image.open(PROBES[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(extra / "m.jpg")
     run_cli(home, "ingest", str(extra), "--source", "people")
     # Erase two faces in the store itself: the index follows by removing them.
-    with sqlite3.connect(home / "facetrail.db") as db:
-        gone = [r[0] for r in db.execute(
-            "SELECT id FROM faces WHERE id != ? ORDER BY id LIMIT 2", (best,))]
-        db.execute("DELETE FROM faces WHERE id IN (?, ?)", gone)
+    gone = [i for i in range(1, 4) if i != best][:2]
+    erase_faces(home, gone)
     with facetrail.open(home, **SMALL) as engine:
         index = engine.index
         # The store still holds `best` (only the index dropped it), so it is back; the new
         # face is in; the two erased ones are out. All without a new build.
         assert index.size == n - 2 + 1
-        assert index.info().built_at == built and index.tier == "pq"
+        assert index.info().built_at == built and tier(engine) == "pq"
         assert sorted(p.name for p in (home / "index").iterdir()) == files
         top = engine.search(PROBES[0].read_bytes(), top=3, **CASE).candidates
         assert top[0].face_id == best
@@ -194,7 +198,7 @@ def test_rebuild_from_the_store_is_reproducible(home: Path) -> None:
     def build() -> tuple[bytes, dict[str, object]]:
         with facetrail.open(home, **SMALL) as engine:
             report = engine.index.optimize()
-            assert report.swapped and report.tier == "pq"
+            assert not report.refused and report.kind == "pq"
         meta = json.loads(next(home.glob("index/*.json")).read_text())
         ivf = home / "index" / next(p.name for p in (home / "index").glob("*.ivf"))
         return ivf.read_bytes(), {k: meta[k] for k in ("tuning", "count", "type", "rows")}
@@ -206,25 +210,33 @@ def test_rebuild_from_the_store_is_reproducible(home: Path) -> None:
 def test_index_info_and_optimize_cli(home: Path) -> None:
     n = faces_in(home)
     out = run_cli(home, "index", "info").stdout
-    assert "tier: flat (IndexIDMap2(IndexFlatL2): exact)" in out and f"faces: {n}" in out
-    assert "recall@10: 1.0 (exact search)" in out
+    assert re.search(r"^ +backend: faiss\n +kind: flat\n", out, re.M), out
+    assert f"faces: {n}" in out and "recall@10: 1.0" in out
+    assert "faiss details:" in out and "structure: IndexIDMap2(IndexFlatL2): exact" in out
     env = {"FACETRAIL_INDEX_EXACT_MAX_FACES": "10"}
     out = run_cli(home, "index", "optimize", env_extra=env).stdout
     assert re.search(rf"^pq index swapped in: {n} faces, recall@10 (1\.0|0\.99\d*) on {n} "
                      r"sampled queries \(lower bound (1\.0|0\.99\d*), floor 0\.99\)$",
                      out, re.M), out
-    assert re.search(r"^search settings: nprobe \d, efSearch 16, shortlist \d+ x k re-ranked "
-                     r"exactly; took [\d.]+ s$", out, re.M), out
+    assert re.search(r"^ +in use: pq$", out, re.M) and re.search(r"took: [\d.]+ s$", out, re.M)
+    assert re.search(r"^ +nprobe: \d\n +ef_search: 16\n +shortlist_factor: \d+$", out, re.M), out
     info = json.loads(run_cli(home, "index", "info", "--json", env_extra=env).stdout)
-    assert info["tier"] == "pq" and re.match(r"IVF\d+_HNSW32,PQ64x4fs", info["structure"])
-    assert info["faces"] == n and info["recall_at_10"] >= 0.99
-    assert 40 <= info["memory_per_face"] < 136 and info["rerank_bytes"] == n * 520
+    details = info["details"]
+    assert (info["backend"], info["kind"], info["faces"]) == ("faiss", "pq", n)
+    assert re.match(r"IVF\d+_HNSW32,PQ64x4fs", details["structure"])
+    assert info["recall_at_10"] >= 0.99 and details["recall_queries"] == n
+    assert 40 <= info["memory_per_face"] < 136 and details["rerank_bytes"] == n * 520
+    assert info["refused"] is False and info["built_at"]
     out = run_cli(home, "index", "info", env_extra=env).stdout
-    assert "re-rank vectors:" in out and f"nprobe {info['nprobe']}, efSearch 16" in out
-    assert re.search(rf"recall@10: [\d.]+ on {n} sampled queries \(lower bound [\d.]+\)$",
-                     out, re.M), out
+    assert re.search(r"rerank_bytes: [\d,]+$", out, re.M), out
+    assert f"nprobe: {details['nprobe']}" in out and "ef_search: 16" in out
+    assert re.search(r"recall@10: [\d.]+$", out, re.M) and f"recall_queries: {n}" in out
     proc = run_cli(home, "index", "optimize", check=False,
                    env_extra={**env, "FACETRAIL_INDEX_MAX_NPROBE": "1"})
     assert proc.returncode == 1 and "NOT swapped in" in proc.stdout
     assert "pq index stays" in proc.stdout
+    assert re.search(r"in use: pq\n +built: pq, refused$", proc.stdout, re.M), proc.stdout
+    report = json.loads(run_cli(home, "index", "rebuild", "--json", env_extra=env).stdout)
+    assert (report["backend"], report["kind"], report["faces"]) == ("faiss", "pq", n)
+    assert report["refused"] is False and report["details"]["recall_queries"] == n
     assert cli_json(home, "stats")["index_faces"] == n  # type: ignore[index]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ from facetrail.engine import Facetrail
 from facetrail.errors import FacetrailError
 from facetrail.faces.base import SCORE_MEANING
 from facetrail.pipeline.reembed import ReembedProgress
-from facetrail.records import SearchResult
+from facetrail.records import BuildReport, SearchResult
 from facetrail.settings import load_settings
 from facetrail.sources import KINDS
 from facetrail.store import AuditQuery, RunCounts, UserRow
@@ -483,13 +483,15 @@ def index() -> None:
 
 
 @index.command("rebuild")
+@json_option
 @with_engine
-def index_rebuild(engine: Facetrail) -> None:
+def index_rebuild(engine: Facetrail, as_json: bool) -> None:
     """Rebuild the index from the store."""
     report = engine.index.rebuild()
-    click.echo(f"index rebuilt from the store: {engine.index.size} faces")
-    if not report.swapped:
-        click.echo(report.message)
+    if as_json:
+        emit_json(serialize.build_report(report))
+    else:
+        echo_build(report)
 
 
 @index.command("optimize")
@@ -497,58 +499,81 @@ def index_rebuild(engine: Facetrail) -> None:
 @with_engine
 @click.pass_context
 def index_optimize(ctx: click.Context, engine: Facetrail, as_json: bool) -> None:
-    """Rebuild the index in the tier chosen for the gallery's size and memory budget.
+    """Rebuild the index in the structure chosen for the gallery's size and memory budget.
 
-    An approximate index is used only if its recall@10 against exact search, measured now on
-    sampled queries, reaches the floor (index_recall_floor); otherwise the previous index
-    stays and the command exits with status 1."""
+    With FAISS, an approximate index is used only if its recall@10 against exact search,
+    measured now on sampled queries, reaches the floor (index_recall_floor); otherwise the
+    previous index stays and the command exits with status 1."""
     report = engine.index.optimize()
     if as_json:
-        emit_json(serialize.optimize_report(report))
+        emit_json(serialize.build_report(report))
     else:
-        click.echo(report.message)
-        if report.nprobe is not None:
-            click.echo(
-                f"search settings: nprobe {report.nprobe}, efSearch {report.ef_search}, "
-                f"shortlist {report.shortlist_factor} x k re-ranked exactly; "
-                f"took {report.seconds:.1f} s"
-            )
-    if not report.swapped:
+        echo_build(report)
+    if report.refused:
         ctx.exit(1)
+
+
+def echo_build(report: BuildReport) -> None:
+    click.echo(report.message)
+    echo_fields([
+        ("backend", report.backend),
+        ("in use", report.kind),
+        ("built", f"{report.built_kind}, refused" if report.refused else report.built_kind),
+        ("faces", f"{report.faces:,}"),
+        ("recall@10", _recall(report.recall_at_10)),
+        ("took", f"{report.seconds:.1f} s"),
+    ])
+    echo_details(report.backend, report.details)
 
 
 @index.command("info")
 @json_option
 @with_engine
 def index_info(engine: Facetrail, as_json: bool) -> None:
-    """The index's type, size, memory and the recall measured when it was built."""
+    """The index's back end, kind, size, memory and the recall measured when it was built,
+    then the back end's own details."""
     info = engine.index.info()
     if as_json:
         emit_json(serialize.index_info(info))
         return
     rows = [
-        ("tier", f"{info.tier} ({info.structure})"),
+        ("backend", info.backend),
+        ("kind", info.kind),
         ("faces", f"{info.faces:,}"),
         ("memory", f"{info.memory_bytes / 2**20:,.1f} MiB, "
                    f"{info.memory_per_face:.1f} bytes per face"),
+        ("recall@10", _recall(info.recall_at_10)),
+        ("built", info.built_at or "-"),
     ]
-    if info.rerank_bytes:
-        rows.append(("re-rank vectors", f"{info.rerank_bytes / 2**20:,.1f} MiB on disk "
-                     "(memory-mapped float32 and ids)"))
-    recall = (f"{info.recall_at_10} on {info.recall_queries} sampled queries (lower bound "
-              f"{info.recall_at_10_lower})"
-              if info.recall_queries else f"{info.recall_at_10} (exact search)")
-    rows.append(("recall@10", recall))
-    if info.nprobe is not None:
-        rows.append(("search", f"nprobe {info.nprobe}, efSearch {info.ef_search}, "
-                     f"shortlist {info.shortlist_factor} x k"))
-    if info.built_at:
-        rows.append(("built", f"{info.built_at} in {info.build_seconds} s"))
-    rows.append(("planned tier", info.planned_tier))
-    if info.last_optimize:
-        rows.append(("last optimize", info.last_optimize))
+    if info.refused:
+        rows.append(("last build", f"refused: {info.why}"))
+    echo_fields(rows)
+    echo_details(info.backend, info.details)
+
+
+def echo_fields(rows: list[tuple[str, str]]) -> None:
     for key, value in rows:
-        click.echo(f"{key:>15}: {value}")
+        click.echo(f"{key:>18}: {value}")
+
+
+def echo_details(backend: str, details: Mapping[str, Any]) -> None:
+    """An index back end's own details, by name, under a heading."""
+    if not details:
+        return
+    click.echo(f"{backend} details:")
+    echo_fields([(key, _detail(value)) for key, value in details.items()])
+
+
+def _detail(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def _recall(value: float | None) -> str:
+    return "not measured" if value is None else f"{value}"
 
 
 # -- evaluation and calibration ----------------------------------------------------------------

@@ -45,8 +45,7 @@ from facetrail.faces import (
 from facetrail.faces.base import ModelInfo
 from facetrail.faces.cache import write_atomically
 from facetrail.faces.user import user_model_from_json
-from facetrail.index.ann import IndexPolicy
-from facetrail.index.faiss_index import FaissIndex
+from facetrail.index import VectorIndex, open_index
 from facetrail.pipeline.analyze import Analyzer
 from facetrail.pipeline.ingest import Ingest, Progress
 from facetrail.pipeline.reembed import Reembed, ReembedProgress, ReembedReport
@@ -122,7 +121,7 @@ class Facetrail:
 
     def close(self) -> None:
         if "index" in self.__dict__:
-            self.index.save()
+            self.index.close()
         self.store.close()
 
     # -- face models ------------------------------------------------------------------------
@@ -166,10 +165,9 @@ class Facetrail:
         return self.store.model_id(self.model)
 
     @cached_property
-    def index(self) -> FaissIndex:
-        """The vector index, caught up with the store when first used."""
-        return FaissIndex(self.home / "index", self.store, self.model, self.model_id,
-                          IndexPolicy.from_settings(self.settings))
+    def index(self) -> VectorIndex:
+        """The vector index (of ``index_backend``), caught up with the store when first used."""
+        return open_index(self.settings, self.store, self.model, self.model_id)
 
     @cached_property
     def calibration(self) -> Calibration | None:
@@ -429,8 +427,7 @@ class Facetrail:
         target_id = self.store.model_id(model.model)
         report = Reembed(self.store, self.settings, self.model_id, Analyzer(self.settings, model),
                          target_id).run(progress)
-        FaissIndex(self.home / "index", self.store, model.model, target_id,
-                   IndexPolicy.from_settings(self.settings)).save()
+        open_index(self.settings, self.store, model.model, target_id).close()
         self.store.append_audit(AuditEvent(
             actor=actor or os_user(), action="model.reembed",
             details={"from": self.model_name, "to": target, "to_key": model.model.key,
@@ -462,7 +459,7 @@ class Facetrail:
                      "images_left_behind": missing},
         ))
         if "index" in self.__dict__:
-            self.index.save()
+            self.index.close()
         for cached in ("index", "model_id", "calibration"):
             self.__dict__.pop(cached, None)
         self._gallery_sizes.clear()

@@ -11,7 +11,9 @@ Coordinates are pixels of the image *after* its EXIF orientation has been applie
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -203,30 +205,29 @@ class IngestReport:
 
 @dataclass(frozen=True)
 class IndexInfo:
-    """What the vector index is, what it costs, and how well it was measured to search."""
+    """What a vector index is, what it costs and how well it was measured to search, in terms
+    every index back end has; what only one engine has (FAISS's nprobe, a server's
+    collection) is in ``details``."""
 
-    tier: str
-    """``flat`` (exact), ``sq8`` or ``pq`` (approximate, with an exact re-rank)."""
-    structure: str
+    backend: str
+    """The index back end's name (``index_backend``), e.g. ``faiss``."""
+    kind: str
+    """The back end's own name for the structure in use; for FAISS the tier: ``flat``
+    (exact), ``sq8`` or ``pq`` (approximate, with an exact re-rank)."""
     faces: int
     memory_bytes: int
-    """RAM of the index structures (codes, ids, coarse quantizer)."""
-    rerank_bytes: int
-    """Disk (memory-mapped) of the float32 re-rank vectors and their ids; 0 for ``flat``."""
-    recall_at_10: float
-    """Measured against exact search when the index was built; 1.0 for ``flat``."""
-    recall_queries: int
-    nprobe: int | None
-    ef_search: int | None
-    shortlist_factor: int | None
+    """RAM the index holds for its faces (codes, ids, graphs), in bytes; 0 when unknown."""
+    recall_at_10: float | None
+    """recall@10 against exact search, measured when the index was built; 1.0 for exact
+    search; None when never measured."""
     built_at: str | None
-    build_seconds: float | None
-    planned_tier: str
-    """The tier the current settings choose for this many faces."""
-    last_optimize: str | None
-    """The outcome of the last build that was not swapped in, if any."""
-    recall_at_10_lower: float = 1.0
-    """Lower confidence bound of ``recall_at_10`` (what reached the floor)."""
+    """ISO 8601 UTC time of the build in use (None when it was only ever caught up)."""
+    refused: bool = False
+    """The last build was not put in use (``why`` says why): an older index answers."""
+    why: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """Engine-specific facts and tuning, by name (FAISS: structure, nprobe, ef_search,
+    shortlist_factor, ...)."""
 
     @property
     def memory_per_face(self) -> float:
@@ -234,18 +235,22 @@ class IndexInfo:
 
 
 @dataclass(frozen=True)
-class OptimizeReport:
-    swapped: bool
-    """False when the new index's recall was under the floor: the previous one stays."""
-    tier: str
-    """The tier searched from now on."""
-    built_tier: str
+class BuildReport:
+    """What a rebuild or an optimize of the vector index did."""
+
+    backend: str
+    kind: str
+    """The structure searched from now on (the one built, unless it was refused)."""
+    built_kind: str
+    """The structure that was built."""
     faces: int
-    recall_at_10: float
-    recall_queries: int
-    recall_floor: float
-    nprobe: int | None
-    ef_search: int | None
-    shortlist_factor: int | None
+    recall_at_10: float | None
+    """recall@10 of the structure built, against exact search; None when not measured."""
     seconds: float
     message: str
+    """One line for people: what was built and whether it is in use."""
+    refused: bool = False
+    """The structure built was not put in use (its measured recall was too low, say)."""
+    why: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """Engine-specific facts and tuning, by name."""

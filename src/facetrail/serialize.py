@@ -5,17 +5,16 @@ Fields are only ever added, never renamed or removed, within a ``schema`` versio
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from facetrail.faces.base import SCORE_MEANING
 from facetrail.records import (
     Appearance,
+    BuildReport,
     CalibrationNote,
     Candidate,
     IndexInfo,
     IngestReport,
-    OptimizeReport,
     ProbeInfo,
     SearchResult,
 )
@@ -116,8 +115,18 @@ def error_row(e: ErrorRow) -> dict[str, Any]:
 
 
 def index_info(info: IndexInfo) -> dict[str, Any]:
-    return {**asdict(info), "memory_per_face": round(info.memory_per_face, 2)}
+    return {
+        "backend": info.backend, "kind": info.kind, "faces": info.faces,
+        "memory_bytes": info.memory_bytes, "memory_per_face": round(info.memory_per_face, 2),
+        "recall_at_10": info.recall_at_10, "built_at": info.built_at,
+        "refused": info.refused, "why": info.why, "details": dict(info.details),
+    }
 
 
-def optimize_report(report: OptimizeReport) -> dict[str, Any]:
-    return asdict(report)
+def build_report(report: BuildReport) -> dict[str, Any]:
+    return {
+        "backend": report.backend, "kind": report.kind, "built_kind": report.built_kind,
+        "faces": report.faces, "recall_at_10": report.recall_at_10, "seconds": report.seconds,
+        "refused": report.refused, "why": report.why, "message": report.message,
+        "details": dict(report.details),
+    }

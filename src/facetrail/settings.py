@@ -163,7 +163,15 @@ class Settings(BaseSettings):
         default=60, ge=1, description="Length of the search rate window, in seconds."
     )
 
-    # Vector index tiers (docs/index.md).
+    # Vector index (docs/index.md).
+    index_backend: str = Field(
+        default="faiss",
+        description="Vector index back end: 'faiss' (FAISS files in the data directory's "
+        "index/ folder, tuned by the settings after this one). The index is derived from the "
+        "store, so changing back end loses nothing: the new one is built from the store when "
+        "first opened.",
+    )
+    # FAISS tiers (docs/index.md).
     index_exact_max_faces: int = Field(
         default=100_000,
         ge=0,

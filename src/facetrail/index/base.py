@@ -1,18 +1,63 @@
-"""The vector index protocol: nearest faces by face_id. Derived from the store, never the truth."""
+"""The vector index protocol: nearest faces by face_id. Derived from the store, never the truth.
+
+An index holds the embeddings of one face model, keyed by the store's ``face_id`` (never by
+row position). ``open_index`` (``index/__init__.py``) returns one caught up with the store;
+anything it holds can be thrown away and rebuilt from the store. Every back end passes the
+contract suite ``tests/test_index_contract.py``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
+from facetrail.records import BuildReport, IndexInfo
+
 
 class VectorIndex(Protocol):
     @property
-    def size(self) -> int: ...
+    def size(self) -> int:
+        """Faces the index holds (and a search can return)."""
+        ...
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """For (n, dim) float32 queries: (distances, face_ids), each (n, k), nearest first.
 
-        Distances are Euclidean (not squared). Missing neighbours have face_id -1."""
+        Distances are Euclidean (not squared) and exact for every face returned. Past the
+        faces found, face_id is -1 and distance inf (k larger than the gallery, or an empty
+        one)."""
+        ...
+
+    def add(self, face_ids: np.ndarray | Sequence[int], vectors: np.ndarray) -> int:
+        """Index faces the store holds: int64 ids and their (len, dim) float32 vectors. Ids the
+        index already holds are left as they are (a stored embedding never changes). Kept on
+        return. Returns how many were added."""
+        ...
+
+    def remove(self, face_ids: np.ndarray | Sequence[int]) -> int:
+        """Stop returning these faces (without a rebuild). Kept on return. Returns how many
+        the index held."""
+        ...
+
+    def sync(self) -> int:
+        """Catch up with the store, which is the truth: add the faces it holds that the index
+        lacks and remove the ones gone from it. Returns the number of faces added."""
+        ...
+
+    def rebuild(self) -> BuildReport:
+        """Build the index again from the store, as the settings ask."""
+        ...
+
+    def optimize(self) -> BuildReport:
+        """Build the structure the settings choose for the gallery's size, and put it in use
+        only if it searches well enough (``BuildReport.refused`` otherwise). Back ends with a
+        single structure rebuild."""
+        ...
+
+    def info(self) -> IndexInfo: ...
+
+    def close(self) -> None:
+        """Persist what is not yet kept and release the index; it is not used afterwards."""
         ...

@@ -11,6 +11,9 @@ The sidecar ``<model>.json`` records the tier, which faces the index holds (coun
 face_id), its files and how it was tuned. On open, an index that is missing, unreadable, for
 another model, or behind the store catches up: new faces are added, faces gone from the store
 are removed, without a rebuild. Rebuilds are seeded, so the same store gives the same index.
+
+The ``faiss`` back end of ``VectorIndex`` (``index/base.py``); open it with
+``facetrail.index.open_index``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +34,7 @@ from facetrail.faces.base import ModelInfo
 from facetrail.index import ann
 from facetrail.index.ann import IndexPolicy, Tuning
 from facetrail.index.vectorfile import VectorFile
-from facetrail.records import IndexInfo, OptimizeReport
+from facetrail.records import BuildReport, IndexInfo
 from facetrail.store.base import Store
 
 PARALLEL_BATCH = 16
@@ -38,6 +42,8 @@ PARALLEL_BATCH = 16
 
 
 class FaissIndex:
+    backend = "faiss"
+
     def __init__(
         self,
         directory: Path,
@@ -68,6 +74,9 @@ class FaissIndex:
     @property
     def size(self) -> int:
         return int(self._index.ntotal)
+
+    def close(self) -> None:
+        self.save()
 
     @property
     def tier(self) -> str:
@@ -190,6 +199,19 @@ class FaissIndex:
         ]
         return np.sort(np.concatenate(chunks)) if chunks else np.empty(0, np.int64)
 
+    def add(self, face_ids: np.ndarray | Sequence[int], vectors: np.ndarray) -> int:
+        """Add faces by face id (ids already held are skipped); the index is saved. Returns
+        how many were added."""
+        ids = np.asarray(face_ids, dtype=np.int64)
+        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.model.dim)
+        new = ~np.isin(ids, self._held_ids())
+        if not new.any():
+            return 0
+        self._add(ids[new], vectors[new])
+        self._dirty = True
+        self.save()
+        return int(new.sum())
+
     def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -198,7 +220,7 @@ class FaissIndex:
         self._index.add_with_ids(vectors, ids)
         self._max_id = max(self._max_id, int(ids.max()))
 
-    def remove(self, face_ids: np.ndarray | list[int]) -> int:
+    def remove(self, face_ids: np.ndarray | Sequence[int]) -> int:
         """Remove faces from the index by face id, without a rebuild; the index is saved.
         Returns how many it held. (Approximate tiers keep the float32 row on disk until the
         next rebuild, but never return the id again.)"""
@@ -229,11 +251,11 @@ class FaissIndex:
         built = int(self._build.get("faces", 0))
         return self._tier != "flat" and self.size >= self.policy.regrow_factor * built
 
-    def rebuild(self) -> OptimizeReport:
+    def rebuild(self) -> BuildReport:
         """Rebuild from the store in the tier the settings choose (``optimize``)."""
         return self.optimize()
 
-    def optimize(self) -> OptimizeReport:
+    def optimize(self) -> BuildReport:
         """Rebuild the index from the store in the tier chosen for its size and the memory
         budget. An approximate index is measured first (recall@10 against exact search, on
         sampled queries) and swapped in only if it reaches the recall floor."""
@@ -271,7 +293,8 @@ class FaissIndex:
                 f"nprobe {t.nprobe}, shortlist {t.shortlist_factor} x k), under the floor "
                 f"{floor}; the {self._tier} index stays. Raise index_max_nprobe or "
                 "index_memory_mb, or lower index_recall_floor.",
-                tuning=t,
+                tuning=t, lower=measured.lower,
+                why=f"recall@10 lower bound {measured.lower} under the floor {floor}",
             )
         old = self._files()
         self._tier, self._index, self._vectors = planned, index, vectors
@@ -285,7 +308,7 @@ class FaissIndex:
             f"{planned} index swapped in: {self.size:,} faces, recall@10 {measured.recall} "
             f"on {measured.queries} sampled queries (lower bound {measured.lower}, floor "
             f"{floor})",
-            tuning=measured.tuning,
+            tuning=measured.tuning, lower=measured.lower,
         )
 
     def _files(self) -> list[Path]:
@@ -312,48 +335,62 @@ class FaissIndex:
 
     def _report(
         self, swapped: bool, built: str, started: float, recall: float, queries: int,
-        message: str, tuning: Tuning | None = None,
-    ) -> OptimizeReport:
-        return OptimizeReport(
-            swapped=swapped, tier=self._tier, built_tier=built, faces=self.size,
-            recall_at_10=recall, recall_queries=queries, recall_floor=self.policy.recall_floor,
-            nprobe=tuning.nprobe if tuning else None,
-            ef_search=tuning.ef_search if tuning else None,
-            shortlist_factor=tuning.shortlist_factor if tuning else None,
-            seconds=round(time.perf_counter() - started, 2), message=message,
+        message: str, tuning: Tuning | None = None, lower: float | None = None,
+        why: str | None = None,
+    ) -> BuildReport:
+        details: dict[str, Any] = {
+            "recall_queries": queries,
+            "recall_at_10_lower": recall if lower is None else lower,
+            "recall_floor": self.policy.recall_floor,
+        }
+        if tuning is not None:
+            details.update(_tuning_details(tuning))
+        return BuildReport(
+            backend=self.backend, kind=self._tier, built_kind=built, faces=self.size,
+            recall_at_10=recall, seconds=round(time.perf_counter() - started, 2),
+            message=message, refused=not swapped, why=why, details=details,
         )
 
     def info(self) -> IndexInfo:
-        t = self._tuning
+        """The tier in use; ``details``: its FAISS structure, the re-rank file's bytes on disk,
+        the recall measurement (queries, lower bound), the search settings tuned at build
+        time, the build's seconds and the tier the settings now choose."""
         refusal = self._last_refusal
+        recall = float(self._build.get("recall_at_10", 1.0))
+        details: dict[str, Any] = {
+            "structure": ann.describe(self._index, self._faiss),
+            "rerank_bytes": self._vectors.nbytes if self._vectors is not None else 0,
+            "recall_queries": int(self._build.get("recall_queries", 0)),
+            "recall_at_10_lower": float(self._build.get("recall_at_10_lower", recall)),
+        }
+        if self._tuning is not None:
+            details.update(_tuning_details(self._tuning))
+        details["build_seconds"] = self._build.get("seconds")
+        details["planned_tier"] = self.planned_tier()
         return IndexInfo(
-            tier=self._tier, structure=ann.describe(self._index, self._faiss), faces=self.size,
+            backend=self.backend, kind=self._tier, faces=self.size,
             memory_bytes=ann.memory_bytes(self._index, self._faiss),
-            rerank_bytes=self._vectors.nbytes if self._vectors is not None else 0,
-            recall_at_10=float(self._build.get("recall_at_10", 1.0)),
-            recall_queries=int(self._build.get("recall_queries", 0)),
-            recall_at_10_lower=float(self._build.get("recall_at_10_lower",
-                                                     self._build.get("recall_at_10", 1.0))),
-            nprobe=t.nprobe if t else None, ef_search=t.ef_search if t else None,
-            shortlist_factor=t.shortlist_factor if t else None,
-            built_at=self._build.get("at"), build_seconds=self._build.get("seconds"),
-            planned_tier=self.planned_tier(),
-            last_optimize=(
+            recall_at_10=recall, built_at=self._build.get("at"),
+            refused=refusal is not None,
+            why=(
                 f"{refusal['tier']} index refused at {refusal['at']}: recall@10 "
                 f"{refusal['recall_at_10']} (lower bound "
                 f"{refusal.get('recall_at_10_lower', refusal['recall_at_10'])}) over "
                 f"{refusal['faces']:,} faces, under the floor"
                 if refusal else None
             ),
+            details=details,
         )
 
     # -- search -----------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if self.size == 0:
-            n = len(queries)
-            return np.full((n, k), np.inf, np.float32), np.full((n, k), -1, np.int64)
-        k = min(k, self.size)
+        n = len(queries)
+        distances = np.full((n, k), np.inf, np.float32)
+        ids = np.full((n, k), -1, np.int64)
+        found = min(k, self.size)
+        if found == 0:
+            return distances, ids
         # One query on OpenMP threads is 2-5x slower than on one thread here, and far
         # slower while other processes (an ingest) hold the cores (bench/README.md).
         threads: AbstractContextManager[None] = (
@@ -361,11 +398,18 @@ class FaissIndex:
         )
         with threads:
             if self._vectors is None or self._tuning is None:
-                squared, ids = self._index.search(queries, k)
+                squared, got = self._index.search(queries, found)
             else:
-                squared, ids = ann.search(self._index, self._vectors, queries, k,
+                squared, got = ann.search(self._index, self._vectors, queries, found,
                                           self._tuning, self._faiss)
-        return np.sqrt(np.maximum(squared, 0)), ids
+        ids[:, :found] = got
+        distances[:, :found] = np.where(got >= 0, np.sqrt(np.maximum(squared, 0)), np.inf)
+        return distances, ids
+
+
+def _tuning_details(tuning: Tuning) -> dict[str, Any]:
+    return {"nprobe": tuning.nprobe, "ef_search": tuning.ef_search,
+            "shortlist_factor": tuning.shortlist_factor}
 
 
 def _now() -> str:

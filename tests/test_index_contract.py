@@ -1,0 +1,283 @@
+"""The contract every vector index back end keeps (``facetrail.index.base.VectorIndex``).
+
+Run over every name in ``facetrail.index.INDEX_BACKENDS``, each on a real SQLite store filled
+through the store's public methods with a synthetic gallery of unit vectors, so that the
+nearest faces and their distances are known exactly (by brute force here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import erase_faces
+from facetrail.errors import ConfigError
+from facetrail.faces.base import ModelInfo
+from facetrail.index import INDEX_BACKENDS, VectorIndex, open_index
+from facetrail.records import DetectedFace, ImageAnalysis, Provenance
+from facetrail.settings import Settings
+from facetrail.store import RunCounts, SourceSpec, Store, open_store
+
+DIM = 64
+PER_IMAGE = 3
+MODEL = ModelInfo(name="synthetic", version="0", dim=DIM, alignment="none",
+                  normalisation="l2", metric="cosine", detector="synthetic@0")
+BACKEND_SETTINGS: dict[str, str] = {}
+"""Back ends that need something to run against (a server): the name of the fixture giving
+their settings overrides, e.g. a server's URL, or skipping when there is none."""
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+@dataclass
+class Gallery:
+    """A store of synthetic faces and the settings that open an index over it."""
+
+    settings: Settings
+    store: Store
+    model_id: int
+    source_id: int
+    images: int = 0
+
+    def open(self) -> VectorIndex:
+        return open_index(self.settings, self.store, MODEL, self.model_id)
+
+    def add(self, vectors: np.ndarray) -> np.ndarray:
+        """Store ``vectors`` as faces of new images, ``PER_IMAGE`` a photo; their face ids."""
+        _, highest = self.store.face_count(self.model_id)
+        run = self.store.start_run(self.source_id, ["synthetic"], "test")
+        landmarks = tuple((float(x), float(x)) for x in range(5))
+        for start in range(0, len(vectors), PER_IMAGE):
+            faces = tuple(
+                DetectedFace(box=(10 * i, 0, 80, 80), landmarks=landmarks, det_score=1.0,
+                             quality=1.0, sharpness=100.0, embedding=v, runtime="onnx")
+                for i, v in enumerate(vectors[start : start + PER_IMAGE])
+            )
+            sha = hashlib.sha256(f"synthetic-{self.images}".encode()).hexdigest()
+            self.store.add_image(
+                ImageAnalysis(sha, 400, 100, "JPEG", faces), 0, self.model_id, "synthetic@0",
+                self.source_id, run, [(Provenance(f"synthetic-{self.images}.jpg"), None)],
+            )
+            self.images += 1
+        self.store.finish_run(run, "completed", RunCounts(faces=len(vectors)))
+        added = [ids for ids, _ in self.store.iter_embeddings(self.model_id, after_id=highest)]
+        return np.concatenate(added)
+
+    def stored(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every face id and vector the store holds, by face id."""
+        chunks = list(self.store.iter_embeddings(self.model_id))
+        if not chunks:
+            return np.empty(0, np.int64), np.empty((0, DIM), np.float32)
+        return np.concatenate([i for i, _ in chunks]), np.concatenate([v for _, v in chunks])
+
+
+@pytest.fixture(params=INDEX_BACKENDS)
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings overrides of one index back end."""
+    name = request.param
+    overrides: dict[str, Any] = {"index_backend": name}
+    if name in BACKEND_SETTINGS:
+        overrides.update(request.getfixturevalue(BACKEND_SETTINGS[name]))
+    return overrides
+
+
+@pytest.fixture
+def empty(backend: dict[str, Any], tmp_path: Path) -> Iterator[Gallery]:
+    """A store with the synthetic model and a source, but no faces."""
+    store = open_store(tmp_path)
+    source = store.add_source(SourceSpec("synthetic", "folder", str(tmp_path), "test",
+                                         "contract tests", None), "test")
+    yield Gallery(Settings(home=tmp_path, **backend), store, store.model_id(MODEL), source.id)
+    store.close()
+
+
+@pytest.fixture
+def gallery(empty: Gallery) -> Gallery:
+    """60 faces: 20 people, 3 photos each (each photo near its person's vector)."""
+    rng = np.random.default_rng(1)
+    people = unit(rng.normal(size=(20, DIM)))
+    empty.add(unit(np.repeat(people, 3, axis=0) + rng.normal(0, 0.08, (60, DIM))))
+    return empty
+
+
+def truth(gallery: Gallery, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top ``k`` (distances, face ids) by brute force over the store."""
+    ids, vectors = gallery.stored()
+    d = np.linalg.norm(queries[:, None, :].astype(np.float64) - vectors[None, :, :], axis=2)
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, order, axis=1), ids[order]
+
+
+def probes(gallery: Gallery, count: int = 12, seed: int = 2) -> np.ndarray:
+    """Unit queries near stored faces (as another photo of the same person would be)."""
+    _, vectors = gallery.stored()
+    rng = np.random.default_rng(seed)
+    rows = vectors[rng.choice(len(vectors), count, replace=False)]
+    return unit(rows + rng.normal(0, 0.1, rows.shape))
+
+
+def one_by_one(index: VectorIndex, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each query searched alone, as a search request does."""
+    found = [index.search(queries[q : q + 1], k) for q in range(len(queries))]
+    return np.concatenate([d for d, _ in found]), np.concatenate([i for _, i in found])
+
+
+def assert_exact(gallery: Gallery, index: VectorIndex, queries: np.ndarray, k: int) -> None:
+    distances, ids = index.search(queries, k)
+    want_d, want_i = truth(gallery, queries, k)
+    assert distances.shape == ids.shape == (len(queries), k)
+    assert ids.dtype == np.int64
+    np.testing.assert_array_equal(ids, want_i)
+    np.testing.assert_allclose(distances, want_d, rtol=0, atol=1e-4)
+
+
+def test_search_returns_the_nearest_faces_first_with_exact_distances(gallery: Gallery) -> None:
+    index = gallery.open()
+    assert index.size == 60
+    assert_exact(gallery, index, probes(gallery), 5)
+    # One query at a time gives the same answer as a batch.
+    queries = probes(gallery)
+    batch = index.search(queries, 5)
+    alone = one_by_one(index, queries, 5)
+    np.testing.assert_array_equal(alone[1], batch[1])
+    np.testing.assert_allclose(alone[0], batch[0], rtol=0, atol=1e-5)
+    # A stored vector finds its own face first.
+    ids, vectors = gallery.stored()
+    distances, found = one_by_one(index, vectors[::7], 1)
+    np.testing.assert_array_equal(found[:, 0], ids[::7])
+    assert np.all(distances[:, 0] < 1e-3)
+    index.close()
+
+
+def test_k_beyond_the_gallery_pads_with_minus_one(gallery: Gallery) -> None:
+    index = gallery.open()
+    queries = probes(gallery, 3)
+    distances, ids = index.search(queries, 65)
+    assert ids.shape == distances.shape == (3, 65)
+    want_d, want_i = truth(gallery, queries, 60)
+    np.testing.assert_array_equal(ids[:, :60], want_i)
+    np.testing.assert_allclose(distances[:, :60], want_d, rtol=0, atol=1e-4)
+    assert np.all(ids[:, 60:] == -1) and np.all(np.isinf(distances[:, 60:]))
+    index.close()
+
+
+def test_an_empty_gallery_finds_nothing(empty: Gallery) -> None:
+    index = empty.open()
+    assert index.size == 0 and index.sync() == 0
+    distances, ids = index.search(unit(np.ones((2, DIM))), 4)
+    assert ids.shape == distances.shape == (2, 4)
+    assert np.all(ids == -1) and np.all(np.isinf(distances))
+    info = index.info()
+    assert info.faces == 0 and info.backend == empty.settings.index_backend
+    index.close()
+    # Faces stored while it was closed are there when it is opened again.
+    added = empty.add(unit(np.random.default_rng(3).normal(size=(4, DIM))))
+    index = empty.open()
+    assert index.size == 4
+    _, ids = index.search(empty.stored()[1], 1)
+    np.testing.assert_array_equal(ids[:, 0], added)
+    index.close()
+
+
+def test_removed_faces_are_never_returned(gallery: Gallery) -> None:
+    index = gallery.open()
+    ids, vectors = gallery.stored()
+    gone = ids[[0, 1, 30]]
+    assert index.remove(gone) == 3
+    assert index.remove(gone) == 0 and index.remove([]) == 0
+    assert index.size == 57 and index.info().faces == 57
+    _, found = index.search(vectors, 60)
+    assert not set(gone.tolist()) & set(found.ravel().tolist())
+    assert np.all(found[:, 57:] == -1)
+    # The store still holds them: add() puts them back (and skips faces already held).
+    keep = np.isin(ids, gone)
+    assert index.add(ids[keep], vectors[keep]) == 3
+    assert index.add(ids[:5], vectors[:5]) == 0
+    assert index.size == 60
+    assert_exact(gallery, index, vectors[keep], 3)
+    index.close()
+
+
+def test_sync_follows_the_store(gallery: Gallery) -> None:
+    index = gallery.open()
+    assert index.sync() == 0 and index.size == 60
+    new = gallery.add(unit(np.random.default_rng(4).normal(size=(7, DIM))))
+    assert index.size == 60  # not yet
+    assert index.sync() == 7 and index.size == 67
+    _, ids = index.search(gallery.stored()[1][-7:], 1)
+    np.testing.assert_array_equal(ids[:, 0], new)
+    gone = [int(new[0]), 2, 40]
+    erase_faces(gallery.settings.home, gone)
+    assert index.sync() == 0 and index.size == 64 and index.info().faces == 64
+    _, ids = index.search(probes(gallery, 20), 64)
+    assert not set(gone) & set(ids.ravel().tolist())
+    assert_exact(gallery, index, probes(gallery), 10)
+    index.close()
+
+
+def test_an_index_opened_again_answers_the_same(gallery: Gallery) -> None:
+    queries = probes(gallery)
+    index = gallery.open()
+    before = one_by_one(index, queries, 10)
+    index.close()
+    index = gallery.open()
+    assert index.size == 60
+    after = one_by_one(index, queries, 10)
+    np.testing.assert_array_equal(after[1], before[1])
+    np.testing.assert_allclose(after[0], before[0], rtol=0, atol=1e-6)
+    # Removed from the index only, a face the store holds is back once it is opened again:
+    # the store is the truth.
+    index.remove(before[1][0, :1])
+    index.close()
+    index = gallery.open()
+    assert index.size == 60
+    np.testing.assert_array_equal(one_by_one(index, queries, 10)[1], before[1])
+    index.close()
+
+
+def test_rebuild_and_optimize_give_the_same_answers(gallery: Gallery) -> None:
+    queries = probes(gallery)
+    index = gallery.open()
+    before = one_by_one(index, queries, 10)
+    for report in (index.rebuild(), index.optimize()):
+        assert report.backend == gallery.settings.index_backend
+        assert not report.refused and report.faces == 60 and report.kind == report.built_kind
+        assert report.message and report.seconds >= 0
+        after = one_by_one(index, queries, 10)
+        np.testing.assert_array_equal(after[1], before[1])
+        np.testing.assert_allclose(after[0], before[0], rtol=0, atol=1e-6)
+    index.close()
+
+
+def test_info_is_back_end_neutral(gallery: Gallery) -> None:
+    index = gallery.open()
+    info = index.info()
+    assert info.backend == gallery.settings.index_backend and info.faces == 60
+    assert isinstance(info.kind, str) and info.kind
+    assert info.memory_bytes >= 0 and info.memory_per_face == info.memory_bytes / 60
+    assert info.recall_at_10 is None or 0.0 <= info.recall_at_10 <= 1.0
+    assert not info.refused and info.why is None
+    assert all(isinstance(key, str) for key in info.details)
+    built = index.rebuild()
+    info = index.info()
+    assert info.built_at is not None and info.kind == built.kind and info.faces == 60
+    index.close()
+
+
+def test_an_unknown_back_end_is_refused_with_the_known_ones(tmp_path: Path) -> None:
+    store = open_store(tmp_path)
+    try:
+        with pytest.raises(ConfigError, match="unknown index back end 'nope'; use one of "
+                           + ", ".join(INDEX_BACKENDS)):
+            open_index(Settings(home=tmp_path, index_backend="nope"), store, MODEL,
+                       store.model_id(MODEL))
+    finally:
+        store.close()
