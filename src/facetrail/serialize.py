@@ -6,6 +6,8 @@ Fields are only ever added, never renamed or removed, within a ``schema`` versio
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +25,8 @@ from facetrail.records import (
 from facetrail.store import ErrorRow, JobRow, ReviewRow, SearchRow, SourceRow
 
 SEARCH_SCHEMA = "facetrail.search/1"
+LEADS = ("Candidates are investigative leads, not identifications; each must be checked by a "
+         "person.")
 
 
 def appearance(a: Appearance) -> dict[str, Any]:
@@ -84,8 +88,7 @@ def calibration_note(n: CalibrationNote | None) -> dict[str, Any] | None:
 def search_result(r: SearchResult) -> dict[str, Any]:
     return {
         "schema": SEARCH_SCHEMA,
-        "notice": "Candidates are investigative leads, not identifications; "
-        "each must be checked by a person.",
+        "notice": LEADS,
         "probe": probe_info(r.probe),
         "probes": [probe_info(p) for p in r.probes] or [probe_info(r.probe)],
         "fusion": r.fusion,
@@ -170,3 +173,43 @@ def search_record(s: SearchRow, reviews: Sequence[ReviewRow]) -> dict[str, Any]:
         for c in s.result.get("candidates", [])
     ]
     return {"search": search_summary(s), "result": result}
+
+
+def case_report(case_ref: str, searches: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A case's report: ``searches`` are ``search_record`` forms, oldest first."""
+    return {"case_ref": case_ref, "notice": LEADS, "searches": list(searches)}
+
+
+REPORT_COLUMNS = (
+    "search_id", "searched_at", "analyst", "case_ref", "purpose", "probe_sha256", "probe_face",
+    "rank", "face_id", "score", "image_sha256", "source", "location", "source_url", "page_url",
+    "captured_at", "decisions",
+)
+
+
+def case_report_csv(searches: Sequence[dict[str, Any]]) -> str:
+    """A case's report as CSV, one row per candidate appearance; ``decisions`` lists the
+    reviews as ``reviewer:decision``. ``searches`` are ``search_record`` forms."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(REPORT_COLUMNS)
+    for s in searches:
+        meta = s["search"]
+        for c in s["result"]["candidates"]:
+            decisions = " ".join(f"{r['reviewer']}:{r['decision']}" for r in c["reviews"])
+            for a in c["appearances"] or [{}]:
+                writer.writerow([_cell(v) for v in (
+                    meta["id"], meta["created_at"], meta["actor"], meta["case_ref"],
+                    meta["purpose"], meta["probe_sha256"], meta["probe_face"], c["rank"],
+                    c["face_id"], c["score"], c["image"]["sha256"], a.get("source"),
+                    a.get("location"), a.get("source_url"), a.get("page_url"),
+                    a.get("captured_at"), decisions,
+                )])
+    return out.getvalue()
+
+
+def _cell(value: object) -> object:
+    """Text that a spreadsheet would run as a formula is quoted."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

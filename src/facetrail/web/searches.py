@@ -6,8 +6,6 @@ and one step for API clients (``POST /searches/upload``). Every search is audite
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -189,13 +187,6 @@ def review_queue(who: Reviewer, service: Svc) -> dict[str, Any]:
 
 
 # -- case reports ----------------------------------------------------------------------------
-REPORT_COLUMNS = (
-    "search_id", "searched_at", "analyst", "case_ref", "purpose", "probe_sha256", "probe_face",
-    "rank", "face_id", "score", "image_sha256", "source", "location", "source_url", "page_url",
-    "captured_at", "decisions",
-)
-
-
 @router.get("/cases/{case_ref}/report", tags=["search"])
 def case_report(
     case_ref: str, who: Reader, service: Svc,
@@ -209,33 +200,10 @@ def case_report(
     name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in case_ref)
     if format == "json":
         return JSONResponse(
-            {"case_ref": case_ref, "notice": "Candidates are investigative leads, not "
-             "identifications; each must be checked by a person.", "searches": searches},
+            serialize.case_report(case_ref, searches),
             headers={"Content-Disposition": f'attachment; filename="case-{name}.json"'},
         )
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(REPORT_COLUMNS)
-    for s in searches:
-        meta = s["search"]
-        for c in s["result"]["candidates"]:
-            decisions = " ".join(f"{r['reviewer']}:{r['decision']}" for r in c["reviews"])
-            for a in c["appearances"] or [{}]:
-                writer.writerow([_cell(v) for v in (
-                    meta["id"], meta["created_at"], meta["actor"], meta["case_ref"],
-                    meta["purpose"], meta["probe_sha256"], meta["probe_face"], c["rank"],
-                    c["face_id"], c["score"], c["image"]["sha256"], a.get("source"),
-                    a.get("location"), a.get("source_url"), a.get("page_url"),
-                    a.get("captured_at"), decisions,
-                )])
     return Response(
-        out.getvalue(), media_type="text/csv; charset=utf-8",
+        serialize.case_report_csv(searches), media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="case-{name}.csv"'},
     )
-
-
-def _cell(value: object) -> object:
-    """Text that a spreadsheet would run as a formula is quoted."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
