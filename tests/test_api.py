@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import FACES, PEOPLE, identity_of
+from conftest import FACES, PEOPLE, cli_json, identity_of, run_cli
+from facetrail.audit import os_user
 from facetrail.imaging import sha256_hex
 from webserver import Server
 
@@ -199,6 +200,73 @@ def test_a_reviewer_never_reviews_their_own_search(api_server: Server) -> None:
         db.close()
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "own_search_review"
+
+
+def without_urls(record: dict[str, Any]) -> dict[str, Any]:
+    """An API search record as the CLI prints it: the same, less the URLs."""
+    urls = ("url", "probe_face_crop_url", "crop_url", "image_url", "thumb_url")
+    search = {k: v for k, v in record["search"].items() if k not in urls}
+    candidates = [{k: v for k, v in c.items() if k not in urls}
+                  for c in record["result"]["candidates"]]
+    return {"search": search, "result": {**record["result"], "candidates": candidates}}
+
+
+def test_cli_and_http_searches_are_the_same_case_records(api_server: Server) -> None:
+    """A search made on the command line is a case record like one made over HTTP: the web
+    lists, reviews and reports it; the local operator (the OS user) reviews web searches, and
+    never their own."""
+    home = api_server.home
+    kept = cli_json(home, "search", str(OBAMA), "--case", "BOTH-1", "--purpose", "cli and web",
+                    "--top", "3")
+    assert isinstance(kept, dict)
+    cli_id = kept["search_id"]
+    with api_server.client("analyst2") as analyst:
+        web = analyst.post(
+            "/api/searches/upload", files={"file": (OBAMA.name, OBAMA.read_bytes())},
+            data={"case_ref": "BOTH-1", "purpose": "cli and web", "top": "3"}).json()
+        listed = analyst.get("/api/searches", params={"case": "BOTH-1"}).json()["searches"]
+    web_id = web["search"]["id"]
+    assert [(s["id"], s["actor"]) for s in listed] == [(web_id, "analyst2"), (cli_id, os_user())]
+    assert listed[1]["probe_sha256"] == web["search"]["probe_sha256"] == sha256_hex(
+        OBAMA.read_bytes())
+    assert [c["face_id"] for c in kept["candidates"]] == [
+        c["face_id"] for c in web["result"]["candidates"]]
+    assert (home / "probes" / listed[1]["probe_sha256"][:2] / listed[1]["probe_sha256"]).is_file()
+
+    face = kept["candidates"][0]["face_id"]
+    with api_server.client("reviewer") as reviewer:
+        queue = [s["id"] for s in reviewer.get("/api/reviews/queue").json()["searches"]]
+        assert {cli_id, web_id} <= set(queue)
+        assert reviewer.post(f"/api/searches/{cli_id}/reviews", json={
+            "face_id": face, "decision": "confirm", "note": "web review"}).status_code == 201
+    web_face = web["result"]["candidates"][1]["face_id"]
+    reviewed = cli_json(home, "review", str(web_id), str(web_face), "reject", "--note",
+                        "cli review")
+    assert reviewed == reviewed | {"reviewer": os_user(), "decision": "reject",
+                                   "search_id": web_id, "face_id": web_face}
+    own = run_cli(home, "review", str(cli_id), str(kept["candidates"][1]["face_id"]), "reject",
+                  "--note", "mine", "--json", check=False)
+    assert own.returncode == 2 and json.loads(own.stdout)["error"]["code"] == "own_search_review"
+    pending = cli_json(home, "searches", "list", "--pending")
+    assert isinstance(pending, list)
+    assert web_id in [s["id"] for s in pending] and cli_id not in [s["id"] for s in pending]
+
+    with api_server.client("reviewer") as reviewer:
+        for search_id in (cli_id, web_id):
+            over_http = reviewer.get(f"/api/searches/{search_id}").json()
+            assert without_urls(over_http) == cli_json(home, "searches", "show", str(search_id))
+        api_csv = reviewer.get("/api/cases/BOTH-1/report", params={"format": "csv"}).text
+        api_json = reviewer.get("/api/cases/BOTH-1/report").json()
+    cli_csv = run_cli(home, "searches", "report", "BOTH-1", "--format", "csv").stdout
+    assert cli_csv.splitlines() == api_csv.splitlines() and len(cli_csv.splitlines()) > 3
+    cli_report = json.loads(run_cli(home, "searches", "report", "BOTH-1").stdout)
+    assert cli_report == {**api_json, "searches": [without_urls(s) for s in api_json["searches"]]}
+    with api_server.client("auditor") as auditor:
+        events = auditor.get("/api/audit", params={"case": "BOTH-1"}).json()["events"]
+    assert [(e["action"], e["actor"]) for e in events] == [
+        ("search", os_user()), ("search", "analyst2"), ("review", "reviewer"),
+        ("review", os_user())]
+    assert events[0]["id"] == kept["audit_id"] and events[2]["details"]["search_id"] == cli_id
 
 
 @pytest.mark.parametrize("user", ["analyst", "reviewer"])

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import PEOPLE
+from conftest import PEOPLE, cli_json, run_cli
+from facetrail.audit import os_user
 from webserver import Server, add_users
 
 FINAL = ("completed", "failed", "cancelled")
@@ -92,6 +93,20 @@ def test_a_job_ingests_in_the_background_and_lists_its_errors(
     assert actions[-4:] == ["source.add", "ingest.start", "ingest", "search"]
 
 
+def settled(admin: httpx.Client, job_id: int, quiet: float = 2.0) -> dict[str, Any]:
+    """The job once it has not changed for ``quiet`` seconds (a cancelled job's runner stops
+    at its next progress write)."""
+    job: dict[str, Any] = admin.get(f"/api/jobs/{job_id}").json()["job"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now: dict[str, Any] = admin.get(f"/api/jobs/{job_id}").json()["job"]
+        if now == job:
+            return job
+        job = now
+    raise AssertionError(f"job {job_id} kept changing: {job}")
+
+
 @pytest.mark.parametrize("kill", [True, False], ids=["killed", "stopped"])
 def test_a_job_resumes_after_a_restart(server: Server, big_collection: Path,
                                        kill: bool) -> None:
@@ -142,3 +157,41 @@ def test_cancel_and_retention(server: Server, collection: Path) -> None:
     assert [e["action"] for e in events] == [
         "source.add", "ingest.start", "ingest.cancel", "source.retention"]
     assert events[-1]["details"] == {"source": "coll", "retention_days": 90, "was": 30}
+
+
+def test_the_cli_changes_retention_and_stops_jobs_as_the_web_does(
+    server: Server, big_collection: Path
+) -> None:
+    """Retention changes and job cancels are the engine's: made on the command line, they
+    are the same audit events and job records as made over HTTP, and a job running in the
+    server stops when the CLI cancels it."""
+    home = server.home
+    with server.client("admin") as admin:
+        add_source(admin, "coll", big_collection)
+        assert admin.patch("/api/sources/coll", json={"retention_days": 90}).status_code == 200
+        job_id = admin.post("/api/jobs", json={"source": "coll"}).json()["job"]["id"]
+        wait_for(admin, job_id, lambda j: j["status"] == "running")
+        cancelled = cli_json(home, "jobs", "cancel", str(job_id))
+        assert isinstance(cancelled, dict) and cancelled["status"] == "cancelled"
+        job = settled(admin, job_id)
+        sources = {s["name"]: s for s in admin.get("/api/sources").json()["sources"]}
+    assert job["progress"].get("items", 0) < 160 and sources["coll"]["images"] < 160
+    assert job == cli_json(home, "jobs", "show", str(job_id))
+    assert cli_json(home, "jobs", "list") == [job]
+    again = run_cli(home, "jobs", "cancel", str(job_id), "--json", check=False)
+    assert again.returncode == 2 and '"policy_error"' in again.stdout
+
+    changed = cli_json(home, "sources", "retention", "coll", "60")
+    assert isinstance(changed, dict) and changed["retention_days"] == 60
+    assert run_cli(home, "sources", "retention", "coll", "0", check=False).returncode != 0
+    with server.client("admin") as admin:
+        listed = {s["name"]: s for s in admin.get("/api/sources").json()["sources"]}
+    assert listed["coll"] == {**sources["coll"], "retention_days": 60}
+    with server.client("auditor") as auditor:
+        events = auditor.get("/api/audit").json()["events"]
+    changes = [(e["actor"], e["details"]) for e in events if e["action"] == "source.retention"]
+    assert changes == [("admin", {"source": "coll", "retention_days": 90, "was": 30}),
+                       (os_user(), {"source": "coll", "retention_days": 60, "was": 90})]
+    cancels = [(e["actor"], e["details"]) for e in events if e["action"] == "ingest.cancel"]
+    assert cancels == [(os_user(), {"job_id": job_id, "source": "coll"})]
+    assert "ingest" not in [e["action"] for e in events]  # the run was interrupted

@@ -1,33 +1,57 @@
 """Searches kept as records for later review: probes, searches by case, two-person review.
 
-The search itself is the pipeline's (``Facetrail.search``); this module keeps the probe bytes
-under ``<home>/probes/`` so reviewers can see the probe face, keeps each search's result, and
-records reviewers' decisions. A reviewer never reviews a search they made themselves.
+The engine owns this module (``Facetrail.keep_probe``, ``search_probes``, ``review`` and their
+readers); the CLI and the web call those. The search itself is the pipeline's
+(``Facetrail.search``); this module keeps the probe bytes under ``<home>/probes/`` so
+reviewers can see the probe face, keeps each search's result, and records reviewers'
+decisions. A reviewer never reviews a search they made themselves: the same actor name (an
+account's, or the local operator's) cannot search and review one search.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facetrail import serialize
+from facetrail.accounts import Actor
 from facetrail.audit import AuditEvent, utc_now
-from facetrail.engine import Facetrail
-from facetrail.errors import InputError, NotFoundError, OwnSearchReviewError, PolicyError
+from facetrail.errors import (
+    InputError,
+    NoFaceError,
+    NotFoundError,
+    OwnSearchReviewError,
+    PolicyError,
+)
 from facetrail.imaging import sha256_hex
-from facetrail.records import ProbeFace
+from facetrail.records import ProbeFace, SearchResult
 from facetrail.store import ProbeRow, ReviewRow, SearchRow
 
+if TYPE_CHECKING:
+    from facetrail.engine import Facetrail
+
 DECISIONS = ("confirm", "reject")
+CASE_LIMIT = 100_000
+"""The most searches a case report holds."""
 
 
 @dataclass(frozen=True)
-class Actor:
-    """A user acting through the API: the id keys their records, the name goes in the audit."""
+class KeptSearch:
+    """A search just made: its record, and the full typed result."""
 
-    user_id: int
-    name: str
+    record: SearchRow
+    result: SearchResult
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    """A kept search with its result and every review of its candidates, oldest first."""
+
+    search: SearchRow
+    reviews: tuple[ReviewRow, ...]
 
 
 class Casework:
@@ -74,51 +98,94 @@ class Casework:
     # -- searches ---------------------------------------------------------------------------
     def search(
         self,
+        probes: Sequence[str | bytes],
         actor: Actor,
-        probe_sha256: str,
-        face: int,
         *,
         case_ref: str,
         purpose: str,
+        face: int | None = None,
+        all_faces: bool = False,
         top: int | None = None,
         threshold: float | None = None,
-    ) -> SearchRow:
-        """Search one face of a stored probe; the search is audited and kept as a record."""
-        probe = self.store.get_probe(probe_sha256)
-        if not probe.faces:
-            raise InputError("no face was found in this probe; upload a clearer or larger photo")
-        if not 0 <= face < len(probe.faces):
-            raise InputError(
-                f"face {face} does not exist: the probe has {len(probe.faces)} face(s), "
-                f"numbered 0 (largest) to {len(probe.faces) - 1}"
-            )
+        min_quality: float | None = None,
+        fusion: str | None = None,
+    ) -> KeptSearch:
+        """Search stored probes (sha256) or new ones (bytes, kept first); the search is
+        audited and kept as a record. Several probes are photos of one person."""
+        if not case_ref.strip():
+            raise PolicyError("a search needs a case reference (--case)")
+        if not purpose.strip():
+            raise PolicyError("a search needs a purpose (--purpose)")
+        if not probes:
+            raise InputError("a search needs a probe")
+        shas = [p if isinstance(p, str) else self.add_probe(p, actor).sha256 for p in probes]
+        first = self.store.get_probe(shas[0])
+        if len(shas) == 1 and not all_faces:
+            if not first.faces:
+                raise NoFaceError(
+                    "no face was found in the probe image; try a clearer or larger photo"
+                )
+            if not 0 <= (face or 0) < len(first.faces):
+                raise InputError(
+                    f"face {face} does not exist: the probe has {len(first.faces)} face(s), "
+                    f"numbered 0 (largest) to {len(first.faces) - 1}"
+                )
         result = self.engine.search(
-            self.probe_bytes(probe_sha256), case_ref=case_ref, purpose=purpose, top=top,
-            threshold=threshold, face=face, actor=actor.name,
+            self.probe_bytes(shas[0]), more_probes=[self.probe_bytes(s) for s in shas[1:]],
+            case_ref=case_ref, purpose=purpose, top=top, threshold=threshold,
+            min_quality=min_quality, face=face, all_faces=all_faces, fusion=fusion,
+            actor=actor.name,
         )
+        # A face found for several probe faces (all faces searched) is one candidate to
+        # review, under its best score.
+        best: dict[int, tuple[int, int, float]] = {}
+        for c in result.candidates:
+            if c.face_id not in best or c.score > best[c.face_id][2]:
+                best[c.face_id] = (c.rank, c.face_id, c.score)
         search_id = self.store.add_search(
-            actor.user_id, case_ref.strip(), purpose.strip(), probe_sha256, face,
-            result.audit_id, serialize.search_result(result),
-            [(c.rank, c.face_id, c.score) for c in result.candidates],
+            actor.user_id, actor.name, case_ref.strip(), purpose.strip(), shas[0],
+            result.probe.searched_faces[0], result.audit_id, serialize.search_result(result),
+            list(best.values()),
         )
-        return self.store.get_search(search_id)
+        return KeptSearch(self.store.get_search(search_id), result)
+
+    def searches(
+        self, case_ref: str | None = None, by: str | None = None, limit: int = 200
+    ) -> list[SearchRow]:
+        return self.store.list_searches(case_ref=case_ref, actor=by, limit=limit)
+
+    def review_queue(self, actor: Actor, limit: int = 200) -> list[SearchRow]:
+        return self.store.list_searches(pending_for=actor.name, limit=limit)
+
+    def record(self, search_id: int) -> SearchRecord:
+        return SearchRecord(self.store.get_search(search_id),
+                            tuple(self.store.reviews([search_id])))
+
+    def case(self, case_ref: str) -> list[SearchRecord]:
+        searches = list(reversed(self.store.list_searches(case_ref=case_ref, limit=CASE_LIMIT)))
+        reviews = self.store.reviews([s.id for s in searches]) if searches else []
+        return [SearchRecord(s, tuple(r for r in reviews if r.search_id == s.id))
+                for s in searches]
 
     # -- reviews ----------------------------------------------------------------------------
+    def to_review(self, search_id: int, actor: Actor) -> SearchRecord:
+        """A search ``actor`` may review: refused if it is their own."""
+        record = self.record(search_id)
+        self._not_own(record.search, actor)
+        return record
+
     def review(
-        self, actor: Actor, search_id: int, face_id: int, decision: str, note: str
+        self, search_id: int, face_id: int, decision: str, note: str, actor: Actor
     ) -> ReviewRow:
         """Confirm or reject one candidate of someone else's search, with a note."""
         search = self.store.get_search(search_id)
-        if search.user_id == actor.user_id:
-            raise OwnSearchReviewError(
-                f"search {search_id} is your own; another reviewer must review it "
-                "(two-person rule)"
-            )
+        self._not_own(search, actor)
         if decision not in DECISIONS:
             raise InputError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
         if not note.strip():
             raise PolicyError("a review needs a note saying why")
-        row = self.store.add_review(search_id, face_id, actor.user_id, decision, note.strip())
+        row = self.store.add_review(search_id, face_id, actor.user_id, actor.name, decision,
+                                    note.strip())
         self.store.append_audit(
             AuditEvent(
                 actor=actor.name, action="review", case_ref=search.case_ref,
@@ -129,3 +196,13 @@ class Casework:
             )
         )
         return row
+
+    @staticmethod
+    def _not_own(search: SearchRow, actor: Actor) -> None:
+        if search.actor == actor.name or (
+            actor.user_id is not None and search.user_id == actor.user_id
+        ):
+            raise OwnSearchReviewError(
+                f"search {search.id} is your own; another reviewer must review it "
+                "(two-person rule)"
+            )

@@ -22,7 +22,8 @@ from rich.progress import (
 from rich.table import Table
 
 from facetrail import serialize
-from facetrail.accounts import ROLES
+from facetrail.accounts import ROLES, Actor
+from facetrail.casework import DECISIONS
 from facetrail.engine import Facetrail
 from facetrail.errors import FacetrailError
 from facetrail.faces.base import SCORE_MEANING
@@ -30,7 +31,7 @@ from facetrail.pipeline.reembed import ReembedProgress
 from facetrail.records import BuildReport, SearchResult
 from facetrail.settings import load_settings
 from facetrail.sources import KINDS
-from facetrail.store import AuditQuery, RunCounts, UserRow
+from facetrail.store import AuditQuery, JobRow, RunCounts, SearchRow, UserRow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -126,7 +127,7 @@ def sources_add(
         retention_days=retention_days,
     )
     if as_json:
-        emit_json(_source_dict(row))
+        emit_json(serialize.source(row))
     else:
         click.echo(f"source {row.name!r} registered: {row.kind} at {row.uri}")
 
@@ -138,7 +139,7 @@ def sources_list(engine: Facetrail, as_json: bool) -> None:
     """List registered sources."""
     rows = engine.sources()
     if as_json:
-        emit_json([_source_dict(r) for r in rows])
+        emit_json([serialize.source(r) for r in rows])
         return
     table = Table("name", "kind", "uri", "lawful basis", "purpose", "retention (days)")
     for r in rows:
@@ -147,12 +148,25 @@ def sources_list(engine: Facetrail, as_json: bool) -> None:
     Console().print(table)
 
 
-def _source_dict(row: Any) -> dict[str, Any]:
-    return {
-        "name": row.name, "kind": row.kind, "uri": row.uri, "lawful_basis": row.lawful_basis,
-        "purpose": row.purpose, "retention_days": row.retention_days,
-        "created_at": row.created_at, "created_by": row.created_by,
-    }
+@sources.command("retention")
+@click.argument("name")
+@click.argument("days", metavar="DAYS|none")
+@json_option
+@with_engine
+def sources_retention(engine: Facetrail, name: str, days: str, as_json: bool) -> None:
+    """Change how long source NAME's data is kept: DAYS, or 'none' for no limit."""
+    if days.lower() == "none":
+        retention: int | None = None
+    elif days.isdigit():
+        retention = int(days)
+    else:
+        raise click.BadParameter(f"{days!r} is not a number of days or 'none'", param_hint="DAYS")
+    row = engine.set_retention(name, retention)
+    if as_json:
+        emit_json(serialize.source(row))
+    else:
+        kept = f"for {row.retention_days} days" if row.retention_days else "with no time limit"
+        click.echo(f"source {row.name!r} is now kept {kept}")
 
 
 # -- ingest ----------------------------------------------------------------------------------
@@ -189,6 +203,73 @@ def ingest(engine: Facetrail, target: str, source_name: str | None, as_json: boo
     )
     if report.errors:
         click.echo(f"see them with: facetrail errors --source {report.source}")
+
+
+@main.group()
+def jobs() -> None:
+    """Ingest jobs queued in the web app or over HTTP; the server runs them ('facetrail
+    ingest' runs one here and now)."""
+
+
+@jobs.command("list")
+@click.option("--unfinished", is_flag=True, help="Only queued and running jobs, oldest first.")
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True)
+@json_option
+@with_engine
+def jobs_list(engine: Facetrail, unfinished: bool, limit: int, as_json: bool) -> None:
+    """Ingest jobs, newest first, with their status and progress."""
+    rows = engine.jobs(unfinished=unfinished, limit=limit)
+    if as_json:
+        emit_json([serialize.job(j) for j in rows])
+        return
+    if not rows:
+        click.echo("no ingest jobs.")
+        return
+    table = Table("job", "source", "status", "by", "created", "progress")
+    for j in rows:
+        table.add_row(str(j.id), j.source, j.status, j.created_by, j.created_at, _job_progress(j))
+    Console(width=160).print(table)
+
+
+@jobs.command("show")
+@click.argument("job_id", type=int)
+@json_option
+@with_engine
+def jobs_show(engine: Facetrail, job_id: int, as_json: bool) -> None:
+    """One ingest job: its paths, status, attempts, runs and progress."""
+    job = engine.job(job_id)
+    if as_json:
+        emit_json(serialize.job(job))
+        return
+    click.echo(f"job {job.id}: ingest of {job.source!r} "
+               f"({', '.join(job.paths) or 'the whole source'}), {job.status}")
+    click.echo(f"  created by {job.created_by} at {job.created_at}; started {job.started_at or '-'}"
+               f"; finished {job.finished_at or '-'}; {job.attempts} attempt(s); runs "
+               f"{', '.join(map(str, job.run_ids)) or '-'}")
+    click.echo(f"  {_job_progress(job)}")
+    if job.error:
+        click.echo(f"  error: {job.error}")
+
+
+@jobs.command("cancel")
+@click.argument("job_id", type=int)
+@json_option
+@with_engine
+def jobs_cancel(engine: Facetrail, job_id: int, as_json: bool) -> None:
+    """Cancel a queued job, or stop a running one (at its next progress write)."""
+    job = engine.cancel_job(job_id)
+    if as_json:
+        emit_json(serialize.job(job))
+    else:
+        click.echo(f"job {job.id} ({job.source}) cancelled")
+
+
+def _job_progress(j: JobRow) -> str:
+    p = j.progress
+    total = p.get("total")
+    return (f"{p.get('items', 0)}{f' of {total}' if total is not None else ''} items: "
+            f"{p.get('images_new', 0)} new images, {p.get('faces', 0)} faces, "
+            f"{p.get('errors', 0)} errors")
 
 
 # -- face models ------------------------------------------------------------------------------
@@ -338,18 +419,23 @@ def search(
     face: int | None, all_faces: bool, fusion: str | None, as_json: bool,
 ) -> None:
     """Find indexed faces like the one in PROBES. Several PROBES are photos of one person,
-    searched together. Results are leads, not identifications."""
+    searched together. Results are leads, not identifications: the search is kept as a case
+    record (the probes under the data directory) for another person to review."""
     if include_low_quality:
         min_quality = 0.0
-    result = engine.search(
-        probes[0], case_ref=case_ref, purpose=purpose, top=top, threshold=threshold,
-        min_quality=min_quality, face=face, all_faces=all_faces, more_probes=probes[1:],
+    kept = engine.search_probes(
+        [p.read_bytes() for p in probes], case_ref=case_ref, purpose=purpose, top=top,
+        threshold=threshold, min_quality=min_quality, face=face, all_faces=all_faces,
         fusion=fusion,
     )
     if as_json:
-        emit_json(serialize.search_result(result))
-    else:
-        print_search(result)
+        emit_json({**serialize.search_result(kept.result), "search_id": kept.record.id})
+        return
+    print_search(kept.result)
+    search_id = kept.record.id
+    click.echo(f"kept as search #{search_id} of case {kept.record.case_ref!r}: 'facetrail "
+               f"searches show {search_id}'. Another person reviews its candidates: 'facetrail "
+               f"review {search_id} FACE_ID confirm|reject --note WHY', or in the web app.")
 
 
 def print_search(result: SearchResult) -> None:
@@ -432,6 +518,113 @@ def threshold_line(result: SearchResult) -> str:
         f"{result.gallery_faces} faces x FMR; ~ = extrapolated below {cal.resolution:.1e} "
         f"(calibration: {cal.source}; docs/calibration.md)."
     )
+
+
+# -- searches kept as case records, and their review ----------------------------------------
+@main.group()
+def searches() -> None:
+    """Searches kept as case records (from the CLI and the web app alike)."""
+
+
+@searches.command("list")
+@click.option("--case", "case_ref", default=None, help="Only searches of this case.")
+@click.option("--mine", is_flag=True, help="Only your own searches (the OS user's).")
+@click.option("--pending", is_flag=True,
+              help="Your review queue: searches by others with candidates not yet reviewed.")
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True)
+@json_option
+@with_engine
+def searches_list(engine: Facetrail, case_ref: str | None, mine: bool, pending: bool,
+                  limit: int, as_json: bool) -> None:
+    """Kept searches, newest first."""
+    if pending and (case_ref or mine):
+        raise click.UsageError("--pending lists searches by others; leave out --case and --mine")
+    rows = (engine.review_queue(limit=limit) if pending else
+            engine.searches(case_ref=case_ref, by=Actor.local().name if mine else None,
+                            limit=limit))
+    if as_json:
+        emit_json([serialize.search_summary(s) for s in rows])
+        return
+    if not rows:
+        click.echo("no searches.")
+        return
+    table = Table("search", "when (UTC)", "by", "case", "purpose", "candidates", "unreviewed")
+    for s in rows:
+        table.add_row(str(s.id), s.created_at, s.actor, s.case_ref, s.purpose,
+                      str(s.candidates), str(s.pending))
+    Console(width=160).print(table)
+
+
+@searches.command("show")
+@click.argument("search_id", type=int)
+@json_option
+@with_engine
+def searches_show(engine: Facetrail, search_id: int, as_json: bool) -> None:
+    """A kept search with its candidates, where each was seen, and their reviews."""
+    record = engine.search_record(search_id)
+    if as_json:
+        emit_json(serialize.search_record(record.search, record.reviews))
+        return
+    print_record(record.search, serialize.search_record(record.search, record.reviews))
+
+
+@searches.command("report")
+@click.argument("case_ref")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json",
+              show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write to this file instead of standard output.")
+@with_engine
+def searches_report(engine: Facetrail, case_ref: str, fmt: str, output: Path | None) -> None:
+    """Every search of a case with its candidates, appearances and reviews (as the web app's
+    case report): JSON, or CSV with one row per candidate appearance."""
+    records = [serialize.search_record(r.search, r.reviews)
+               for r in engine.case_records(case_ref)]
+    text = (json.dumps(serialize.case_report(case_ref, records), indent=2, ensure_ascii=False)
+            + "\n" if fmt == "json" else serialize.case_report_csv(records))
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"{len(records)} searches of case {case_ref!r} written to {output}", err=True)
+
+
+def print_record(search: SearchRow, record: dict[str, Any]) -> None:
+    """A kept search: who searched, for what, and each candidate with its reviews."""
+    echo = click.echo
+    result = record["result"]
+    echo(f"search #{search.id} of case {search.case_ref!r} (purpose: {search.purpose}) by "
+         f"{search.actor} at {search.created_at}; audit record #{search.audit_id}")
+    echo(f"probe {search.probe_sha256[:16]} face {search.probe_face}; threshold "
+         f"{result.get('threshold')}; {search.candidates} candidate(s), {search.pending} not "
+         "yet reviewed")
+    echo(f"!! {LEADS_NOTICE}")
+    for c in result["candidates"]:
+        echo(f"{c['rank']:>4} score {c['score']:.3f}  face {c['face_id']}  image "
+             f"{c['image']['sha256'][:16]}")
+        for a in c["appearances"]:
+            echo(f"{'':>8}seen in {a['source']}: {a['location']}")
+        for r in c["reviews"]:
+            echo(f"{'':>8}{r['decision']} by {r['reviewer']} at {r['at']}: {r['note']}")
+
+
+@main.command()
+@click.argument("search_id", type=int)
+@click.argument("face_id", type=int)
+@click.argument("decision", type=click.Choice(DECISIONS))
+@click.option("--note", required=True, help="Why; kept with the decision and in the audit.")
+@json_option
+@with_engine
+def review(engine: Facetrail, search_id: int, face_id: int, decision: str, note: str,
+           as_json: bool) -> None:
+    """Confirm or reject candidate FACE_ID of search SEARCH_ID. Nobody reviews their own
+    search (two-person rule)."""
+    row = engine.review(search_id, face_id, decision, note)
+    if as_json:
+        emit_json(serialize.review(row))
+    else:
+        click.echo(f"{row.reviewer} {row.decision}ed candidate {face_id} of search "
+                   f"{search_id} (review #{row.id})")
 
 
 # -- errors and stats ------------------------------------------------------------------------

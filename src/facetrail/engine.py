@@ -1,4 +1,4 @@
-"""The public Python API. The CLI calls it, and so will the web API.
+"""The public Python API: everything a user can do. The CLI and the web app both call it.
 
     import facetrail
     with facetrail.open("/data/facetrail") as ft:
@@ -6,15 +6,18 @@
                       lawful_basis="warrant 2026-0417", purpose="robbery investigation",
                       retention_days=365)
         ft.ingest("case-0417")
-        result = ft.search(Path("probe.jpg").read_bytes(), case_ref="2026-0417",
-                           purpose="identify suspect")
+        kept = ft.search_probes([Path("probe.jpg").read_bytes()], case_ref="2026-0417",
+                                purpose="identify suspect")   # audited, kept for review
+
+Casework (probes, searches kept as records, reviews) lives in facetrail.casework and ingest
+jobs in facetrail.jobs; the engine owns both and its methods are their public face.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -22,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from facetrail.accounts import ROLES, new_secret, secret_hash
+from facetrail.accounts import ROLES, Actor, new_secret, secret_hash
 from facetrail.audit import AuditEvent, Verification, os_user, verify
 from facetrail.calibration import Calibration, shipped_default
+from facetrail.casework import Casework, KeptSearch, SearchRecord
 from facetrail.errors import (
     ConfigError,
     ConflictError,
@@ -46,6 +50,7 @@ from facetrail.faces.base import ModelInfo
 from facetrail.faces.cache import write_atomically
 from facetrail.faces.user import user_model_from_json
 from facetrail.index import VectorIndex, open_index
+from facetrail.jobs import Jobs
 from facetrail.pipeline.analyze import Analyzer
 from facetrail.pipeline.ingest import Ingest, Progress
 from facetrail.pipeline.reembed import Reembed, ReembedProgress, ReembedReport
@@ -53,9 +58,15 @@ from facetrail.pipeline.search import SearchRequest, search
 from facetrail.records import IngestReport, SearchResult
 from facetrail.settings import Settings, load_settings
 from facetrail.sources import KINDS
+from facetrail.sources.readback import image_bytes
 from facetrail.store import (
     AuditQuery,
     ErrorRow,
+    FaceRow,
+    JobRow,
+    ProbeRow,
+    ReviewRow,
+    SearchRow,
     SourceRow,
     SourceSpec,
     Store,
@@ -112,6 +123,8 @@ class Facetrail:
         self._gallery_sizes: dict[tuple[float, int], int] = {}
         self.model_name = self._active_model()
         self.analyzer = Analyzer(settings, self.face_model(self.model_name))
+        self._casework = Casework(self)
+        self._jobs = Jobs(self)
 
     def __enter__(self) -> Facetrail:
         return self
@@ -273,6 +286,21 @@ class Facetrail:
     def sources(self) -> list[SourceRow]:
         return self.store.list_sources()
 
+    def set_retention(
+        self, name: str, retention_days: int | None, *, actor: str | None = None
+    ) -> SourceRow:
+        """Change how long a source's data is kept, in days (None: no limit)."""
+        if retention_days is not None and retention_days < 1:
+            raise PolicyError(f"retention is at least 1 day, or none; not {retention_days}")
+        before = self.store.get_source(name)
+        row = self.store.set_retention(name, retention_days)
+        self.store.append_audit(
+            AuditEvent(actor=actor or os_user(), action="source.retention", purpose=row.purpose,
+                       details={"source": row.name, "retention_days": row.retention_days,
+                                "was": before.retention_days})
+        )
+        return row
+
     # -- ingest -----------------------------------------------------------------------------
     def ingest(
         self,
@@ -301,6 +329,28 @@ class Facetrail:
 
     def errors(self, source: str | None = None) -> list[ErrorRow]:
         return self.store.errors(source)
+
+    # -- ingest jobs (facetrail.jobs) -------------------------------------------------------
+    def add_job(
+        self, source: str, paths: Sequence[str] = (), *, actor: str | None = None
+    ) -> JobRow:
+        """Queue an ingest of ``source`` (``paths`` under it; none: all of it) for a runner."""
+        return self._jobs.add(source, paths, actor or os_user())
+
+    def cancel_job(self, job_id: int, *, actor: str | None = None) -> JobRow:
+        """Cancel a queued job; a running one stops at its next progress write."""
+        return self._jobs.cancel(job_id, actor or os_user())
+
+    def run_job(self, job_id: int, stopping: Callable[[], bool] = lambda: False) -> JobRow:
+        """Run a queued or interrupted job to its end (or until ``stopping()``)."""
+        return self._jobs.run(job_id, stopping)
+
+    def jobs(self, *, unfinished: bool = False, limit: int = 200) -> list[JobRow]:
+        """Newest first; ``unfinished``: the queued and running ones, oldest first."""
+        return self.store.list_jobs(unfinished=unfinished, limit=limit)
+
+    def job(self, job_id: int) -> JobRow:
+        return self.store.get_job(job_id)
 
     # -- search -----------------------------------------------------------------------------
     def search(
@@ -338,6 +388,80 @@ class Facetrail:
             calibrated_threshold=calibrated,
         )
         return search(request, self.analyzer, self.index, self.store)
+
+    # -- casework: probes, searches kept as records, reviews (facetrail.casework) ----------
+    def keep_probe(self, data: bytes, *, actor: Actor | None = None) -> ProbeRow:
+        """Keep a probe photo under ``<home>/probes`` with the faces found in it."""
+        return self._casework.add_probe(data, actor or Actor.local())
+
+    def probe(self, sha256: str) -> ProbeRow:
+        return self.store.get_probe(sha256)
+
+    def probe_bytes(self, sha256: str) -> bytes:
+        return self._casework.probe_bytes(sha256)
+
+    def search_probes(
+        self,
+        probes: Sequence[str | bytes],
+        *,
+        case_ref: str,
+        purpose: str,
+        face: int | None = None,
+        all_faces: bool = False,
+        top: int | None = None,
+        threshold: float | None = None,
+        min_quality: float | None = None,
+        fusion: str | None = None,
+        actor: Actor | None = None,
+    ) -> KeptSearch:
+        """``search`` of kept probes (a sha256 each, or bytes kept first), itself kept as a
+        case record whose candidates can be reviewed. Several probes: one person's photos."""
+        return self._casework.search(
+            probes, actor or Actor.local(), case_ref=case_ref, purpose=purpose, face=face,
+            all_faces=all_faces, top=top, threshold=threshold, min_quality=min_quality,
+            fusion=fusion,
+        )
+
+    def searches(
+        self, *, case_ref: str | None = None, by: str | None = None, limit: int = 200
+    ) -> list[SearchRow]:
+        """Kept searches, newest first: all, of one case, or by one actor (a name)."""
+        return self._casework.searches(case_ref, by, limit)
+
+    def review_queue(self, *, actor: Actor | None = None, limit: int = 200) -> list[SearchRow]:
+        """Searches by others than ``actor`` with candidates no one has reviewed yet."""
+        return self._casework.review_queue(actor or Actor.local(), limit)
+
+    def search_record(self, search_id: int) -> SearchRecord:
+        """A kept search with its result and reviews."""
+        return self._casework.record(search_id)
+
+    def case_records(self, case_ref: str) -> list[SearchRecord]:
+        """Every search of a case, oldest first, with its reviews."""
+        return self._casework.case(case_ref)
+
+    def search_to_review(self, search_id: int, *, actor: Actor | None = None) -> SearchRecord:
+        """A search for ``actor`` to review; refused if it is their own (two-person rule)."""
+        return self._casework.to_review(search_id, actor or Actor.local())
+
+    def review(
+        self, search_id: int, face_id: int, decision: str, note: str, *,
+        actor: Actor | None = None,
+    ) -> ReviewRow:
+        """Confirm or reject a candidate of someone else's search, with a note; audited."""
+        return self._casework.review(search_id, face_id, decision, note,
+                                     actor or Actor.local())
+
+    # -- what a search found ------------------------------------------------------------------
+    def face(self, face_id: int) -> FaceRow:
+        face = self.store.faces([face_id]).get(face_id)
+        if face is None:
+            raise NotFoundError(f"no face {face_id}")
+        return face
+
+    def image_bytes(self, sha256: str) -> bytes:
+        """An indexed image's bytes, read back from where it was found (checked by hash)."""
+        return image_bytes(self.store, sha256)
 
     # -- moving between face models -------------------------------------------------------
     def model_statuses(self) -> list[ModelStatus]:

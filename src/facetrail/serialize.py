@@ -1,10 +1,14 @@
-"""The stable JSON form of facetrail's results (documented in docs/json.md).
+"""The stable JSON form of facetrail's results and records (documented in docs/json.md and
+docs/api.md). The CLI's ``--json`` and the HTTP API print the same shapes; the API adds URLs.
 
 Fields are only ever added, never renamed or removed, within a ``schema`` version.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+from collections.abc import Sequence
 from typing import Any
 
 from facetrail.faces.base import SCORE_MEANING
@@ -18,9 +22,11 @@ from facetrail.records import (
     ProbeInfo,
     SearchResult,
 )
-from facetrail.store import ErrorRow
+from facetrail.store import ErrorRow, JobRow, ReviewRow, SearchRow, SourceRow
 
 SEARCH_SCHEMA = "facetrail.search/1"
+LEADS = ("Candidates are investigative leads, not identifications; each must be checked by a "
+         "person.")
 
 
 def appearance(a: Appearance) -> dict[str, Any]:
@@ -82,8 +88,7 @@ def calibration_note(n: CalibrationNote | None) -> dict[str, Any] | None:
 def search_result(r: SearchResult) -> dict[str, Any]:
     return {
         "schema": SEARCH_SCHEMA,
-        "notice": "Candidates are investigative leads, not identifications; "
-        "each must be checked by a person.",
+        "notice": LEADS,
         "probe": probe_info(r.probe),
         "probes": [probe_info(p) for p in r.probes] or [probe_info(r.probe)],
         "fusion": r.fusion,
@@ -130,3 +135,81 @@ def build_report(report: BuildReport) -> dict[str, Any]:
         "refused": report.refused, "why": report.why, "message": report.message,
         "details": dict(report.details),
     }
+
+
+def source(s: SourceRow) -> dict[str, Any]:
+    return {"id": s.id, "name": s.name, "kind": s.kind, "uri": s.uri,
+            "lawful_basis": s.lawful_basis, "purpose": s.purpose,
+            "retention_days": s.retention_days, "created_at": s.created_at,
+            "created_by": s.created_by}
+
+
+def job(j: JobRow) -> dict[str, Any]:
+    return {"id": j.id, "source": j.source, "paths": list(j.paths), "status": j.status,
+            "created_by": j.created_by, "created_at": j.created_at, "started_at": j.started_at,
+            "finished_at": j.finished_at, "attempts": j.attempts, "run_ids": list(j.run_ids),
+            "progress": j.progress, "error": j.error}
+
+
+def review(r: ReviewRow) -> dict[str, Any]:
+    return {"id": r.id, "search_id": r.search_id, "face_id": r.face_id, "reviewer": r.reviewer,
+            "decision": r.decision, "note": r.note, "at": r.at}
+
+
+def search_summary(s: SearchRow) -> dict[str, Any]:
+    """A kept search without its result: who, when, for which case, how far reviewed."""
+    return {
+        "id": s.id, "actor": s.actor, "case_ref": s.case_ref, "purpose": s.purpose,
+        "created_at": s.created_at, "probe_sha256": s.probe_sha256, "probe_face": s.probe_face,
+        "audit_id": s.audit_id, "candidates": s.candidates, "pending": s.pending,
+    }
+
+
+def search_record(s: SearchRow, reviews: Sequence[ReviewRow]) -> dict[str, Any]:
+    """A kept search with its result; each candidate lists its reviews."""
+    result = dict(s.result)
+    result["candidates"] = [
+        {**c, "reviews": [review(r) for r in reviews if r.face_id == c["face_id"]]}
+        for c in s.result.get("candidates", [])
+    ]
+    return {"search": search_summary(s), "result": result}
+
+
+def case_report(case_ref: str, searches: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A case's report: ``searches`` are ``search_record`` forms, oldest first."""
+    return {"case_ref": case_ref, "notice": LEADS, "searches": list(searches)}
+
+
+REPORT_COLUMNS = (
+    "search_id", "searched_at", "analyst", "case_ref", "purpose", "probe_sha256", "probe_face",
+    "rank", "face_id", "score", "image_sha256", "source", "location", "source_url", "page_url",
+    "captured_at", "decisions",
+)
+
+
+def case_report_csv(searches: Sequence[dict[str, Any]]) -> str:
+    """A case's report as CSV, one row per candidate appearance; ``decisions`` lists the
+    reviews as ``reviewer:decision``. ``searches`` are ``search_record`` forms."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(REPORT_COLUMNS)
+    for s in searches:
+        meta = s["search"]
+        for c in s["result"]["candidates"]:
+            decisions = " ".join(f"{r['reviewer']}:{r['decision']}" for r in c["reviews"])
+            for a in c["appearances"] or [{}]:
+                writer.writerow([_cell(v) for v in (
+                    meta["id"], meta["created_at"], meta["actor"], meta["case_ref"],
+                    meta["purpose"], meta["probe_sha256"], meta["probe_face"], c["rank"],
+                    c["face_id"], c["score"], c["image"]["sha256"], a.get("source"),
+                    a.get("location"), a.get("source_url"), a.get("page_url"),
+                    a.get("captured_at"), decisions,
+                )])
+    return out.getvalue()
+
+
+def _cell(value: object) -> object:
+    """Text that a spreadsheet would run as a formula is quoted."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

@@ -159,8 +159,10 @@ class SearchRow:
     """A search kept as a record, with its result in the stable JSON form (docs/json.md)."""
 
     id: int
-    user_id: int
+    user_id: int | None
+    """The searcher's account; None for the local operator (the OS user of the CLI)."""
     actor: str
+    """The searcher's name, as in the audit log: a user name, or the local operator's."""
     case_ref: str
     purpose: str
     probe_sha256: str
@@ -178,7 +180,8 @@ class ReviewRow:
     id: int
     search_id: int
     face_id: int
-    user_id: int
+    user_id: int | None
+    """The reviewer's account; None for the local operator."""
     reviewer: str
     decision: str
     note: str
@@ -337,17 +340,26 @@ class CaseStore(Protocol):
     def add_probe(self, probe: ProbeRow) -> None: ...
     def get_probe(self, sha256: str) -> ProbeRow: ...
     def add_search(
-        self, user_id: int, case_ref: str, purpose: str, probe_sha256: str, probe_face: int,
-        audit_id: int, result: dict[str, Any], candidates: Sequence[tuple[int, int, float]],
-    ) -> int: ...
+        self, user_id: int | None, actor: str, case_ref: str, purpose: str, probe_sha256: str,
+        probe_face: int, audit_id: int, result: dict[str, Any],
+        candidates: Sequence[tuple[int, int, float]],
+    ) -> int:
+        """``candidates``: (rank, face_id, score), one per face_id."""
+        ...
     def get_search(self, search_id: int) -> SearchRow: ...
     def list_searches(
-        self, case_ref: str | None = None, user_id: int | None = None,
-        pending_for: int | None = None, limit: int = 200,
-    ) -> list[SearchRow]: ...
+        self, case_ref: str | None = None, actor: str | None = None,
+        pending_for: str | None = None, limit: int = 200,
+    ) -> list[SearchRow]:
+        """Newest first (results only with ``case_ref``). ``actor``: by that actor only;
+        ``pending_for``: by other actors, with candidates no one has reviewed."""
+        ...
     def add_review(
-        self, search_id: int, face_id: int, user_id: int, decision: str, note: str
-    ) -> ReviewRow: ...
+        self, search_id: int, face_id: int, user_id: int | None, actor: str, decision: str,
+        note: str,
+    ) -> ReviewRow:
+        """Raises ConflictError if ``actor`` reviewed that candidate already."""
+        ...
     def reviews(self, search_ids: Sequence[int]) -> list[ReviewRow]: ...
 
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from facetrail.errors import MissingExtraError, StoreError
 from facetrail.store.sql import SQLStore
 
-MIGRATIONS = {v: f"pg_schema_v{v}.sql" for v in range(1, 6)}
+MIGRATIONS = {v: f"pg_schema_v{v}.sql" for v in range(1, 7)}
 _AUDIT_LOCK = 0x66616365  # advisory lock keys of this store: "face", "facf"
 _MIGRATION_LOCK = 0x66616366
 _PLACEHOLDER = re.compile(r"\?")

@@ -16,7 +16,7 @@ from typing import Any
 from facetrail.store.sql import SQLStore
 
 MIGRATIONS = {1: "schema_v1.sql", 2: "schema_v2.sql", 3: "schema_v3.sql", 4: "schema_v4.sql",
-              5: "schema_v5.sql"}
+              5: "schema_v5.sql", 6: "schema_v6.sql"}
 """Schema version -> script that brings the previous version to it."""
 
 

@@ -6,8 +6,7 @@ and one step for API clients (``POST /searches/upload``). Every search is audite
 
 from __future__ import annotations
 
-import csv
-import io
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
@@ -15,7 +14,9 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from facetrail.casework import Actor
+from facetrail import serialize
+from facetrail.accounts import Actor
+from facetrail.casework import SearchRecord
 from facetrail.errors import UploadTooLargeError
 from facetrail.store import ProbeRow, ReviewRow, SearchRow
 from facetrail.web.auth import Principal, require
@@ -33,7 +34,7 @@ SHA256 = r"^[0-9a-f]{64}$"
 
 
 def actor(p: Principal) -> Actor:
-    return Actor(user_id=p.user_id, name=p.name)
+    return Actor(p.name, p.user_id)
 
 
 def read_upload(upload: UploadFile, limit: int) -> bytes:
@@ -60,31 +61,29 @@ def probe_json(p: ProbeRow) -> dict[str, Any]:
     }
 
 
-def review_json(r: ReviewRow) -> dict[str, Any]:
-    return {"id": r.id, "search_id": r.search_id, "face_id": r.face_id, "reviewer": r.reviewer,
-            "decision": r.decision, "note": r.note, "at": r.at}
-
-
 def search_summary(s: SearchRow) -> dict[str, Any]:
+    """``serialize.search_summary`` with the URLs of the search and its probe face."""
     return {
-        "id": s.id, "actor": s.actor, "case_ref": s.case_ref, "purpose": s.purpose,
-        "created_at": s.created_at, "probe_sha256": s.probe_sha256, "probe_face": s.probe_face,
-        "audit_id": s.audit_id, "candidates": s.candidates, "pending": s.pending,
-        "url": f"/api/searches/{s.id}",
+        **serialize.search_summary(s), "url": f"/api/searches/{s.id}",
         "probe_face_crop_url": f"/api/probes/{s.probe_sha256}/faces/{s.probe_face}/crop",
     }
 
 
-def search_json(s: SearchRow, reviews: list[ReviewRow]) -> dict[str, Any]:
-    result = dict(s.result)
-    result["candidates"] = [
+def search_json(s: SearchRow, reviews: Sequence[ReviewRow]) -> dict[str, Any]:
+    """``serialize.search_record`` with the URLs of the candidates' images and crops."""
+    record = serialize.search_record(s, reviews)
+    record["search"] = search_summary(s)
+    record["result"]["candidates"] = [
         {**c, "crop_url": f"/api/faces/{c['face_id']}/crop",
          "image_url": f"/api/images/{c['image']['sha256']}",
-         "thumb_url": f"/api/images/{c['image']['sha256']}/thumb",
-         "reviews": [review_json(r) for r in reviews if r.face_id == c["face_id"]]}
-        for c in s.result.get("candidates", [])
+         "thumb_url": f"/api/images/{c['image']['sha256']}/thumb"}
+        for c in record["result"]["candidates"]
     ]
-    return {"search": search_summary(s), "result": result}
+    return record
+
+
+def record_json(r: SearchRecord) -> dict[str, Any]:
+    return search_json(r.search, r.reviews)
 
 
 # -- probes ----------------------------------------------------------------------------------
@@ -94,16 +93,14 @@ def upload_probe(
 ) -> dict[str, Any]:
     """Upload a probe image; returns its sha256 and the faces found, largest first."""
     data = read_upload(file, service.settings.max_upload_bytes)
-    with service.lock:
-        probe = service.casework.add_probe(data, actor(who))
-    return {"probe": probe_json(probe)}
+    return {"probe": probe_json(service.keep_probe(data, actor(who)))}
 
 
 @router.get("/probes/{sha256}", tags=["search"])
 def get_probe(
     sha256: Annotated[str, PathParam(pattern=SHA256)], who: Reader, service: Svc
 ) -> dict[str, Any]:
-    return {"probe": probe_json(service.engine.store.get_probe(sha256))}
+    return {"probe": probe_json(service.engine.probe(sha256))}
 
 
 # -- searches --------------------------------------------------------------------------------
@@ -156,18 +153,15 @@ def list_searches(
     mine: bool = False, limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
     """Searches, newest first, optionally of one case or only the caller's."""
-    rows = service.engine.store.list_searches(
-        case_ref=case or None, user_id=who.user_id if mine else None, limit=limit
-    )
+    rows = service.engine.searches(case_ref=case or None, by=who.name if mine else None,
+                                   limit=limit)
     return {"searches": [search_summary(s) for s in rows]}
 
 
 @router.get("/searches/{search_id}", tags=["search"])
 def get_search(search_id: int, who: Reader, service: Svc) -> dict[str, Any]:
     """A search with its candidates, their appearances and their reviews."""
-    store = service.engine.store
-    found = store.get_search(search_id)
-    return search_json(found, store.reviews([search_id]))
+    return record_json(service.engine.search_record(search_id))
 
 
 # -- reviews ---------------------------------------------------------------------------------
@@ -180,25 +174,19 @@ class ReviewIn(BaseModel):
 @router.post("/searches/{search_id}/reviews", tags=["review"], status_code=201)
 def review(search_id: int, body: ReviewIn, who: Reviewer, service: Svc) -> dict[str, Any]:
     """Confirm or reject a candidate of someone else's search (two-person rule), with a note."""
-    row = service.casework.review(actor(who), search_id, body.face_id, body.decision, body.note)
-    return {"review": review_json(row)}
+    row = service.engine.review(search_id, body.face_id, body.decision, body.note,
+                                actor=actor(who))
+    return {"review": serialize.review(row)}
 
 
 @router.get("/reviews/queue", tags=["review"])
 def review_queue(who: Reviewer, service: Svc) -> dict[str, Any]:
     """Searches by others with candidates no one has reviewed yet, newest first."""
-    rows = service.engine.store.list_searches(pending_for=who.user_id)
+    rows = service.engine.review_queue(actor=actor(who))
     return {"searches": [search_summary(s) for s in rows]}
 
 
 # -- case reports ----------------------------------------------------------------------------
-REPORT_COLUMNS = (
-    "search_id", "searched_at", "analyst", "case_ref", "purpose", "probe_sha256", "probe_face",
-    "rank", "face_id", "score", "image_sha256", "source", "location", "source_url", "page_url",
-    "captured_at", "decisions",
-)
-
-
 @router.get("/cases/{case_ref}/report", tags=["search"])
 def case_report(
     case_ref: str, who: Reader, service: Svc,
@@ -208,40 +196,14 @@ def case_report(
 
     CSV has one row per candidate appearance; ``decisions`` lists the reviews as
     ``reviewer:decision``."""
-    store = service.engine.store
-    rows = list(reversed(store.list_searches(case_ref=case_ref, limit=100_000)))
-    reviews = store.reviews([s.id for s in rows]) if rows else []
-    searches = [search_json(s, [r for r in reviews if r.search_id == s.id]) for s in rows]
+    searches = [record_json(r) for r in service.engine.case_records(case_ref)]
     name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in case_ref)
     if format == "json":
         return JSONResponse(
-            {"case_ref": case_ref, "notice": "Candidates are investigative leads, not "
-             "identifications; each must be checked by a person.", "searches": searches},
+            serialize.case_report(case_ref, searches),
             headers={"Content-Disposition": f'attachment; filename="case-{name}.json"'},
         )
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(REPORT_COLUMNS)
-    for s in searches:
-        meta = s["search"]
-        for c in s["result"]["candidates"]:
-            decisions = " ".join(f"{r['reviewer']}:{r['decision']}" for r in c["reviews"])
-            for a in c["appearances"] or [{}]:
-                writer.writerow([_cell(v) for v in (
-                    meta["id"], meta["created_at"], meta["actor"], meta["case_ref"],
-                    meta["purpose"], meta["probe_sha256"], meta["probe_face"], c["rank"],
-                    c["face_id"], c["score"], c["image"]["sha256"], a.get("source"),
-                    a.get("location"), a.get("source_url"), a.get("page_url"),
-                    a.get("captured_at"), decisions,
-                )])
     return Response(
-        out.getvalue(), media_type="text/csv; charset=utf-8",
+        serialize.case_report_csv(searches), media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="case-{name}.csv"'},
     )
-
-
-def _cell(value: object) -> object:
-    """Text that a spreadsheet would run as a formula is quoted."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value

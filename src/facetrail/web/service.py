@@ -7,11 +7,11 @@ import threading
 import time
 from collections import deque
 
-from facetrail.casework import Actor, Casework
+from facetrail.accounts import Actor
 from facetrail.engine import Facetrail
 from facetrail.errors import InputError, RateLimitError
 from facetrail.settings import Settings
-from facetrail.store import SearchRow
+from facetrail.store import ProbeRow, SearchRow
 from facetrail.web.jobs import JobRunner
 
 
@@ -19,7 +19,6 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = Facetrail(settings)
-        self.casework = Casework(self.engine)
         # The vector index must not be searched while it is extended, and the analyzer holds
         # one model: face detection, searches and index updates take turns.
         self.lock = threading.Lock()
@@ -36,14 +35,20 @@ class Service:
     ) -> SearchRow:
         """Search one face of a stored probe, or of ``upload`` kept as a probe first: counted
         against the user's search rate, and run in turn with detection and index updates."""
-        self.rate.check(actor.user_id)
+        self.rate.check(actor.name)
+        probe = upload if upload is not None else probe_sha256
+        if probe is None:
+            raise InputError("a search needs a stored probe or an upload")
         with self.lock:
-            if upload is not None:
-                probe_sha256 = self.casework.add_probe(upload, actor).sha256
-            if probe_sha256 is None:
-                raise InputError("a search needs a stored probe or an upload")
-            return self.casework.search(actor, probe_sha256, face, case_ref=case_ref,
-                                        purpose=purpose, top=top, threshold=threshold)
+            return self.engine.search_probes(
+                [probe], face=face, case_ref=case_ref, purpose=purpose, top=top,
+                threshold=threshold, actor=actor,
+            ).record
+
+    def keep_probe(self, data: bytes, actor: Actor) -> ProbeRow:
+        """Keep an uploaded probe, in turn with searches (the analyzer holds one model)."""
+        with self.lock:
+            return self.engine.keep_probe(data, actor=actor)
 
     def stop(self) -> None:
         self.jobs.stop()
@@ -56,14 +61,14 @@ class RateLimiter:
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
         self.window = window
-        self._events: dict[int, deque[float]] = {}
+        self._events: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def check(self, user_id: int) -> None:
+    def check(self, who: str) -> None:
         """Count one event for the user, or raise ``RateLimitError`` if over the limit."""
         now = time.monotonic()
         with self._lock:
-            events = self._events.setdefault(user_id, deque())
+            events = self._events.setdefault(who, deque())
             while events and events[0] <= now - self.window:
                 events.popleft()
             if len(events) >= self.limit:

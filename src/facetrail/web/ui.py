@@ -22,16 +22,16 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from facetrail.audit import canonical_json, utc_now
-from facetrail.casework import Actor
+from facetrail.casework import SearchRecord
 from facetrail.errors import (
     AuthError,
     FacetrailError,
     InputError,
     NotFoundError,
-    OwnSearchReviewError,
     PolicyError,
 )
-from facetrail.store import AuditQuery, JobRow, ReviewRow, SearchRow
+from facetrail.jobs import FINISHED
+from facetrail.store import AuditQuery, JobRow, SearchRow
 from facetrail.store.base import AuditRow, ErrorRow
 from facetrail.web.auth import (
     Principal,
@@ -42,7 +42,7 @@ from facetrail.web.auth import (
     start_session,
 )
 from facetrail.web.deps import service_of
-from facetrail.web.searches import read_upload, search_json
+from facetrail.web.searches import actor, read_upload, record_json
 from facetrail.web.service import Service
 
 router = APIRouter(include_in_schema=False)
@@ -203,11 +203,10 @@ def _search_form(
     request: Request, principal: Principal, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
     engine = service_of(request).engine
-    store = engine.store
     return render(
         request, "search.html", principal, status_code=status_code, title="Search",
         gallery_faces=engine.stats().store.faces,
-        searches=store.list_searches(user_id=principal.user_id, limit=20), **context,
+        searches=engine.searches(by=principal.name, limit=20), **context,
     )
 
 
@@ -255,7 +254,7 @@ def _search(
     if not probe_sha256 and probe is not None:
         upload = read_upload(probe, service.settings.max_upload_bytes)
     return service.search(
-        Actor(principal.user_id, principal.name), face, case_ref=case_ref, purpose=purpose,
+        actor(principal), face, case_ref=case_ref, purpose=purpose,
         probe_sha256=probe_sha256, upload=upload,
     )
 
@@ -275,9 +274,10 @@ UNCALIBRATED = (
 )
 
 
-def search_view(search: SearchRow, reviews: list[ReviewRow]) -> dict[str, Any]:
+def search_view(record: SearchRecord) -> dict[str, Any]:
     """What the results, report and review pages show of a search."""
-    data = search_json(search, reviews)
+    search = record.search
+    data = record_json(record)
     result = data["result"]
     probe = result["probe"]
     candidates = []
@@ -306,10 +306,9 @@ def search_view(search: SearchRow, reviews: list[ReviewRow]) -> dict[str, Any]:
 @html_errors
 async def results_page(request: Request, search_id: int) -> Response:
     principal = await who(request, "analyst", "reviewer")
-    store = service_of(request).engine.store
-    search = store.get_search(search_id)
-    view = search_view(search, store.reviews([search_id]))
-    case = quote(search.case_ref, safe="")
+    record = service_of(request).engine.search_record(search_id)
+    view = search_view(record)
+    case = quote(record.search.case_ref, safe="")
     return render(request, "results.html", principal, title=f"Search #{search_id}", s=view,
                   report_href=f"/cases/{case}/report", export_href=f"/api/cases/{case}/report")
 
@@ -319,12 +318,10 @@ async def results_page(request: Request, search_id: int) -> Response:
 async def case_report(request: Request, case_ref: str) -> Response:
     """Every search of a case with its candidates and reviews, laid out for printing."""
     principal = await who(request, "analyst", "reviewer")
-    store = service_of(request).engine.store
-    searches = list(reversed(store.list_searches(case_ref=case_ref, limit=100_000)))
-    if not searches:
+    records = service_of(request).engine.case_records(case_ref)
+    if not records:
         raise NotFoundError(f"no search of case {case_ref!r}")
-    reviews = store.reviews([s.id for s in searches])
-    views = [search_view(s, [r for r in reviews if r.search_id == s.id]) for s in searches]
+    views = [search_view(r) for r in records]
     return render(request, "report.html", principal, title=f"Case {case_ref}",
                   case_ref=case_ref, searches=views, generated_at=utc_now())
 
@@ -334,7 +331,7 @@ async def case_report(request: Request, case_ref: str) -> Response:
 @html_errors
 async def review_queue(request: Request) -> Response:
     principal = await who(request, "reviewer")
-    queue = service_of(request).engine.store.list_searches(pending_for=principal.user_id)
+    queue = service_of(request).engine.review_queue(actor=actor(principal))
     return render(request, "review_queue.html", principal, title="Review", queue=queue)
 
 
@@ -342,13 +339,8 @@ async def review_queue(request: Request) -> Response:
 @html_errors
 async def review_page(request: Request, search_id: int) -> Response:
     principal = await who(request, "reviewer")
-    store = service_of(request).engine.store
-    search = store.get_search(search_id)
-    if search.user_id == principal.user_id:
-        raise OwnSearchReviewError(
-            f"search {search_id} is your own; another reviewer must review it (two-person rule)"
-        )
-    view = search_view(search, store.reviews([search_id]))
+    record = service_of(request).engine.search_to_review(search_id, actor=actor(principal))
+    view = search_view(record)
     return render(request, "review.html", principal, title=f"Review #{search_id}", s=view)
 
 
@@ -362,9 +354,8 @@ async def review_decision(
     note: Annotated[str, Form()] = "",
 ) -> Response:
     principal = await who(request, "reviewer")
-    service_of(request).casework.review(
-        Actor(principal.user_id, principal.name), search_id, face_id, decision, note
-    )
+    service_of(request).engine.review(search_id, face_id, decision, note,
+                                      actor=actor(principal))
     return RedirectResponse(f"/review/{search_id}", status_code=303)
 
 
@@ -420,9 +411,6 @@ def _event_view(row: AuditRow) -> dict[str, Any]:
 
 
 # -- sources and ingest jobs (admin) -----------------------------------------------------------
-FINISHED = ("completed", "failed", "cancelled")
-
-
 def job_view(job: JobRow) -> dict[str, Any]:
     p = job.progress
     summary = (
@@ -450,7 +438,7 @@ async def sources_page(request: Request) -> Response:
          "errors": len(errors.get(row.name, [])), "error_rows": errors.get(row.name, [])}
         for row in engine.sources()
     ]
-    jobs = [job_view(j) for j in engine.store.list_jobs(limit=20)]
+    jobs = [job_view(j) for j in engine.jobs(limit=20)]
     return render(request, "sources.html", principal, title="Sources", sources=sources,
                   jobs=jobs)
 
@@ -459,8 +447,7 @@ async def sources_page(request: Request) -> Response:
 @html_errors
 async def start_ingest(request: Request, name: str) -> Response:
     principal = await who(request, "admin")
-    service = service_of(request)
-    service.jobs.submit(service.engine.store.get_source(name), [], principal.name)
+    service_of(request).jobs.submit(name, [], principal.name)
     return RedirectResponse("/sources", status_code=303)
 
 
@@ -468,5 +455,5 @@ async def start_ingest(request: Request, name: str) -> Response:
 @html_errors
 async def cancel_ingest(request: Request, job_id: int) -> Response:
     principal = await who(request, "admin")
-    service_of(request).jobs.cancel(job_id, principal.name)
+    service_of(request).engine.cancel_job(job_id, actor=principal.name)
     return RedirectResponse("/sources", status_code=303)

@@ -13,12 +13,12 @@ from facetrail.store.base import ProbeRow, ReviewRow, SearchRow
 from facetrail.store.sql.core import IntegrityViolation, SQLCore
 
 _SEARCH_SQL = (
-    "SELECT s.*, u.name AS actor,"
+    "SELECT s.*,"
     " (SELECT count(*) FROM search_candidates c WHERE c.search_id = s.id) AS n_candidates,"
     " (SELECT count(*) FROM search_candidates c WHERE c.search_id = s.id AND NOT EXISTS"
     "   (SELECT 1 FROM reviews r WHERE r.search_id = c.search_id AND r.face_id = c.face_id)"
     " ) AS n_pending"
-    " FROM searches s JOIN users u ON u.id = s.user_id"
+    " FROM searches s"
 )
 
 
@@ -50,15 +50,16 @@ class CaseTables(SQLCore):
         )
 
     def add_search(
-        self, user_id: int, case_ref: str, purpose: str, probe_sha256: str, probe_face: int,
-        audit_id: int, result: dict[str, Any], candidates: Sequence[tuple[int, int, float]],
+        self, user_id: int | None, actor: str, case_ref: str, purpose: str, probe_sha256: str,
+        probe_face: int, audit_id: int, result: dict[str, Any],
+        candidates: Sequence[tuple[int, int, float]],
     ) -> int:
         with self._tx() as db:
             search_id = self._insert(
                 db,
-                "INSERT INTO searches (user_id, case_ref, purpose, probe_sha256, probe_face,"
-                " audit_id, result, created_at) VALUES (?,?,?,?,?,?,?,?)",
-                (user_id, case_ref, purpose, probe_sha256, probe_face, audit_id,
+                "INSERT INTO searches (user_id, actor, case_ref, purpose, probe_sha256,"
+                " probe_face, audit_id, result, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (user_id, actor, case_ref, purpose, probe_sha256, probe_face, audit_id,
                  json.dumps(result), utc_now()),
             )
             db.executemany(
@@ -75,42 +76,44 @@ class CaseTables(SQLCore):
         return _search_row(row, with_result=True)
 
     def list_searches(
-        self, case_ref: str | None = None, user_id: int | None = None,
-        pending_for: int | None = None, limit: int = 200,
+        self, case_ref: str | None = None, actor: str | None = None,
+        pending_for: str | None = None, limit: int = 200,
     ) -> list[SearchRow]:
-        """Newest first. ``pending_for``: searches by others with unreviewed candidates."""
+        """Newest first. ``actor``: searches by this actor; ``pending_for``: searches by other
+        actors than this one with unreviewed candidates."""
         where: list[str] = []
         args: list[Any] = []
         if case_ref is not None:
             where.append("s.case_ref = ?")
             args.append(case_ref)
-        if user_id is not None:
-            where.append("s.user_id = ?")
-            args.append(user_id)
+        if actor is not None:
+            where.append("s.actor = ?")
+            args.append(actor)
         sql = _SEARCH_SQL + (f" WHERE {' AND '.join(where)}" if where else "")
         if pending_for is not None:
-            sql = f"SELECT * FROM ({sql}) AS q WHERE user_id != ? AND n_pending > 0"
+            sql = f"SELECT * FROM ({sql}) AS q WHERE actor != ? AND n_pending > 0"
             args.append(pending_for)
         rows = self._db.execute(f"{sql} ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [_search_row(r, with_result=case_ref is not None) for r in rows]
 
     def add_review(
-        self, search_id: int, face_id: int, user_id: int, decision: str, note: str
+        self, search_id: int, face_id: int, user_id: int | None, actor: str, decision: str,
+        note: str,
     ) -> ReviewRow:
         try:
             with self._tx() as db:
                 if db.execute(
-                    "SELECT 1 FROM reviews WHERE search_id=? AND face_id=? AND user_id=?",
-                    (search_id, face_id, user_id),
+                    "SELECT 1 FROM reviews WHERE search_id=? AND face_id=? AND actor=?",
+                    (search_id, face_id, actor),
                 ).fetchone():
                     raise ConflictError(
                         f"you have already reviewed candidate {face_id} of search {search_id}"
                     )
                 review_id = self._insert(
                     db,
-                    "INSERT INTO reviews (search_id, face_id, user_id, decision, note, at)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (search_id, face_id, user_id, decision, note, utc_now()),
+                    "INSERT INTO reviews (search_id, face_id, user_id, actor, decision, note, at)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (search_id, face_id, user_id, actor, decision, note, utc_now()),
                 )
         except IntegrityViolation as exc:
             raise NotFoundError(
@@ -126,7 +129,7 @@ class CaseTables(SQLCore):
 
     def _review_rows(self, where: str, args: tuple[Any, ...]) -> list[ReviewRow]:
         rows = self._db.execute(
-            "SELECT r.*, u.name AS reviewer FROM reviews r JOIN users u ON u.id = r.user_id"
+            "SELECT r.*, r.actor AS reviewer FROM reviews r"
             f" WHERE {where} ORDER BY r.id",
             args,
         ).fetchall()

@@ -91,7 +91,7 @@ class Conn:
 class SQLCore:
     """Connections (one per thread), transactions and migrations over a ``Dialect``."""
 
-    SCHEMA_VERSION = 5
+    SCHEMA_VERSION = 6
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
