@@ -235,7 +235,8 @@ def test_users_tokens_and_sessions(store: Store) -> None:
 # -- cases -----------------------------------------------------------------------------------
 def test_searches_candidates_and_reviews(store: Store) -> None:
     ingest_one(store)
-    ann = store.add_user("ann", "analyst", "admin")
+    org = store.add_org("north", "admin")
+    ann = store.add_user("ann", "analyst", "admin", org_id=org.id)
     rev = store.add_user("rev", "reviewer", "admin")
     probe = ProbeRow("p" * 64, 10, 64, 48, "PNG", (ProbeFace((1, 2, 30, 30), 0.9, 0.5),),
                      "2026-01-01T00:00:00Z", "ann")
@@ -246,24 +247,30 @@ def test_searches_candidates_and_reviews(store: Store) -> None:
         store.get_probe("q" * 64)
     audit_id = store.append_audit(AuditEvent(actor="ann", action="search", case_ref="C1"))
     ids = [int(i) for i in next(store.iter_embeddings(store.model_id(MODEL)))[0]]
-    search_id = store.add_search(ann.id, "C1", "robbery", "p" * 64, 0, audit_id,
+    search_id = store.add_search(ann.id, "ann", "C1", "robbery", "p" * 64, 0, audit_id,
                                  {"candidates": len(ids)},
-                                 [(rank, fid, 0.9 - rank / 10) for rank, fid in enumerate(ids)])
+                                 [(rank, fid, 0.9 - rank / 10) for rank, fid in enumerate(ids)],
+                                 org_id=org.id)
     row = store.get_search(search_id)
     assert (row.actor, row.case_ref, row.candidates, row.pending) == ("ann", "C1", 2, 2)
-    assert row.result == {"candidates": 2}
-    assert [s.id for s in store.list_searches(pending_for=rev.id)] == [search_id]
-    assert store.list_searches(pending_for=ann.id) == []
-    review = store.add_review(search_id, ids[0], rev.id, "confirm", "same scar")
+    assert row.result == {"candidates": 2} and row.org_id == org.id
+    assert [s.id for s in store.list_searches(pending_for="rev")] == [search_id]
+    assert store.list_searches(pending_for="ann") == []
+    assert [s.id for s in store.list_searches(org_id=org.id)] == [search_id]
+    assert store.list_searches(org_id=1) == []
+    review = store.add_review(search_id, ids[0], rev.id, "rev", "confirm", "same scar")
     assert (review.reviewer, review.decision, review.note) == ("rev", "confirm", "same scar")
     with pytest.raises(ConflictError):
-        store.add_review(search_id, ids[0], rev.id, "reject", "")
+        store.add_review(search_id, ids[0], rev.id, "rev", "reject", "")
     with pytest.raises(NotFoundError):
-        store.add_review(search_id, 10**9, rev.id, "confirm", "")
+        store.add_review(search_id, 10**9, rev.id, "rev", "confirm", "")
+    local = store.add_search(None, "operator", "C1", "robbery", "p" * 64, 0, audit_id, {},
+                             [(0, ids[0], 0.9)])
+    assert store.get_search(local).user_id is None and store.get_search(local).org_id == 1
     assert store.get_search(search_id).pending == 1
     assert [r.id for r in store.reviews([search_id])] == [review.id]
     assert store.reviews([]) == []
-    assert [s.id for s in store.list_searches(case_ref="C1")] == [search_id]
+    assert [s.id for s in store.list_searches(case_ref="C1")] == [local, search_id]
     assert store.list_searches(case_ref="C2") == []
 
 
@@ -355,3 +362,69 @@ def test_an_unknown_store_url_is_refused() -> None:
         open_store("mysql://x/y")
     with pytest.raises(ConfigError, match="sqlite:///PATH"):
         open_store("sqlite://")
+
+
+# -- organisations ---------------------------------------------------------------------------
+def test_organisations_own_and_share_sources(store: Store) -> None:
+    assert [o.name for o in store.list_orgs()] == ["default"]
+    north = store.add_org("north", "admin")
+    south = store.add_org("south", "admin")
+    with pytest.raises(ConflictError):
+        store.add_org("north", "admin")
+    with pytest.raises(NotFoundError):
+        store.get_org("west")
+    a = store.add_source(SourceSpec("a", "folder", "/a", "basis", "purpose", 30,
+                                    org_id=north.id), "admin")
+    b = store.add_source(SourceSpec("b", "folder", "/b", "basis", "purpose", 30,
+                                    org_id=south.id), "admin")
+    assert (a.org, a.org_id, store.get_source("b").org) == ("north", north.id, "south")
+    assert store.visible_source_ids(north.id) == [a.id]
+    share = store.share_source(b.id, north.id, "data-sharing agreement 7", "joint op", "admin")
+    assert (share.source, share.org, share.lawful_basis) == ("b", "north",
+                                                            "data-sharing agreement 7")
+    with pytest.raises(ConflictError):
+        store.share_source(b.id, north.id, "again", "again", "admin")
+    with pytest.raises(PolicyError):
+        store.share_source(a.id, south.id, " ", "joint op", "admin")
+    assert store.visible_source_ids(north.id) == [a.id, b.id]
+    assert store.visible_source_ids(south.id) == [b.id]
+    assert [(x.source, x.org) for x in store.shares()] == [("b", "north")]
+    assert store.unshare_source(b.id, north.id) and not store.unshare_source(b.id, north.id)
+    assert store.visible_source_ids(north.id) == [a.id]
+    user = store.add_user("nina", "analyst", "admin", org_id=north.id)
+    assert (user.org, store.get_user("nina").org_id) == ("north", north.id)
+    assert store.add_user("olga", "oversight", "admin").org == "default"
+
+
+def test_faces_of_sources_for_filtered_searches(store: Store) -> None:
+    ingest_one(store)  # source 'src', 2 faces
+    other = store.add_source(spec("other", "/data/other"), "tester")
+    model_id = store.model_id(MODEL)
+    run_id = store.start_run(other.id, [], "tester")
+    store.add_image(analysis("d" * 64, face(7)), 10, model_id, "det", other.id, run_id,
+                    [found("/data/other/d.jpg")])
+    # The first image seen by the other source too: its faces belong to both.
+    store.add_appearances("a" * 64, model_id, other.id, run_id, [found("/data/other/a.jpg")])
+    src = store.get_source("src").id
+    ids = store.source_face_ids([src], model_id)
+    both = store.source_face_ids([src, other.id], model_id)
+    assert ids.dtype == np.int64 and len(ids) == 2 and len(both) == 3
+    assert list(both) == sorted(both) and set(ids) < set(both)
+    assert len(store.source_face_ids([other.id], model_id)) == 3
+    assert len(store.source_face_ids([], model_id)) == 0
+
+
+def test_probes_remember_who_uploaded_them(store: Store) -> None:
+    north = store.add_org("north", "admin")
+    store.add_probe(ProbeRow("p" * 64, 10, 64, 48, "PNG", (), "2026-01-01T00:00:00Z", "ann"))
+    store.add_probe_org("p" * 64, north.id)
+    store.add_probe_org("p" * 64, north.id)
+    assert store.probe_org_ids("p" * 64) == {north.id}
+
+
+def test_audit_events_carry_their_organisation(store: Store) -> None:
+    store.append_audit(AuditEvent(actor="a", action="x", org="north"))
+    store.append_audit(AuditEvent(actor="b", action="x"))
+    rows = store.audit_rows()
+    assert [r.event.org for r in rows] == ["north", None] and verify(rows).ok
+    assert [r.id for r in store.audit_rows(AuditQuery(org="north"))] == [1]

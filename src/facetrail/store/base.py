@@ -51,13 +51,16 @@ class SourceSpec:
     lawful_basis: str
     purpose: str
     retention_days: int | None
+    org_id: int = 1
+    """The organisation that owns the source (1: 'default')."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SourceRow(SourceSpec):
     id: int
     created_at: str
     created_by: str
+    org: str = "default"
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,8 @@ class AuditQuery:
     until: str | None = None
     after_id: int = 0
     limit: int | None = None
+    org: str | None = None
+    """Only the events of this organisation."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,8 @@ class UserRow:
     created_at: str
     created_by: str
     active_tokens: int = 0
+    org_id: int = 1
+    org: str = "default"
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,8 @@ class SearchRow:
     created_at: str
     candidates: int = 0
     pending: int = 0
+    org_id: int = 1
+    """The organisation the search was made for."""
     """Candidates no one has reviewed yet."""
 
 
@@ -323,7 +332,7 @@ class FaceStore(Protocol):
 class AccountStore(Protocol):
     """Users, tokens and sessions (only hashes of tokens and session ids are kept)."""
 
-    def add_user(self, name: str, role: str, actor: str) -> UserRow: ...
+    def add_user(self, name: str, role: str, actor: str, org_id: int = 1) -> UserRow: ...
     def get_user(self, name: str) -> UserRow: ...
     def list_users(self) -> list[UserRow]: ...
     def add_token(self, user_id: int, token_hash: str) -> int: ...
@@ -342,17 +351,19 @@ class CaseStore(Protocol):
     def add_search(
         self, user_id: int | None, actor: str, case_ref: str, purpose: str, probe_sha256: str,
         probe_face: int, audit_id: int, result: dict[str, Any],
-        candidates: Sequence[tuple[int, int, float]],
+        candidates: Sequence[tuple[int, int, float]], org_id: int = 1,
     ) -> int:
-        """``candidates``: (rank, face_id, score), one per face_id."""
+        """``candidates``: (rank, face_id, score), one per face_id; ``org_id``: the
+        organisation the search was made for."""
         ...
     def get_search(self, search_id: int) -> SearchRow: ...
     def list_searches(
         self, case_ref: str | None = None, actor: str | None = None,
-        pending_for: str | None = None, limit: int = 200,
+        pending_for: str | None = None, limit: int = 200, org_id: int | None = None,
     ) -> list[SearchRow]:
         """Newest first (results only with ``case_ref``). ``actor``: by that actor only;
-        ``pending_for``: by other actors, with candidates no one has reviewed."""
+        ``pending_for``: by other actors, with candidates no one has reviewed; ``org_id``:
+        made for that organisation only."""
         ...
     def add_review(
         self, search_id: int, face_id: int, user_id: int | None, actor: str, decision: str,

@@ -10,6 +10,8 @@ migrations, so that processes starting together migrate once.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -17,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from facetrail.errors import MissingExtraError, StoreError
 from facetrail.store.sql import SQLStore
 
-MIGRATIONS = {v: f"pg_schema_v{v}.sql" for v in range(1, 7)}
+MIGRATIONS = {v: f"pg_schema_v{v}.sql" for v in range(1, 8)}
 _AUDIT_LOCK = 0x66616365  # advisory lock keys of this store: "face", "facf"
 _MIGRATION_LOCK = 0x66616366
 _PLACEHOLDER = re.compile(r"\?")
@@ -97,6 +99,11 @@ class PostgresDialect:
 
     def lock_migrations(self, conn: Any) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+
+    @contextmanager
+    def migrating(self, conn: Any) -> Iterator[None]:
+        """Nothing to relax: PostgreSQL changes constraints in place."""
+        yield
 
 
 class PostgresStore(SQLStore):

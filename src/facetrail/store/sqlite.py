@@ -9,14 +9,16 @@ what orders audit appends.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from facetrail.errors import StoreError
 from facetrail.store.sql import SQLStore
 
-MIGRATIONS = {1: "schema_v1.sql", 2: "schema_v2.sql", 3: "schema_v3.sql", 4: "schema_v4.sql",
-              5: "schema_v5.sql", 6: "schema_v6.sql"}
+MIGRATIONS = {v: f"schema_v{v}.sql" for v in range(1, 8)}
 """Schema version -> script that brings the previous version to it."""
 
 
@@ -49,6 +51,10 @@ class SQLiteDialect:
         return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
     def set_schema_version(self, conn: Any, version: int) -> None:
+        broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise StoreError(f"migrating {self.where} to schema {version} left "
+                             f"{len(broken)} rows that break a foreign key; nothing changed")
         conn.execute(f"PRAGMA user_version={int(version)}")
 
     def migration(self, version: int) -> list[str]:
@@ -60,6 +66,16 @@ class SQLiteDialect:
 
     def lock_migrations(self, conn: Any) -> None:
         """BEGIN IMMEDIATE already holds the database's write lock."""
+
+    @contextmanager
+    def migrating(self, conn: Any) -> Iterator[None]:
+        """Foreign keys are off while tables are made again (SQLite's way of changing a
+        table's constraints); what the migration leaves must still satisfy them."""
+        conn.execute("PRAGMA foreign_keys=OFF")
+        try:
+            yield
+        finally:
+            conn.execute("PRAGMA foreign_keys=ON")
 
 
 class SQLiteStore(SQLStore):

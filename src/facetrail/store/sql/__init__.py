@@ -8,9 +8,10 @@ from facetrail.store.sql.cases import CaseTables
 from facetrail.store.sql.core import Dialect, SQLCore
 from facetrail.store.sql.ingest import IngestTables
 from facetrail.store.sql.jobs import JobTables
+from facetrail.store.sql.orgs import OrgTables
 
 __all__ = ["Dialect", "SQLCore", "SQLStore"]
 
 
-class SQLStore(IngestTables, AccountTables, CaseTables, JobTables, AuditTables):
+class SQLStore(IngestTables, OrgTables, AccountTables, CaseTables, JobTables, AuditTables):
     """Every section of the ``Store`` protocol over one ``Dialect``."""

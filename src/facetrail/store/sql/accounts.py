@@ -10,19 +10,20 @@ from facetrail.store.base import Credential, UserRow
 from facetrail.store.sql.core import IntegrityViolation, SQLCore
 
 _USER_SQL = (
-    "SELECT u.*, (SELECT count(*) FROM tokens t WHERE t.user_id = u.id"
-    " AND t.revoked_at IS NULL) AS active_tokens FROM users u"
+    "SELECT u.*, o.name AS org, (SELECT count(*) FROM tokens t WHERE t.user_id = u.id"
+    " AND t.revoked_at IS NULL) AS active_tokens FROM users u JOIN orgs o ON o.id = u.org_id"
 )
 
 
 class AccountTables(SQLCore):
-    def add_user(self, name: str, role: str, actor: str) -> UserRow:
+    def add_user(self, name: str, role: str, actor: str, org_id: int = 1) -> UserRow:
         try:
             with self._tx() as db:
                 user_id = self._insert(
                     db,
-                    "INSERT INTO users (name, role, created_at, created_by) VALUES (?,?,?,?)",
-                    (name, role, utc_now(), actor),
+                    "INSERT INTO users (name, role, created_at, created_by, org_id)"
+                    " VALUES (?,?,?,?,?)",
+                    (name, role, utc_now(), actor, org_id),
                 )
         except IntegrityViolation as exc:
             if "unique" in str(exc).lower():
@@ -106,4 +107,5 @@ def _user_row(row: Any) -> UserRow:
     return UserRow(
         id=row["id"], name=row["name"], role=row["role"], created_at=row["created_at"],
         created_by=row["created_by"], active_tokens=row["active_tokens"],
+        org_id=row["org_id"], org=row["org"],
     )

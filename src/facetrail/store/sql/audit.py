@@ -22,11 +22,11 @@ class AuditTables(SQLCore):
             prev_id, prev = (int(row[0]), str(row[1])) if row else (0, GENESIS)
             db.execute(
                 "INSERT INTO audit (id, at, actor, action, case_ref, purpose, details,"
-                " prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?)",
+                " prev_hash, hash, org) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (prev_id + 1, event.at, event.actor, event.action, event.case_ref,
                  event.purpose,
                  json.dumps(event.details, sort_keys=True, separators=(",", ":")), prev,
-                 chain_hash(prev, canonical)),
+                 chain_hash(prev, canonical), event.org),
             )
         return prev_id + 1
 
@@ -36,7 +36,8 @@ class AuditTables(SQLCore):
         where: list[str] = ["id > ?"]
         args: list[Any] = [q.after_id]
         for column, value, op in (("actor", q.actor, "="), ("case_ref", q.case_ref, "="),
-                                  ("action", q.action, "="), ("at", q.since, ">="),
+                                  ("action", q.action, "="), ("org", q.org, "="),
+                                  ("at", q.since, ">="),
                                   ("at", q.until, "<")):
             if value is not None:
                 where.append(f"{column} {op} ?")
@@ -49,7 +50,7 @@ class AuditTables(SQLCore):
                 id=r["id"],
                 event=AuditEvent(
                     actor=r["actor"], action=r["action"], details=json.loads(r["details"]),
-                    case_ref=r["case_ref"], purpose=r["purpose"], at=r["at"],
+                    case_ref=r["case_ref"], purpose=r["purpose"], at=r["at"], org=r["org"],
                 ),
                 prev_hash=r["prev_hash"],
                 hash=r["hash"],

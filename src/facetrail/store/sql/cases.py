@@ -52,15 +52,16 @@ class CaseTables(SQLCore):
     def add_search(
         self, user_id: int | None, actor: str, case_ref: str, purpose: str, probe_sha256: str,
         probe_face: int, audit_id: int, result: dict[str, Any],
-        candidates: Sequence[tuple[int, int, float]],
+        candidates: Sequence[tuple[int, int, float]], org_id: int = 1,
     ) -> int:
         with self._tx() as db:
             search_id = self._insert(
                 db,
                 "INSERT INTO searches (user_id, actor, case_ref, purpose, probe_sha256,"
-                " probe_face, audit_id, result, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                " probe_face, audit_id, result, created_at, org_id)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (user_id, actor, case_ref, purpose, probe_sha256, probe_face, audit_id,
-                 json.dumps(result), utc_now()),
+                 json.dumps(result), utc_now(), org_id),
             )
             db.executemany(
                 "INSERT INTO search_candidates (search_id, rank, face_id, score)"
@@ -77,7 +78,7 @@ class CaseTables(SQLCore):
 
     def list_searches(
         self, case_ref: str | None = None, actor: str | None = None,
-        pending_for: str | None = None, limit: int = 200,
+        pending_for: str | None = None, limit: int = 200, org_id: int | None = None,
     ) -> list[SearchRow]:
         """Newest first. ``actor``: searches by this actor; ``pending_for``: searches by other
         actors than this one with unreviewed candidates."""
@@ -89,6 +90,9 @@ class CaseTables(SQLCore):
         if actor is not None:
             where.append("s.actor = ?")
             args.append(actor)
+        if org_id is not None:
+            where.append("s.org_id = ?")
+            args.append(org_id)
         sql = _SEARCH_SQL + (f" WHERE {' AND '.join(where)}" if where else "")
         if pending_for is not None:
             sql = f"SELECT * FROM ({sql}) AS q WHERE actor != ? AND n_pending > 0"
@@ -148,5 +152,5 @@ def _search_row(row: Any, with_result: bool) -> SearchRow:
         probe_face=row["probe_face"], audit_id=row["audit_id"],
         result=json.loads(row["result"]) if with_result else {},
         created_at=row["created_at"], candidates=row["n_candidates"],
-        pending=row["n_pending"],
+        pending=row["n_pending"], org_id=row["org_id"],
     )

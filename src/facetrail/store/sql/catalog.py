@@ -10,6 +10,8 @@ from facetrail.faces.base import ModelInfo
 from facetrail.store.base import SourceRow, SourceSpec
 from facetrail.store.sql.core import IntegrityViolation, SQLCore
 
+SOURCE_SQL = "SELECT s.*, o.name AS org FROM sources s JOIN orgs o ON o.id = s.org_id"
+
 
 class CatalogTables(SQLCore):
     # -- sources ----------------------------------------------------------------------------
@@ -19,24 +21,25 @@ class CatalogTables(SQLCore):
                 source_id = self._insert(
                     db,
                     "INSERT INTO sources (name, kind, uri, lawful_basis, purpose,"
-                    " retention_days, created_at, created_by) VALUES (?,?,?,?,?,?,?,?)",
+                    " retention_days, created_at, created_by, org_id)"
+                    " VALUES (?,?,?,?,?,?,?,?,?)",
                     (spec.name, spec.kind, spec.uri, spec.lawful_basis, spec.purpose,
-                     spec.retention_days, utc_now(), actor),
+                     spec.retention_days, utc_now(), actor, spec.org_id),
                 )
         except IntegrityViolation as exc:
             if "unique" in str(exc).lower():
                 raise ConflictError(f"a source named {spec.name!r} already exists") from exc
             raise PolicyError(f"source rejected: {exc}") from exc
-        return source_row(self._one("SELECT * FROM sources WHERE id=?", source_id))
+        return source_row(self._one(SOURCE_SQL + " WHERE s.id=?", source_id))
 
     def get_source(self, name: str) -> SourceRow:
-        row = self._db.execute("SELECT * FROM sources WHERE name=?", (name,)).fetchone()
+        row = self._db.execute(SOURCE_SQL + " WHERE s.name=?", (name,)).fetchone()
         if row is None:
             raise NotFoundError(f"no source named {name!r}; see 'facetrail sources list'")
         return source_row(row)
 
     def list_sources(self) -> list[SourceRow]:
-        rows = self._db.execute("SELECT * FROM sources ORDER BY name").fetchall()
+        rows = self._db.execute(SOURCE_SQL + " ORDER BY s.name").fetchall()
         return [source_row(r) for r in rows]
 
     def set_retention(self, name: str, retention_days: int | None) -> SourceRow:
@@ -118,5 +121,5 @@ def source_row(row: Any) -> SourceRow:
         id=row["id"], name=row["name"], kind=row["kind"], uri=row["uri"],
         lawful_basis=row["lawful_basis"], purpose=row["purpose"],
         retention_days=row["retention_days"], created_at=row["created_at"],
-        created_by=row["created_by"],
+        created_by=row["created_by"], org_id=row["org_id"], org=row["org"],
     )

@@ -61,6 +61,11 @@ class Dialect(Protocol):
         """Inside a write transaction: keep other processes from migrating at the same time."""
         ...
 
+    @contextmanager
+    def migrating(self, conn: Any) -> Iterator[None]:
+        """Around the migration transaction (which must check what it relaxes itself)."""
+        ...
+
 
 class Conn:
     """One DB-API connection, with the dialect's placeholders and one integrity error."""
@@ -91,7 +96,7 @@ class Conn:
 class SQLCore:
     """Connections (one per thread), transactions and migrations over a ``Dialect``."""
 
-    SCHEMA_VERSION = 6
+    SCHEMA_VERSION = 7
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
@@ -150,7 +155,7 @@ class SQLCore:
         return int(db.execute(statement + " RETURNING id", args).fetchone()[0])
 
     def _migrate(self) -> None:
-        with self._tx() as db:
+        with self.dialect.migrating(self._db.raw), self._tx() as db:
             self.dialect.lock_migrations(db.raw)
             version = self.dialect.schema_version(db.raw)
             if version > self.SCHEMA_VERSION:
