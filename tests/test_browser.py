@@ -24,7 +24,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from conftest import FACES, PEOPLE, add_source, run_cli
-from webserver import Server, add_users
+from webserver import Server, add_users, login_form_token
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -125,7 +125,8 @@ def log_in(page: Page, server: Server, user: str) -> None:
 def session(server: Server, user: str) -> Iterator[httpx.Client]:
     """An HTTP client logged in through the login form, as a browser would be."""
     with httpx.Client(base_url=server.url, timeout=120) as client:
-        response = client.post("/login", data={"token": server.tokens[user]})
+        response = client.post("/login", data={"token": server.tokens[user],
+                                                "csrf_token": login_form_token(client)})
         assert response.status_code == 303 and "facetrail_session" in response.cookies
         yield client
 
@@ -156,7 +157,8 @@ def test_without_a_session_every_page_leads_to_login(server: Server) -> None:
         for path in ("/", *PAGES):
             response = client.get(path)
             assert response.status_code == 303 and response.headers["location"] == "/login"
-        bad = client.post("/login", data={"token": "ft_not-a-token"})
+        bad = client.post("/login", data={"token": "ft_not-a-token",
+                                          "csrf_token": login_form_token(client)})
         assert bad.status_code == 401 and "unknown or revoked token" in bad.text
         assert "facetrail_session" not in bad.cookies
 
