@@ -94,9 +94,7 @@ def upload_probe(
 ) -> dict[str, Any]:
     """Upload a probe image; returns its sha256 and the faces found, largest first."""
     data = read_upload(file, service.settings.max_upload_bytes)
-    with service.lock:
-        probe = service.casework.add_probe(data, actor(who))
-    return {"probe": probe_json(probe)}
+    return {"probe": probe_json(service.add_probe(data, actor(who)))}
 
 
 @router.get("/probes/{sha256}", tags=["search"])
