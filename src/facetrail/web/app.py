@@ -26,7 +26,7 @@ from facetrail.errors import (
     UploadTooLargeError,
 )
 from facetrail.settings import Settings
-from facetrail.web import api, ui
+from facetrail.web import api, docs, ui
 from facetrail.web.guard import RequestGuard
 from facetrail.web.service import Service
 
@@ -80,7 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description="Accountable face search. Every call except this documentation needs a "
         "token: `Authorization: Bearer <token>` (see `facetrail users add`).",
-        docs_url="/docs",
+        docs_url=None,  # drawn by facetrail.web.docs: FastAPI's page loads Swagger UI from a CDN
         redoc_url=None,
         openapi_url="/openapi.json",
         lifespan=lifespan,
@@ -97,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestGuard, max_upload_bytes=settings.max_upload_bytes, refuse=refuse)
     app.include_router(api.router, prefix="/api")
     app.include_router(ui.router)
+    app.include_router(docs.router)
 
     @app.exception_handler(FacetrailError)
     async def facetrail_error(request: Request, exc: FacetrailError) -> JSONResponse:
