@@ -156,6 +156,13 @@ def test_a_body_without_valid_credentials_is_refused_unread(server: Server) -> N
                 "Transfer-Encoding: chunked\r\n\r\n")
         reply = exchange(server, page, chunk(FILE_HEAD))
         assert reply.startswith(b"HTTP/1.1 303 ") and b"location: /login" in reply.lower()
+    # The logins read their body without credentials: it is a token, a few bytes at most.
+    for path, kind in (("/login", "application/x-www-form-urlencoded"),
+                       ("/api/session", "application/json")):
+        login = (f"POST {path} HTTP/1.1\r\n{host}Content-Type: {kind}\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n")
+        reply = exchange(server, login, chunk(b"t" * 70_000))
+        assert reply.startswith(b"HTTP/1.1 413 "), (path, reply[:200])
 
 
 def test_probe_uploads_count_against_the_rate_and_are_audited(server: Server) -> None:
