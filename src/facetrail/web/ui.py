@@ -190,11 +190,11 @@ def _login_page(request: Request, status_code: int = 200, error: str = "") -> Re
 async def login(
     request: Request,
     token: Annotated[str, Form()] = "",
-    csrf_token: Annotated[str, Form()] = "",
+    form_token: Annotated[str, Form(alias="csrf_token")] = "",
 ) -> Response:
     response = RedirectResponse("/", status_code=303)
     try:
-        check_login_form(request, csrf_token)
+        check_login_form(request, form_token)
         start_session(request, response, token)
     except (AuthError, CsrfError) as exc:
         from facetrail.web.app import status_of
