@@ -90,7 +90,7 @@ def test_a_job_ingests_in_the_background_and_lists_its_errors(
         assert found.json()["result"]["candidates"][0]["score"] == 1.0  # indexed by the job
     with server.client("auditor") as auditor:
         actions = [e["action"] for e in auditor.get("/api/audit").json()["events"]]
-    assert actions[-4:] == ["source.add", "ingest.start", "ingest", "search"]
+    assert actions[-5:] == ["source.add", "ingest.start", "ingest", "probe.add", "search"]
 
 
 def settled(admin: httpx.Client, job_id: int, quiet: float = 2.0) -> dict[str, Any]:

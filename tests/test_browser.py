@@ -19,12 +19,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import APIResponse, Browser, Page, expect, sync_playwright
+from playwright.sync_api import APIResponse, Browser, Page, Route, expect, sync_playwright
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from conftest import FACES, PEOPLE, add_source, run_cli
-from webserver import Server, add_users
+from webserver import Server, add_users, login_form_token
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -125,7 +125,8 @@ def log_in(page: Page, server: Server, user: str) -> None:
 def session(server: Server, user: str) -> Iterator[httpx.Client]:
     """An HTTP client logged in through the login form, as a browser would be."""
     with httpx.Client(base_url=server.url, timeout=120) as client:
-        response = client.post("/login", data={"token": server.tokens[user]})
+        response = client.post("/login", data={"token": server.tokens[user],
+                                                "csrf_token": login_form_token(client)})
         assert response.status_code == 303 and "facetrail_session" in response.cookies
         yield client
 
@@ -156,7 +157,8 @@ def test_without_a_session_every_page_leads_to_login(server: Server) -> None:
         for path in ("/", *PAGES):
             response = client.get(path)
             assert response.status_code == 303 and response.headers["location"] == "/login"
-        bad = client.post("/login", data={"token": "ft_not-a-token"})
+        bad = client.post("/login", data={"token": "ft_not-a-token",
+                                          "csrf_token": login_form_token(client)})
         assert bad.status_code == 401 and "unknown or revoked token" in bad.text
         assert "facetrail_session" not in bad.cookies
 
@@ -485,6 +487,29 @@ def test_a_refused_search_keeps_the_probe_and_the_picked_face(server: Server, pa
     expect(boxes.nth(1)).to_have_class("facebox picked")
     expect(page.locator("#purpose")).to_have_value("a purpose")
     expect(page.locator("form[data-probe-form] button[type=submit]")).to_be_enabled()
+
+
+def test_pages_load_nothing_from_another_origin(server: Server, page: Page) -> None:
+    """Offline, as on a disconnected network: every request to another origin is cut off, and
+    the API documentation and the app's pages still show, with no policy violation."""
+    elsewhere: list[str] = []
+    violations: list[str] = []
+
+    def cut(route: Route) -> None:
+        elsewhere.append(route.request.url)
+        route.abort()
+
+    page.route(lambda url: not url.startswith(server.url + "/"), cut)
+    page.on("console", lambda m: violations.append(m.text)
+            if "Content Security Policy" in m.text else None)
+    page.goto(server.url + "/docs")
+    expect(page.get_by_role("heading", name="facetrail API")).to_be_visible()
+    upload = page.locator('[data-operation="POST /api/searches/upload"]')
+    expect(upload).to_contain_text("probe image")
+    shot(page, "docs")
+    log_in(page, server, "analyst")
+    expect(page.locator("form[data-probe-form]")).to_be_visible()
+    assert elsewhere == [] and violations == []
 
 
 def test_static_files_are_a_fixed_list(server: Server) -> None:

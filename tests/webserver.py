@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,6 +26,18 @@ ROLE_USERS = {
     "revoked": "analyst",
 }
 """User name -> role of the accounts made in every server home; 'revoked' has no live token."""
+
+
+LOGIN_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def login_form_token(browser: httpx.Client) -> str:
+    """The login page's form token; its cookie stays in the client's jar, as in a browser's."""
+    page = browser.get("/login")
+    assert page.status_code == 200
+    match = LOGIN_FIELD.search(page.text)
+    assert match is not None, "the login form carries no csrf_token field"
+    return match.group(1)
 
 
 def free_port() -> int:

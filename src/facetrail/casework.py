@@ -62,7 +62,8 @@ class Casework:
 
     # -- probes -----------------------------------------------------------------------------
     def add_probe(self, data: bytes, actor: Actor) -> ProbeRow:
-        """Decode the probe and find its faces (largest first); keep its bytes by sha256."""
+        """Decode the probe and find its faces (largest first); keep its bytes by sha256.
+        Audited with its hash and face count (never its pixels)."""
         sha = sha256_hex(data)
         analysis = self.engine.analyzer(data, sha, embed=())  # its faces, not their vectors
         path = self._probe_path(sha)
@@ -79,6 +80,10 @@ class Casework:
                 created_at=utc_now(), created_by=actor.name,
             )
         )
+        self.store.append_audit(AuditEvent(
+            actor=actor.name, action="probe.add",
+            details={"sha256": sha, "faces": len(analysis.faces), "bytes": len(data)},
+        ))
         return self.store.get_probe(sha)
 
     def probe_bytes(self, sha256: str) -> bytes:

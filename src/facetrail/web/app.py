@@ -5,7 +5,7 @@ HTTP statuses are mapped from facetrail's exception tree here and nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -26,7 +26,8 @@ from facetrail.errors import (
     UploadTooLargeError,
 )
 from facetrail.settings import Settings
-from facetrail.web import api, ui
+from facetrail.web import api, docs, ui
+from facetrail.web.guard import RequestGuard
 from facetrail.web.service import Service
 
 STATUS: tuple[tuple[type[FacetrailError], int], ...] = (
@@ -54,6 +55,15 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
+def facetrail_response(exc: FacetrailError) -> JSONResponse:
+    response = error_response(status_of(exc), exc.code, str(exc))
+    if isinstance(exc, RateLimitError):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, AuthError):
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
 def create_app(settings: Settings) -> FastAPI:
     service = Service(settings)
 
@@ -70,39 +80,28 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description="Accountable face search. Every call except this documentation needs a "
         "token: `Authorization: Bearer <token>` (see `facetrail users add`).",
-        docs_url="/docs",
+        docs_url=None,  # drawn by facetrail.web.docs: FastAPI's page loads Swagger UI from a CDN
         redoc_url=None,
         openapi_url="/openapi.json",
         lifespan=lifespan,
     )
     app.state.service = service
-    # Uploads are the largest bodies; anything declaring more is refused before it is read.
-    body_limit = settings.max_upload_bytes + 64 * 1024
 
-    @app.middleware("http")
-    async def refuse_large_bodies(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > body_limit:
-            exc = UploadTooLargeError(
-                f"the request body of {declared} bytes is over the upload limit of "
-                f"{settings.max_upload_bytes} bytes (FACETRAIL_MAX_UPLOAD_BYTES)"
-            )
-            return error_response(413, exc.code, str(exc))
-        return await call_next(request)
+    async def refuse(request: Request, exc: FacetrailError) -> Response:
+        """A request refused before it was read: a page needing a login leads to the login
+        page, as every page does; anything else is the API's JSON error."""
+        if isinstance(exc, AuthError) and not request.url.path.startswith("/api/"):
+            return await ui.error_page(request, exc)
+        return facetrail_response(exc)
 
+    app.add_middleware(RequestGuard, max_upload_bytes=settings.max_upload_bytes, refuse=refuse)
     app.include_router(api.router, prefix="/api")
     app.include_router(ui.router)
+    app.include_router(docs.router)
 
     @app.exception_handler(FacetrailError)
     async def facetrail_error(request: Request, exc: FacetrailError) -> JSONResponse:
-        response = error_response(status_of(exc), exc.code, str(exc))
-        if isinstance(exc, RateLimitError):
-            response.headers["Retry-After"] = str(exc.retry_after)
-        if isinstance(exc, AuthError):
-            response.headers["WWW-Authenticate"] = "Bearer"
-        return response
+        return facetrail_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -5,6 +5,14 @@ cookie. A cookie-authenticated request that changes something (POST, PUT, PATCH,
 also carry the session's CSRF token, in the ``X-CSRF-Token`` header or a ``csrf_token`` form
 field. Missing, unknown, revoked or expired credentials raise ``AuthError`` (401); a role
 without the right raises ``ForbiddenError`` (403).
+
+Two checks guard against other sites driving a browser, logged in or not (``CsrfError``):
+
+- every change must come from the server's own origin: its ``Origin`` header, or without one
+  its ``Referer``, names the server (``check_origin``). Browsers send ``Origin`` with every
+  cross-origin change, so a change with neither header is not a cross-site browser request.
+- the login form carries a pre-session token that ``GET /login`` puts both in the form and in a
+  cookie (``set_login_cookie``); ``POST /login`` needs the two to match (a double submit).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from fastapi import Request, Response
 
@@ -23,6 +32,7 @@ from facetrail.errors import AuthError, CsrfError, ForbiddenError
 from facetrail.store import Credential, Store
 
 SESSION_COOKIE = "facetrail_session"
+LOGIN_COOKIE = "facetrail_login"
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -52,8 +62,9 @@ def _session_credential(request: Request) -> Credential | None:
     return _store(request).session(secret_hash(session_id), utc_now())
 
 
-async def authenticate(request: Request) -> Principal:
-    """The caller, from a bearer token or a session cookie (checking CSRF for changes)."""
+def identify(request: Request) -> Credential:
+    """The credential a request carries, a bearer token or a session cookie (no CSRF check);
+    reads headers and cookies only, never the body."""
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
@@ -62,23 +73,76 @@ async def authenticate(request: Request) -> Principal:
         credential = _store(request).credential(secret_hash(token.strip()))
         if credential is None:
             raise AuthError("unknown or revoked token")
-        return _principal(credential)
+        return credential
     credential = _session_credential(request)
     if credential is None:
         if request.cookies.get(SESSION_COOKIE):
             raise AuthError("the session has ended or expired; log in again")
         raise AuthError("a token is required: 'Authorization: Bearer <token>' or log in")
+    return credential
+
+
+async def authenticate(request: Request) -> Principal:
+    """The caller, from a bearer token or a session cookie (checking CSRF for changes)."""
+    credential = identify(request)
+    if request.headers.get("authorization") is not None:
+        return _principal(credential)
     if request.method in UNSAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER)
         if sent is None and _is_form(request):
             value = (await request.form()).get(CSRF_FIELD)
             sent = value if isinstance(value, str) else None
-        if sent is None or credential.csrf is None or not hmac.compare_digest(
-            sent.encode(), credential.csrf.encode()
-        ):
+        if sent is None or credential.csrf is None or not _same(sent, credential.csrf):
             raise CsrfError("missing or wrong CSRF token")
     request.state.csrf_token = credential.csrf
     return _principal(credential)
+
+
+def _same(sent: str, known: str) -> bool:
+    return hmac.compare_digest(sent.encode(), known.encode())
+
+
+def own_origin(request: Request) -> str:
+    """The server's origin as the browser addressed it: ``scheme://host[:port]``."""
+    return f"{request.url.scheme}://{request.url.netloc}".lower()
+
+
+def check_origin(request: Request) -> None:
+    """Refuse a change sent by a page of another origin (``Origin: null`` included)."""
+    if request.method not in UNSAFE_METHODS:
+        return
+    origin = request.headers.get("origin")
+    if origin is None:
+        referer = request.headers.get("referer")
+        if referer is None:
+            return  # not a cross-site browser request; CSRF tokens still apply
+        parts = urlsplit(referer)
+        origin = f"{parts.scheme}://{parts.netloc}"
+    if origin.lower() != own_origin(request):
+        raise CsrfError(
+            f"a change sent from another origin ({origin}) is refused; use facetrail's own "
+            "pages or a client without a browser"
+        )
+
+
+def new_login_token() -> str:
+    """A pre-session token for one login form."""
+    return secrets.token_urlsafe(32)
+
+
+def set_login_cookie(request: Request, response: Response, token: str) -> None:
+    """Keep the login form's token in a cookie that only the login route receives."""
+    response.set_cookie(
+        LOGIN_COOKIE, token, httponly=True, samesite="strict",
+        secure=request.url.scheme == "https", path="/login",
+    )
+
+
+def check_login_form(request: Request, sent: str) -> None:
+    """The login form must carry the token its page set as a cookie (a double submit)."""
+    known = request.cookies.get(LOGIN_COOKIE)
+    if not sent or not known or not _same(sent, known):
+        raise CsrfError("the login form has expired or was not facetrail's; log in again")
 
 
 def _is_form(request: Request) -> bool:

@@ -23,6 +23,10 @@ class Service:
         # one model: face detection, searches and index updates take turns.
         self.lock = threading.Lock()
         self.rate = RateLimiter(settings.search_rate, settings.search_rate_window)
+        # Finding faces in a probe costs about what a search does: the same rate, its own count,
+        # so that the web app's two steps (upload, then search) are still one search.
+        self.probe_rate = RateLimiter(settings.search_rate, settings.search_rate_window,
+                                      "probe uploads")
         self.jobs = JobRunner(self)
 
     def start(self) -> None:
@@ -46,7 +50,9 @@ class Service:
             ).record
 
     def keep_probe(self, data: bytes, actor: Actor) -> ProbeRow:
-        """Keep an uploaded probe, in turn with searches (the analyzer holds one model)."""
+        """Keep an uploaded probe and find its faces: counted against the user's probe upload
+        rate, and run in turn with searches (the analyzer holds one model)."""
+        self.probe_rate.check(actor.name)
         with self.lock:
             return self.engine.keep_probe(data, actor=actor)
 
@@ -58,9 +64,10 @@ class Service:
 class RateLimiter:
     """At most ``limit`` events per user in any ``window`` seconds (a sliding window)."""
 
-    def __init__(self, limit: int, window: float) -> None:
+    def __init__(self, limit: int, window: float, what: str = "searches") -> None:
         self.limit = limit
         self.window = window
+        self.what = what
         self._events: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
@@ -74,7 +81,7 @@ class RateLimiter:
             if len(events) >= self.limit:
                 wait = math.ceil(events[0] + self.window - now)
                 raise RateLimitError(
-                    f"more than {self.limit} searches in {self.window:g} s "
+                    f"more than {self.limit} {self.what} in {self.window:g} s "
                     f"(FACETRAIL_SEARCH_RATE); try again in {wait} s",
                     retry_after=wait,
                 )

@@ -25,6 +25,7 @@ from facetrail.audit import canonical_json, utc_now
 from facetrail.casework import SearchRecord
 from facetrail.errors import (
     AuthError,
+    CsrfError,
     FacetrailError,
     InputError,
     NotFoundError,
@@ -36,9 +37,12 @@ from facetrail.store.base import AuditRow, ErrorRow
 from facetrail.web.auth import (
     Principal,
     authenticate,
+    check_login_form,
     csrf_token,
     end_session,
+    new_login_token,
     require,
+    set_login_cookie,
     start_session,
 )
 from facetrail.web.deps import service_of
@@ -67,7 +71,9 @@ PAGE_HEADERS = {
     # Only facetrail's own script, styles and images; no inline code, no framing.
     "Content-Security-Policy": "default-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'",
-    "Referrer-Policy": "no-referrer",
+    # Same-origin requests keep their Referer and a true Origin (no-referrer would make form
+    # posts send "Origin: null"); other sites still get nothing.
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
@@ -168,17 +174,32 @@ async def home(request: Request) -> Response:
 
 @router.get("/login")
 async def login_form(request: Request) -> Response:
-    return render(request, "login.html", None, title="Log in")
+    return _login_page(request)
+
+
+def _login_page(request: Request, status_code: int = 200, error: str = "") -> Response:
+    """The login form, with a new pre-session token in the form and in its cookie."""
+    form_token = new_login_token()
+    response = render(request, "login.html", None, status_code=status_code, title="Log in",
+                      error=error, login_csrf=form_token)
+    set_login_cookie(request, response, form_token)
+    return response
 
 
 @router.post("/login")
-async def login(request: Request, token: Annotated[str, Form()] = "") -> Response:
+async def login(
+    request: Request,
+    token: Annotated[str, Form()] = "",
+    form_token: Annotated[str, Form(alias="csrf_token")] = "",
+) -> Response:
     response = RedirectResponse("/", status_code=303)
     try:
+        check_login_form(request, form_token)
         start_session(request, response, token)
-    except AuthError as exc:
-        return render(request, "login.html", None, status_code=401, title="Log in",
-                      error=f"{exc}.")
+    except (AuthError, CsrfError) as exc:
+        from facetrail.web.app import status_of
+
+        return _login_page(request, status_of(exc), f"{exc}.")
     return response
 
 
