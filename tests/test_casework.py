@@ -116,7 +116,7 @@ def test_schema_6_names_every_actor_and_keeps_searches_and_reviews(tmp_path: Pat
         store.close()
     db = sqlite3.connect(path)
     try:
-        assert db.execute("PRAGMA user_version").fetchone() == (6,)
+        assert db.execute("PRAGMA user_version").fetchone() == (SQLiteStore.SCHEMA_VERSION,)
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert not {t for t in tables if t.startswith("v5_")}
