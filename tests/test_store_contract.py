@@ -246,25 +246,40 @@ def test_searches_candidates_and_reviews(store: Store) -> None:
         store.get_probe("q" * 64)
     audit_id = store.append_audit(AuditEvent(actor="ann", action="search", case_ref="C1"))
     ids = [int(i) for i in next(store.iter_embeddings(store.model_id(MODEL)))[0]]
-    search_id = store.add_search(ann.id, "C1", "robbery", "p" * 64, 0, audit_id,
+    search_id = store.add_search(ann.id, "ann", "C1", "robbery", "p" * 64, 0, audit_id,
                                  {"candidates": len(ids)},
                                  [(rank, fid, 0.9 - rank / 10) for rank, fid in enumerate(ids)])
     row = store.get_search(search_id)
-    assert (row.actor, row.case_ref, row.candidates, row.pending) == ("ann", "C1", 2, 2)
+    assert (row.user_id, row.actor, row.case_ref, row.candidates, row.pending) == (
+        ann.id, "ann", "C1", 2, 2)
     assert row.result == {"candidates": 2}
-    assert [s.id for s in store.list_searches(pending_for=rev.id)] == [search_id]
-    assert store.list_searches(pending_for=ann.id) == []
-    review = store.add_review(search_id, ids[0], rev.id, "confirm", "same scar")
-    assert (review.reviewer, review.decision, review.note) == ("rev", "confirm", "same scar")
+    assert [s.id for s in store.list_searches(pending_for="rev")] == [search_id]
+    assert store.list_searches(pending_for="ann") == []
+    review = store.add_review(search_id, ids[0], rev.id, "rev", "confirm", "same scar")
+    assert (review.user_id, review.reviewer, review.decision, review.note) == (
+        rev.id, "rev", "confirm", "same scar")
     with pytest.raises(ConflictError):
-        store.add_review(search_id, ids[0], rev.id, "reject", "")
+        store.add_review(search_id, ids[0], rev.id, "rev", "reject", "")
     with pytest.raises(NotFoundError):
-        store.add_review(search_id, 10**9, rev.id, "confirm", "")
+        store.add_review(search_id, 10**9, rev.id, "rev", "confirm", "")
     assert store.get_search(search_id).pending == 1
     assert [r.id for r in store.reviews([search_id])] == [review.id]
     assert store.reviews([]) == []
     assert [s.id for s in store.list_searches(case_ref="C1")] == [search_id]
     assert store.list_searches(case_ref="C2") == []
+
+    # The local operator (the OS user of the CLI) has no account: no user id, a name.
+    local = store.add_search(None, "root", "C1", "from the CLI", "p" * 64, 0, audit_id, {},
+                             [(1, ids[1], 0.8)])
+    assert (store.get_search(local).user_id, store.get_search(local).actor) == (None, "root")
+    assert [s.id for s in store.list_searches(actor="root")] == [local]
+    assert [s.id for s in store.list_searches(actor="ann")] == [search_id]
+    assert [s.id for s in store.list_searches(pending_for="root")] == [search_id]
+    assert [s.id for s in store.list_searches(pending_for="rev")] == [local, search_id]
+    by_operator = store.add_review(local, ids[1], None, "operator", "reject", "not him")
+    assert (by_operator.user_id, by_operator.reviewer) == (None, "operator")
+    with pytest.raises(ConflictError):
+        store.add_review(local, ids[1], None, "operator", "confirm", "")
 
 
 # -- jobs ------------------------------------------------------------------------------------
