@@ -164,3 +164,15 @@ def test_follow_up_jobs_run_and_a_failing_stream_cancels(name: str, workers: int
         for _ in broken.run(stream()):
             pass
     assert time.monotonic() - started < 10
+
+
+def test_an_ingest_with_an_unknown_executor_is_refused(tmp_path: Path) -> None:
+    import facetrail
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with facetrail.open(tmp_path / "home", executor="hadoop") as ft:
+        ft.add_source("s", "folder", photos, lawful_basis="tests", purpose="testing",
+                      retention_days=1)
+        with pytest.raises(ConfigError, match="unknown executor 'hadoop'"):
+            ft.ingest("s")
