@@ -52,9 +52,10 @@ FoundAt = tuple[Provenance, str | None]
 """Where a copy of an image was found, and that location's fingerprint."""
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class _Listed:
-    """A located image whose hash a worker is computing."""
+    """A listed image whose bytes a worker is reading and hashing (one object per item, even
+    when two items name the same location)."""
 
     found: FoundAt
     at: Located
@@ -210,7 +211,8 @@ class _RunState:
 
     def known(self, sha: str, found: FoundAt, **counted: int) -> bool:
         """Whether the image is stored or being analysed already: if so, ``found`` is recorded
-        as an appearance of it (and counted, with ``counted``); if not, it will be analysed."""
+        as an appearance of it (and counted, with ``counted``); if not, ``found`` is its first
+        copy, and the caller has it analysed."""
         if sha in self.pending:
             self.pending[sha].append(found)
             self.bump(duplicates=1, **counted)
