@@ -34,13 +34,7 @@ from facetrail.pipeline.analyze import (
     Task,
     analysis_executor,
 )
-from facetrail.records import (
-    ImageRef,
-    IngestReport,
-    Located,
-    Provenance,
-    SourceFailure,
-)
+from facetrail.records import ImageRef, IngestReport, Located, Provenance, SourceFailure
 from facetrail.settings import Settings
 from facetrail.sources import SourceItem, guess_kind, make_source
 from facetrail.sources.base import SeenCheck
