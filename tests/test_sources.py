@@ -1,4 +1,5 @@
-"""Sources: folders, manifests and web archives yield bytes with exact provenance."""
+"""Sources: folders, manifests and web archives yield images with exact provenance: files as
+where they lie, archive records as their bytes; a worker reads either back."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import PEOPLE, WARCS
-from facetrail.errors import ManifestError
-from facetrail.records import ImageRecord, SourceFailure
+from facetrail.errors import ManifestError, UnreadableError
+from facetrail.records import ImageRecord, ImageRef, Located, SourceFailure
 from facetrail.sources import guess_kind, make_source, never_seen
+from facetrail.sources.readback import locate, read_at, read_image
 from facetrail.sources.warc import embedded_images
 
 MONA_LISA = WARCS / "flashfrozen-jwat-recompressed.warc.gz"
@@ -21,7 +23,7 @@ TRUNCATED = WARCS / "IAH-20080430204825-00000-blackbook-truncated.warc.gz"
 PAGE = "http://en.wikipedia.org/wiki/Mona_Lisa"
 
 
-def items(kind: str, path: Path) -> list[ImageRecord | SourceFailure]:
+def items(kind: str, path: Path) -> list[ImageRecord | ImageRef | SourceFailure]:
     return list(make_source(kind).items(path, never_seen))
 
 
@@ -31,14 +33,15 @@ def test_folder_is_recursive_sorted_and_skips_non_images(tmp_path: Path) -> None
     shutil.copy(PEOPLE / "Ashanti" / "Ashanti_0002.jpg", tmp_path / "a.jpeg")
     (tmp_path / "notes.txt").write_text("not an image")
     got = items("folder", tmp_path)
-    assert [Path(i.provenance.location).name for i in got if isinstance(i, ImageRecord)] == [
+    assert [Path(i.provenance.location).name for i in got if isinstance(i, ImageRef)] == [
         "a.jpeg", "x.JPG"]
+    assert all(isinstance(i, ImageRef) and i.at == Located(i.provenance.location) for i in got)
 
 
 def test_folder_skips_unchanged_files(tmp_path: Path) -> None:
     shutil.copy(PEOPLE / "Ashanti" / "Ashanti_0001.jpg", tmp_path / "a.jpg")
     (first,) = items("folder", tmp_path)
-    assert isinstance(first, ImageRecord) and first.fingerprint
+    assert isinstance(first, ImageRef) and first.fingerprint
     again = list(make_source("folder").items(tmp_path, lambda loc, fp: fp == first.fingerprint))
     assert again == []
 
@@ -71,8 +74,8 @@ def test_manifest_rows_carry_provenance(tmp_path: Path, fmt: str) -> None:
         pq.write_table(pa.Table.from_pylist(rows), manifest)
     assert guess_kind(manifest) == "manifest"
     good, remote, missing = items("manifest", manifest)
-    assert isinstance(good, ImageRecord)
-    assert good.data == photo.read_bytes()
+    assert isinstance(good, ImageRef) and good.context == f"{manifest}:1: "
+    assert read_at(good.at) == photo.read_bytes()
     p = good.provenance
     assert (p.location, p.source_url, p.page_urls, p.captured_at, p.title) == (
         str(tmp_path / "one.jpg"), "https://example.org/one.jpg",
@@ -160,3 +163,24 @@ def test_warc_cut_inside_a_page_record_is_reported_too(tmp_path: Path) -> None:
     assert failure.location == f"{cut}#after-52670"
     assert PAGE in failure.reason and "truncated" in failure.reason
     assert len([i for i in got if isinstance(i, ImageRecord)]) == 4
+
+
+def test_a_worker_reads_back_what_a_source_listed(tmp_path: Path) -> None:
+    """Archive records by offset, inside a WACZ too, and files; only inside the roots given."""
+    wacz = tmp_path / "capture.wacz"
+    with zipfile.ZipFile(wacz, "w") as zf:
+        zf.write(MONA_LISA, "archive/data.warc.gz")
+    for archive in (MONA_LISA, wacz):
+        records = [i for i in items("warc", archive) if isinstance(i, ImageRecord)]
+        for record in records[::5]:
+            place = locate(record.provenance.location)
+            assert place is not None and read_at(place) == record.data
+    photo = PEOPLE / "Ashanti" / "Ashanti_0001.jpg"
+    assert read_image([Located(str(tmp_path / "gone.jpg")), Located(str(photo))]) == (
+        photo.read_bytes())
+    with pytest.raises(UnreadableError, match="cannot read file: No such file"):
+        read_image([Located(str(tmp_path / "gone.jpg"))])
+    with pytest.raises(UnreadableError, match="outside the source's registered paths"):
+        read_at(Located(str(photo), roots=(str(tmp_path),)))
+    with pytest.raises(UnreadableError, match="changed since"):
+        read_image([Located(str(photo))], sha256="0" * 64)

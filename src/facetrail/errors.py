@@ -17,8 +17,10 @@
     │   │       └── UploadTooLargeError  an upload over the byte limit, refused unread
     │   ├── ArchiveError         a broken or unreadable WARC/WACZ record or file
     │   ├── ManifestError        a manifest row or file that cannot be used
+    │   ├── UnreadableError      an image's bytes cannot be read where they lie
     │   └── NoFaceError          a probe in which no face was found
-    └── StoreError               the store is unusable (schema too new, corrupt)
+    ├── StoreError               the store is unusable (schema too new, corrupt)
+    └── WorkerLost               a worker died running a task (killed, out of memory, a crash)
 
 `code` is a stable, machine-readable name for each class; the CLI prints it with `--json`
 and the HTTP layer maps it to a status in one place.
@@ -76,12 +78,25 @@ class ManifestError(InputError):
     code = "bad_manifest"
 
 
+class UnreadableError(InputError):
+    """An image's bytes cannot be read where they lie (a worker reading a file or record)."""
+
+    code = "unreadable"
+
+
 class NoFaceError(InputError):
     code = "no_face"
 
 
 class StoreError(FacetrailError):
     code = "store_error"
+
+
+class WorkerLost(FacetrailError):
+    """The worker running a task died (killed, out of memory, a crash in native code): the
+    task's outcome is unknown, and the executor that ran it is unusable."""
+
+    code = "worker_lost"
 
 
 class AuthError(FacetrailError):

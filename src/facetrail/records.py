@@ -1,7 +1,7 @@
 """Typed records passed between pipeline stages.
 
-    sources  --ImageRecord/SourceFailure-->  imaging + faces  --ImageAnalysis-->  store/index
-    search   --Candidate-->  SearchResult
+    sources --ImageRecord/ImageRef/SourceFailure--> imaging + faces --ImageAnalysis--> store/index
+    search  --Candidate--> SearchResult
 
 Coordinates are pixels of the image *after* its EXIF orientation has been applied. Boxes are
 ``(x, y, w, h)``: left, top, width, height. Landmarks are five ``(x, y)`` points in dlib's
@@ -46,6 +46,35 @@ class ImageRecord:
     data: bytes
     fingerprint: str | None = None
     """Cheap change marker (size and mtime for files) used to skip unchanged items on re-runs."""
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where an image's bytes lie, for whichever process reads them (a worker, on a cluster)."""
+
+    path: str
+    """A file: the image itself, or the web archive (``.warc``, ``.warc.gz``, ``.wacz``)
+    holding its record."""
+    offset: int | None = None
+    """Byte offset of the image's record in the archive (or its ``member``); None: the image
+    is the whole file."""
+    member: str | None = None
+    """The WARC inside a WACZ (a zip member) that holds the record."""
+    roots: tuple[str, ...] | None = None
+    """Read only if ``path`` lies inside one of these (a source's registered paths); None:
+    wherever it is (a path a source just listed)."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One candidate image whose bytes are left where they lie, for a worker to read."""
+
+    provenance: Provenance
+    at: Located
+    fingerprint: str | None = None
+    """As ``ImageRecord.fingerprint``."""
+    context: str = ""
+    """Put before the reason when the bytes cannot be read (the manifest row naming the file)."""
 
 
 @dataclass(frozen=True)

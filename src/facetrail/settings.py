@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Ingest worker processes; 0 means one per CPU core.",
     )
+    executor: str = Field(
+        default="local",
+        description="Where ingest and reembed read and analyse images: 'local' (worker "
+        "processes on this machine, FACETRAIL_WORKERS of them; one worker analyses in the "
+        "ingesting process itself).",
+    )
     face_model: str | None = Field(
         default=None,
         description="Face model of a new data directory: 'yunet-sface' (YuNet detector + SFace "

@@ -1,28 +1,67 @@
 """One image through the imaging and faces stages, in whichever process runs it.
 
 The analyzer composes the face model's detector and embedder, and owns what is common to
-every model: clipping boxes to the image, quality scoring and the order of faces.
+every model: clipping boxes to the image, quality scoring and the order of faces. Its tasks
+(``HashTask``, ``AnalyseTask``) are what ingest and reembed send to an executor's workers,
+each of which holds an analyzer made from an ``AnalyzerWorker`` recipe.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 import numpy as np
 
 from facetrail import imaging
+from facetrail.executors import Executor, make_executor
 from facetrail.faces import DEFAULT_MODEL, FaceModel, UserModel, make_model
 from facetrail.faces.base import Detection
 from facetrail.imaging import DecodedImage
-from facetrail.records import Box, DetectedFace, ImageAnalysis
+from facetrail.records import Box, DetectedFace, ImageAnalysis, Located
 from facetrail.settings import Settings
+from facetrail.sources.readback import read_image
 
 SHARPNESS_REFERENCE = 100.0
 """Laplacian variance of an aligned chip above which a face counts as fully sharp."""
 SIZE_REFERENCE = 80.0
 """Face box side, in pixels, above which a face counts as full size."""
+
+
+@dataclass(frozen=True)
+class HashTask:
+    """Read an image where it lies and hash it: the driver then tells a new image from one it
+    has or is analysing already, before any analysis."""
+
+    at: Located
+
+
+@dataclass(frozen=True)
+class Hashed:
+    sha256: str
+    size: int
+    """Bytes."""
+
+
+@dataclass(frozen=True)
+class AnalyseTask:
+    """Analyse one image: ``data``, or else the bytes at the first of ``at`` that hash to
+    ``sha256`` (an ``UnreadableError`` if none does)."""
+
+    sha256: str
+    data: bytes | None = None
+    at: tuple[Located, ...] = ()
+
+
+@dataclass(frozen=True)
+class Analysed:
+    analysis: ImageAnalysis
+    size: int
+    """Bytes."""
+
+
+Task = HashTask | AnalyseTask
+Result = Hashed | Analysed
 
 
 class Analyzer:
@@ -37,6 +76,14 @@ class Analyzer:
         image = imaging.decode(data, self.settings, sha256=sha256)
         return ImageAnalysis(sha256, image.width, image.height, image.format,
                              self.faces(image, embed))
+
+    def run(self, task: Task) -> Result:
+        """One task, in a worker (or here): read the bytes if the task does not carry them."""
+        if isinstance(task, HashTask):
+            data = read_image((task.at,))
+            return Hashed(imaging.sha256_hex(data), len(data))
+        data = task.data if task.data is not None else read_image(task.at, task.sha256)
+        return Analysed(self(data, task.sha256), len(data))
 
     def faces(self, image: DecodedImage,
               embed: Collection[int] | None = None) -> tuple[DetectedFace, ...]:
@@ -82,6 +129,26 @@ class Analyzer:
         return tuple(faces)
 
 
+@dataclass(frozen=True)
+class AnalyzerWorker:
+    """The recipe of an analysing worker: an Analyzer with these settings and face model,
+    whose model loads once, when the worker starts."""
+
+    settings_json: str
+    model_name: str
+    user: UserModel | None = None
+
+    @classmethod
+    def like(cls, analyzer: Analyzer) -> AnalyzerWorker:
+        return cls(analyzer.settings.model_dump_json(), analyzer.model.name, analyzer.model.user)
+
+    def start(self) -> Callable[[Task], Result]:
+        settings = Settings.model_validate_json(self.settings_json)
+        analyzer = Analyzer(settings, make_model(self.model_name, settings, self.user))
+        analyzer.model.load()
+        return analyzer.run
+
+
 def clip_box(d: Detection, width: int, height: int) -> Box:
     """A detection's box as whole pixels inside the image: (x, y, w, h), at least 1 x 1."""
     x, y, w, h = d.box
@@ -103,30 +170,10 @@ def sharpness(chip: np.ndarray) -> float:
     return float(lap.var())
 
 
-# Each worker process holds one Analyzer, built once by the pool's initializer, so the models
-# load once per process. It lives only in worker processes, never in the caller's.
-_worker_analyzer: Analyzer | None = None
-
-
-def init_worker(settings_json: str, model_name: str, user: UserModel | None = None) -> None:
-    global _worker_analyzer
-    settings = Settings.model_validate_json(settings_json)
-    analyzer = Analyzer(settings, make_model(model_name, settings, user))
-    analyzer.model.load()
-    _worker_analyzer = analyzer
-
-
-def worker_pool(analyzer: Analyzer, workers: int) -> ProcessPoolExecutor:
-    """``workers`` spawned processes (0: one per core), each holding an Analyzer like
-    ``analyzer`` (its settings and face model), for ``analyze_in_worker``."""
-    return ProcessPoolExecutor(
-        max_workers=workers or None,
-        mp_context=get_context("spawn"),
-        initializer=init_worker,
-        initargs=(analyzer.settings.model_dump_json(), analyzer.model.name, analyzer.model.user),
-    )
-
-
-def analyze_in_worker(data: bytes, sha256: str) -> ImageAnalysis:
-    assert _worker_analyzer is not None, "init_worker did not run in this process"
-    return _worker_analyzer(data, sha256)
+def analysis_executor(analyzer: Analyzer, workers: int, *,
+                      here: bool) -> Executor[Task, Result]:
+    """Where tasks for ``analyzer`` run: the executor the settings name, with ``workers``
+    workers (0: one per core), each holding an analyzer like it (its settings and face model).
+    With ``here``, a one-worker local executor is this process, using ``analyzer`` itself."""
+    return make_executor(analyzer.settings.executor, AnalyzerWorker.like(analyzer), workers,
+                         here=analyzer.run if here else None)

@@ -1,27 +1,40 @@
-"""Ingest orchestrator: sources -> (worker processes: imaging -> faces) -> store.
+"""Ingest orchestrator: sources -> (workers: reading, imaging -> faces) -> store.
 
-Streaming: at most ``2 x workers`` images are in flight, so memory does not grow with the
-collection. Idempotent: images are keyed by sha256, appearances by (source, location, image),
-and unchanged locations are skipped before their bytes are read. Each image is committed in
-one transaction with its faces and appearances, so a kill at any moment loses at most the
-images in flight, which the next run redoes.
+Sources list images cheaply (and skip unchanged locations before any byte is read); workers
+read and hash an image where it lies, or take the bytes a source had to read anyway (a web
+archive's records). The images a run has, in the store or being analysed, are told by
+sha256 before any analysis: a copy of one becomes an appearance of it. Workers are an
+executor's (``FACETRAIL_EXECUTOR``), and a worker that dies costs only the image that killed
+it (``executors/dispatch.py``).
+
+Streaming: at most ``slots`` tasks are in flight (twice the workers), so memory does not grow
+with the collection. Idempotent: images are keyed by sha256, appearances by (source,
+location, image). Each image is committed in one transaction with its faces and appearances,
+so a kill at any moment loses at most the images in flight, which the next run redoes.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from facetrail.errors import FacetrailError, InputError
+from facetrail.errors import FacetrailError, InputError, WorkerLost
+from facetrail.executors import Dispatch, Executor
 from facetrail.imaging import sha256_hex
-from facetrail.pipeline.analyze import Analyzer, analyze_in_worker, worker_pool
-from facetrail.records import ImageAnalysis, IngestReport, Provenance, SourceFailure
+from facetrail.pipeline.analyze import (
+    Analysed,
+    AnalyseTask,
+    Analyzer,
+    Hashed,
+    HashTask,
+    Result,
+    Task,
+    analysis_executor,
+)
+from facetrail.records import ImageRef, IngestReport, Located, Provenance, SourceFailure
 from facetrail.settings import Settings
 from facetrail.sources import SourceItem, guess_kind, make_source
 from facetrail.sources.base import SeenCheck
@@ -29,17 +42,22 @@ from facetrail.store import RunCounts, SourceRow, Store
 
 Progress = Callable[[RunCounts, int | None], None]
 """Called as items are counted, with the expected number of items when it is known."""
-Found = list[tuple[Provenance, str | None]]
+FoundAt = tuple[Provenance, str | None]
+"""Where a copy of an image was found, and that location's fingerprint."""
 
 
-@dataclass
-class _InFlight:
-    sha256: str
-    data: bytes
+@dataclass(frozen=True, eq=False)
+class _Listed:
+    """A listed image whose bytes a worker is reading and hashing (one object per item, even
+    when two items name the same location)."""
 
-    @property
-    def size(self) -> int:
-        return len(self.data)
+    found: FoundAt
+    at: Located
+    context: str
+
+
+Key = str | _Listed
+"""What a task is for: the analysis of the image with this sha256, or a listed image."""
 
 
 class Ingest:
@@ -104,9 +122,12 @@ class Ingest:
     def workers(self) -> int:
         return self.settings.workers or os.cpu_count() or 1
 
+    def executor(self) -> Executor[Task, Result]:
+        return analysis_executor(self.analyzer, self.workers(), here=True)
+
 
 class _RunState:
-    """Book-keeping of one run: what is in flight, what was counted."""
+    """Book-keeping of one run: what is being analysed, what was counted."""
 
     def __init__(
         self,
@@ -123,7 +144,8 @@ class _RunState:
         self.run_id = run_id
         self.progress = progress
         self.counts = RunCounts()
-        self.pending: dict[str, Found] = {}
+        self.pending: dict[str, list[FoundAt]] = {}
+        """sha256 of each image being analysed -> every copy of it found meanwhile."""
 
     def unchanged(self, location: str, fingerprint: str) -> bool:
         """The SeenCheck given to sources: counts an unchanged, already ingested location."""
@@ -140,118 +162,94 @@ class _RunState:
             self.progress(self.counts, self.total)
 
     def consume(self, items: Iterator[SourceItem]) -> None:
-        workers = self.ingest.workers()
-        if workers <= 1:
-            self._consume_here(items)
-        else:
-            self._consume_in_pool(items, workers)
+        dispatch: Dispatch[Key, Task, Result] = Dispatch(self.ingest.executor)
+        with dispatch:
+            for key, outcome in dispatch.run(self.jobs(items)):
+                if isinstance(key, _Listed):
+                    self.hashed(key, outcome, dispatch)
+                else:
+                    self.finish(key, outcome)
 
-    def _consume_here(self, items: Iterator[SourceItem]) -> None:
+    def jobs(self, items: Iterable[SourceItem]) -> Iterator[tuple[Key, Task]]:
         for item in items:
             job = self.accept(item)
             if job is not None:
-                self.finish(job, functools.partial(self.ingest.analyzer, job.data, job.sha256))
+                yield job
 
-    def _consume_in_pool(self, items: Iterator[SourceItem], workers: int) -> None:
-        retry: list[_InFlight] = []
-        while True:
-            in_flight: dict[Future[ImageAnalysis], _InFlight] = {}
-            job: _InFlight | None = None
-            try:
-                with self._pool(workers) as pool:
-                    try:
-                        self._isolate(pool, retry)
-                        for item in items:
-                            job = self.accept(item)
-                            if job is not None:
-                                future = pool.submit(analyze_in_worker, job.data, job.sha256)
-                                in_flight[future] = job
-                                job = None
-                            while len(in_flight) >= 2 * workers:
-                                self.drain(in_flight)
-                        while in_flight:
-                            self.drain(in_flight)
-                    except BaseException:
-                        # Interrupted or broken: don't wait for queued images on the way out.
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        raise
-                return
-            except BrokenProcessPool:
-                # A worker died (killed, out of memory, a crash in native code). Its image is
-                # among those in flight: redo them one at a time in a new pool, so that only
-                # the image that kills a worker again is recorded as an error.
-                retry = retry or [*in_flight.values(), *([job] if job else [])]
-
-    def _pool(self, workers: int) -> ProcessPoolExecutor:
-        return worker_pool(self.ingest.analyzer, workers)
-
-    def _isolate(self, pool: ProcessPoolExecutor, retry: list[_InFlight]) -> None:
-        while retry:
-            job = retry.pop(0)
-            try:
-                self.finish(job, pool.submit(analyze_in_worker, job.data, job.sha256).result)
-            except BrokenProcessPool:
-                self._errors(
-                    self.pending.pop(job.sha256), "worker_crashed",
-                    "the analysing process died on this image (killed, out of memory, or a "
-                    "crash in the model); it was retried alone and died again",
-                )
-                raise
-
-    def drain(self, in_flight: dict[Future[ImageAnalysis], _InFlight]) -> None:
-        done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-        for future in done:
-            job = in_flight[future]
-            self.finish(job, future.result)
-            del in_flight[future]
-
-    def accept(self, item: SourceItem) -> _InFlight | None:
-        """Count an item; return a job when its bytes need analysing."""
+    def accept(self, item: SourceItem) -> tuple[Key, Task] | None:
+        """Count an item; return a job when it needs a worker: a hash, or an analysis."""
         if isinstance(item, SourceFailure):
             self.store.record_error(
                 self.source.id, self.run_id, item.location, item.code, item.reason
             )
             self.bump(items=1, errors=1)
             return None
+        if isinstance(item, ImageRef):
+            self.bump(items=1)
+            found = (item.provenance, item.fingerprint)
+            return _Listed(found, item.at, item.context), HashTask(item.at)
         sha = sha256_hex(item.data)
-        found = (item.provenance, item.fingerprint)
+        if self.known(sha, (item.provenance, item.fingerprint), items=1):
+            return None
+        self.bump(items=1)
+        return sha, AnalyseTask(sha, data=item.data)
+
+    def hashed(self, listed: _Listed, outcome: Result | Exception,
+               dispatch: Dispatch[Key, Task, Result]) -> None:
+        if isinstance(outcome, Exception):
+            self.failed([listed.found], outcome, listed.context)
+            return
+        assert isinstance(outcome, Hashed)
+        if not self.known(outcome.sha256, listed.found):
+            dispatch.add(outcome.sha256, AnalyseTask(outcome.sha256, at=(listed.at,)))
+
+    def known(self, sha: str, found: FoundAt, **counted: int) -> bool:
+        """Whether the image is stored or being analysed already: if so, ``found`` is recorded
+        as an appearance of it (and counted, with ``counted``); if not, ``found`` is its first
+        copy, and the caller has it analysed."""
         if sha in self.pending:
             self.pending[sha].append(found)
-            self.bump(items=1, duplicates=1)
-            return None
+            self.bump(duplicates=1, **counted)
+            return True
         if self.store.has_image(sha, self.ingest.model_id):
             added = self.store.add_appearances(
                 sha, self.ingest.model_id, self.source.id, self.run_id, [found]
             )
-            self.bump(items=1, **({"duplicates": 1} if added else {"skipped": 1}))
-            return None
+            self.bump(**({"duplicates": 1} if added else {"skipped": 1}), **counted)
+            return True
         self.pending[sha] = [found]
-        self.bump(items=1)
-        return _InFlight(sha, item.data)
+        return False
 
-    def finish(self, job: _InFlight, result: Callable[[], ImageAnalysis]) -> None:
-        try:
-            analysis = result()
-        except BrokenProcessPool:
-            raise  # the job stays pending; consume() retries it
-        except InputError as exc:
-            self._errors(self.pending.pop(job.sha256), exc.code, str(exc))
+    def finish(self, sha: str, outcome: Result | Exception) -> None:
+        found = self.pending.pop(sha)
+        if isinstance(outcome, Exception):
+            self.failed(found, outcome)
             return
-        except (FacetrailError, RuntimeError, ValueError, MemoryError) as exc:
-            # A model failing on one odd image (dlib raises RuntimeError) must not stop a run.
-            self._errors(
-                self.pending.pop(job.sha256), "analysis_failed", f"{type(exc).__name__}: {exc}"
-            )
-            return
-        found = self.pending.pop(job.sha256)
+        assert isinstance(outcome, Analysed)
         self.store.add_image(
-            analysis, job.size, self.ingest.model_id,
+            outcome.analysis, outcome.size, self.ingest.model_id,
             self.ingest.analyzer.model.detector.info.name, self.source.id,
             self.run_id, found,
         )
-        self.bump(images_new=1, faces=len(analysis.faces))
+        self.bump(images_new=1, faces=len(outcome.analysis.faces))
 
-    def _errors(self, found: Found, code: str, reason: str) -> None:
+    def failed(self, found: list[FoundAt], exc: Exception, context: str = "") -> None:
+        """Record why the copies ``found`` of an image could not be ingested."""
+        if isinstance(exc, WorkerLost):
+            self._errors(
+                found, "worker_crashed",
+                "the analysing process died on this image (killed, out of memory, or a crash "
+                "in the model); it was retried alone and died again",
+            )
+        elif isinstance(exc, InputError):
+            self._errors(found, exc.code, f"{context}{exc}")
+        elif isinstance(exc, FacetrailError | RuntimeError | ValueError | MemoryError):
+            # A model failing on one odd image (dlib raises RuntimeError) must not stop a run.
+            self._errors(found, "analysis_failed", f"{type(exc).__name__}: {exc}")
+        else:
+            raise exc
+
+    def _errors(self, found: list[FoundAt], code: str, reason: str) -> None:
         for provenance, _ in found:
             self.store.record_error(self.source.id, self.run_id, provenance.location, code, reason)
         self.bump(errors=len(found))

@@ -1,4 +1,9 @@
-"""The Source protocol: something that yields image bytes with their provenance."""
+"""The Source protocol: something that yields images, with their provenance.
+
+An image comes as its bytes (``ImageRecord``) when the source had to read them to find it (a
+web archive's records), else as where it lies (``ImageRef``, a file), for a worker to read:
+what the source does itself stays cheap (listing, and the ``seen`` check before any byte is
+read), so that on a cluster the driver does not ship every byte to the workers."""
 
 from __future__ import annotations
 
@@ -6,14 +11,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from facetrail.records import ImageRecord, Provenance, SourceFailure
+from facetrail.records import ImageRecord, ImageRef, Located, Provenance, SourceFailure
 
 SeenCheck = Callable[[str, str], bool]
 """``seen(location, fingerprint)`` is True when that location, unchanged, is already ingested.
 
 Sources call it before reading bytes they can skip cheaply."""
 
-SourceItem = ImageRecord | SourceFailure
+SourceItem = ImageRecord | ImageRef | SourceFailure
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
@@ -42,17 +47,15 @@ def never_seen(location: str, fingerprint: str) -> bool:
     return False
 
 
-def read_local(
+def local_item(
     file: Path, provenance: Provenance, seen: SeenCheck, context: str = ""
 ) -> Iterator[SourceItem]:
-    """The bytes of a local file as one item, unless ``seen`` says it is unchanged."""
+    """A local file as one item, left unread, unless ``seen`` says it is unchanged."""
     try:
         fingerprint = file_fingerprint(file)
-        if seen(provenance.location, fingerprint):
-            return
-        data = file.read_bytes()
     except OSError as exc:
         reason = f"{context}cannot read file: {exc.strerror or exc}"
         yield SourceFailure(provenance.location, "unreadable", reason)
         return
-    yield ImageRecord(provenance, data, fingerprint)
+    if not seen(provenance.location, fingerprint):
+        yield ImageRef(provenance, Located(str(file)), fingerprint, context)

@@ -1,4 +1,5 @@
-"""Folder source: every image file under a directory, recursively, in sorted order."""
+"""Folder source: every image file under a directory, recursively, in sorted order, as an
+``ImageRef`` (a worker reads it)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from facetrail.records import Provenance
-from facetrail.sources.base import IMAGE_SUFFIXES, SeenCheck, SourceItem, read_local
+from facetrail.sources.base import IMAGE_SUFFIXES, SeenCheck, SourceItem, local_item
 
 
 class FolderSource:
@@ -15,7 +16,7 @@ class FolderSource:
 
     def items(self, path: Path, seen: SeenCheck) -> Iterator[SourceItem]:
         for file in _image_files(path.resolve()):
-            yield from read_local(file, Provenance(location=str(file)), seen)
+            yield from local_item(file, Provenance(location=str(file)), seen)
 
     def estimate(self, path: Path) -> int | None:
         return sum(1 for _ in _image_files(path.resolve()))

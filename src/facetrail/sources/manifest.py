@@ -3,7 +3,7 @@
 Columns: ``path`` (required; relative paths are taken from the manifest's folder), and the
 optional ``source_url``, ``page_url`` (or a ``page_urls`` list, or ``|``-separated), ``captured_at``
 and ``title``. A row with a URL but no local file is recorded as an error: facetrail never
-fetches anything over the network.
+fetches anything over the network. Each file is an ``ImageRef``: a worker reads it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from facetrail.errors import ManifestError, MissingExtraError
 from facetrail.records import Provenance, SourceFailure
-from facetrail.sources.base import SeenCheck, SourceItem, read_local
+from facetrail.sources.base import SeenCheck, SourceItem, local_item
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
@@ -51,7 +51,7 @@ class ManifestSource:
                 captured_at=_text(row.get("captured_at")),
                 title=_text(row.get("title")),
             )
-            yield from read_local(file, provenance, seen, context=f"{where}: ")
+            yield from local_item(file, provenance, seen, context=f"{where}: ")
 
 
     def estimate(self, path: Path) -> int | None:

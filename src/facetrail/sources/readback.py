@@ -1,9 +1,11 @@
-"""Reading a stored image's bytes back from where the store says it was found.
+"""Reading an image's bytes back from where it was found.
 
-Only inside the registered paths of the appearance's source (its uri and the paths it was
-ingested from), and only if the bytes still hash to the image's sha256. Locations are a file
-path, ``<warc>#<offset>`` or ``<wacz>!<member>#<offset>``. Used to serve images and crops,
-and to re-analyse a gallery with another face model (``facetrail reembed``).
+Locations are a file path, ``<warc>#<offset>`` or ``<wacz>!<member>#<offset>`` (``locate``
+turns one into a ``Located``). The store's images are read back only inside the registered
+paths of the appearance's source (its uri and the paths it was ingested from), and only if
+the bytes still hash to the image's sha256. Used to serve images and crops, by ingest workers
+reading what a source listed, and to re-analyse a gallery with another face model
+(``facetrail reembed``).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import IO
 from warcio.archiveiterator import ArchiveIterator
 
 from facetrail import imaging
-from facetrail.errors import NotFoundError
-from facetrail.records import Appearance
+from facetrail.errors import NotFoundError, UnreadableError
+from facetrail.records import Appearance, Located
 from facetrail.store.base import Store
 
 
@@ -50,32 +52,70 @@ def first_readable(store: Store, sha256: str, appearances: Sequence[Appearance],
 def read_location(roots: list[Path], location: str) -> bytes | None:
     """The bytes at an appearance's location if it lies inside one of ``roots`` (a source's
     registered paths); None if it does not or cannot be read."""
-    file_part, offset = location, None
-    if "#" in location:
-        file_part, _, tail = location.rpartition("#")
-        if not tail.isdigit():
-            return None
-        offset = int(tail)
-    member = None
-    if offset is not None and "!" in file_part:
-        file_part, _, member = file_part.partition("!")
+    place = locate(location, tuple(str(r) for r in roots))
+    if place is None:
+        return None
     try:
-        path = Path(file_part).resolve(strict=True)
-        if not any(path.is_relative_to(root.resolve()) for root in roots):
-            return None
-        if offset is None:
-            return path.read_bytes() if path.is_file() else None
-        if member is None:
-            with path.open("rb") as stream:
-                return _record_at(stream, offset)
-        with zipfile.ZipFile(path) as zf, zf.open(member) as stream:
-            return _record_at(stream, offset)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return read_at(place)
+    except UnreadableError:
         return None
 
 
-def _record_at(stream: IO[bytes], offset: int) -> bytes | None:
+def locate(location: str, roots: tuple[str, ...] | None = None) -> Located | None:
+    """Where an appearance's location says its bytes lie; None if it names no place (an
+    offset that is not a number)."""
+    path, offset, member = location, None, None
+    if "#" in location:
+        path, _, tail = location.rpartition("#")
+        if not tail.isdigit():
+            return None
+        offset = int(tail)
+        if "!" in path:
+            path, _, member = path.partition("!")
+    return Located(path, offset, member, roots)
+
+
+def read_image(places: Sequence[Located], sha256: str | None = None) -> bytes:
+    """The bytes at the first of ``places`` that can be read (and that hash to ``sha256``,
+    when given); raises ``UnreadableError`` with the last place's reason if none can."""
+    reason = "no place to read it from"
+    for place in places:
+        try:
+            data = read_at(place)
+        except UnreadableError as exc:
+            reason = str(exc)
+            continue
+        if sha256 is None or imaging.sha256_hex(data) == sha256:
+            return data
+        reason = f"{place.path}: the bytes changed since they were found"
+    raise UnreadableError(reason)
+
+
+def read_at(place: Located) -> bytes:
+    """The bytes at ``place``; raises ``UnreadableError`` if they cannot be read, or if
+    ``place`` lies outside its roots."""
+    try:
+        path = Path(place.path).resolve(strict=True)
+        if place.roots is not None and not any(
+            path.is_relative_to(Path(root).resolve()) for root in place.roots
+        ):
+            raise UnreadableError(f"{place.path} is outside the source's registered paths")
+        if place.offset is None:
+            return path.read_bytes()
+        if place.member is None:
+            with path.open("rb") as stream:
+                return _record_at(stream, place.offset)
+        with zipfile.ZipFile(path) as zf, zf.open(place.member) as stream:
+            return _record_at(stream, place.offset)
+    except OSError as exc:
+        what = "file" if place.offset is None else "archive"
+        raise UnreadableError(f"cannot read {what}: {exc.strerror or exc}") from exc
+    except (KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise UnreadableError(f"cannot read the record at {place.offset}: {exc}") from exc
+
+
+def _record_at(stream: IO[bytes], offset: int) -> bytes:
     stream.seek(offset)
     for record in ArchiveIterator(stream):
         return bytes(record.content_stream().read())
-    return None
+    raise UnreadableError(f"no record at offset {offset}")
