@@ -106,7 +106,7 @@ def fill_store(engine: Facetrail, vectors: np.ndarray, per_image: int, data: Pat
     store, model_id = engine.store, engine.model_id
     detector = engine.analyzer.model.detector.info.name
     runtime = engine.analyzer.model.runtime
-    run_id = store.start_run(source.id, [str(data)], "bench")
+    run_id = store.start_run(source.id, [str(data)], "bench", "bench", "0")
     landmarks = tuple((float(x), float(x)) for x in range(5))
     images = 0
     for n, start in enumerate(range(0, len(vectors), per_image)):

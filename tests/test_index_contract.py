@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import erase_faces
+from facetrail.audit import utc_now
 from facetrail.errors import ConfigError
 from facetrail.faces.base import ModelInfo
 from facetrail.index import INDEX_BACKENDS, VectorIndex, open_index
@@ -53,7 +54,7 @@ class Gallery:
     def add(self, vectors: np.ndarray) -> np.ndarray:
         """Store ``vectors`` as faces of new images, ``PER_IMAGE`` a photo; their face ids."""
         _, highest = self.store.face_count(self.model_id)
-        run = self.store.start_run(self.source_id, ["synthetic"], "test")
+        run = self.store.start_run(self.source_id, ["synthetic"], "test", "test", utc_now())
         landmarks = tuple((float(x), float(x)) for x in range(5))
         for start in range(0, len(vectors), PER_IMAGE):
             faces = tuple(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facetrail.audit import AuditEvent, verify
+from facetrail.audit import AuditEvent, utc_now, verify
 from facetrail.errors import ConflictError, NotFoundError, PolicyError, StoreError
 from facetrail.faces.base import ModelInfo
 from facetrail.records import DetectedFace, ImageAnalysis, ProbeFace, Provenance
@@ -64,7 +64,7 @@ def ingest_one(store: Store, sha: str = "a" * 64, location: str = "/data/src/a.j
     except NotFoundError:
         source = store.add_source(spec(), "tester")
     model_id = store.model_id(MODEL)
-    run_id = store.start_run(source.id, [source.uri], "tester")
+    run_id = store.start_run(source.id, [source.uri], "tester", "tester", utc_now())
     store.add_image(analysis(sha, *(face(i + 1) for i in range(faces))), 1234, model_id,
                     "det", source.id, run_id, [found(location)])
     return source.id, model_id, run_id
@@ -93,7 +93,7 @@ def test_retention_changes_and_roots_grow_with_ingest_paths(store: Store) -> Non
     source = store.add_source(spec(), "alice")
     assert store.set_retention("src", 7).retention_days == 7
     assert store.set_retention("src", None).retention_days is None
-    store.start_run(source.id, ["/data/extra"], "alice")
+    store.start_run(source.id, ["/data/extra"], "alice", "tester", utc_now())
     assert store.source_roots("src") == ["/data/src", "/data/extra"]
 
 
@@ -166,7 +166,7 @@ def test_a_second_location_of_an_image_is_an_appearance(store: Store) -> None:
 
 def test_errors_are_recorded_once_and_cleared_by_a_success(store: Store) -> None:
     source = store.add_source(spec(), "alice")
-    run_id = store.start_run(source.id, [], "alice")
+    run_id = store.start_run(source.id, [], "alice", "tester", utc_now())
     store.record_error(source.id, run_id, "/data/src/a.jpg", "bad_image", "truncated")
     store.record_error(source.id, run_id, "/data/src/a.jpg", "bad_image", "truncated again")
     (error,) = store.errors("src")
@@ -178,7 +178,7 @@ def test_errors_are_recorded_once_and_cleared_by_a_success(store: Store) -> None
 
 def test_archive_errors_are_cleared_under_a_path_taken_literally(store: Store) -> None:
     source = store.add_source(spec(), "alice")
-    run_id = store.start_run(source.id, [], "alice")
+    run_id = store.start_run(source.id, [], "alice", "tester", utc_now())
     for location in ("/w/a_1%.warc#after-10", "/w/ab1x.warc#after-10", "/w/a_1%.warc#3"):
         store.record_error(source.id, run_id, location, "bad_archive", "cut")
     store.clear_archive_errors(source.id, "/w/a_1%.warc")
@@ -400,7 +400,7 @@ def test_faces_of_sources_for_filtered_searches(store: Store) -> None:
     ingest_one(store)  # source 'src', 2 faces
     other = store.add_source(spec("other", "/data/other"), "tester")
     model_id = store.model_id(MODEL)
-    run_id = store.start_run(other.id, [], "tester")
+    run_id = store.start_run(other.id, [], "tester", "tester", utc_now())
     store.add_image(analysis("d" * 64, face(7)), 10, model_id, "det", other.id, run_id,
                     [found("/data/other/d.jpg")])
     # The first image seen by the other source too: its faces belong to both.
@@ -428,3 +428,24 @@ def test_audit_events_carry_their_organisation(store: Store) -> None:
     rows = store.audit_rows()
     assert [r.event.org for r in rows] == ["north", None] and verify(rows).ok
     assert [r.id for r in store.audit_rows(AuditQuery(org="north"))] == [1]
+
+
+# -- leases of ingest runs -------------------------------------------------------------------
+def test_a_source_is_ingested_by_one_holder_at_a_time(store: Store) -> None:
+    source = store.add_source(spec(), "alice")
+    other = store.add_source(spec("other", "/data/other"), "alice")
+    first = store.start_run(source.id, [], "alice", "host-a:1:x", "0")
+    with pytest.raises(ConflictError, match="host-a:1:x"):
+        store.start_run(source.id, [], "bob", "host-b:2:y", "0")
+    store.start_run(other.id, [], "bob", "host-b:2:y", "0")  # another source: no conflict
+    assert store.renew_run(first, "host-a:1:x")
+    assert not store.renew_run(first, "host-b:2:y")
+    # Its holder stops renewing: once the lease ran out, the run was interrupted.
+    second = store.start_run(source.id, [], "bob", "host-b:2:y", "9999")
+    assert second != first and not store.renew_run(first, "host-a:1:x")
+    store.finish_run(second, "completed", RunCounts())
+    assert not store.renew_run(second, "host-b:2:y")
+    third = store.start_run(source.id, [], "carol", "host-c:3:z", "0")  # a finished run: none
+    assert store.running_holders() == ["host-c:3:z"]  # "9999": every older lease ran out
+    assert store.interrupt_runs(["host-c:3:z"]) == 1 and not store.renew_run(third, "host-c:3:z")
+    assert store.running_holders() == [] and store.interrupt_runs([]) == 0

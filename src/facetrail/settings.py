@@ -32,6 +32,13 @@ class Settings(BaseSettings):
         "time) or 'postgresql://USER@HOST:PORT/DATABASE' (many processes and hosts; needs the "
         "postgres extra; docs/postgres.md). Unset: sqlite:///<home>/facetrail.db.",
     )
+    lease_seconds: float = Field(
+        default=60.0,
+        gt=1.0,
+        description="How long an ingest run stays held by its process without a heartbeat "
+        "(it renews every quarter of this). A run whose holder stopped renewing, on any host, "
+        "is recorded as interrupted and its source may be ingested again.",
+    )
     workers: int = Field(
         default=0,
         ge=0,

@@ -16,9 +16,13 @@ so a kill at any moment loses at most the images in flight, which the next run r
 from __future__ import annotations
 
 import os
+import secrets
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from facetrail.errors import FacetrailError, InputError, WorkerLost
@@ -76,17 +80,26 @@ class Ingest:
     ) -> IngestReport:
         targets = list(paths) if paths else [Path(source.uri)]
         started = time.perf_counter()
-        run_id = self.store.start_run(source.id, [str(p) for p in targets], actor)
+        lease = self.settings.lease_seconds
+        holder = holder_name()
+        # A run held by a process of this host that is gone ended now, not when its lease
+        # runs out; elsewhere only the lease can tell.
+        self.store.interrupt_runs([h for h in self.store.running_holders() if gone(h)])
+        stale = datetime.now(UTC) - timedelta(seconds=lease)
+        run_id = self.store.start_run(source.id, [str(p) for p in targets], actor, holder,
+                                      stale.isoformat(timespec="microseconds")
+                                      .replace("+00:00", "Z"))
         state = _RunState(self, source, run_id, progress, self._estimate(source, targets))
         status = "failed"
-        try:
-            state.consume(self._items(source, targets, state.unchanged))
-            status = "completed"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
-        finally:
-            self.store.finish_run(run_id, status, state.counts)
+        with Heartbeat(lambda: self.store.renew_run(run_id, holder), lease / 4):
+            try:
+                state.consume(self._items(source, targets, state.unchanged))
+                status = "completed"
+            except KeyboardInterrupt:
+                status = "interrupted"
+                raise
+            finally:
+                self.store.finish_run(run_id, status, state.counts)
         c = state.counts
         return IngestReport(
             run_id=run_id, source=source.name, items=c.items, images_new=c.images_new,
@@ -253,3 +266,49 @@ class _RunState:
         for provenance, _ in found:
             self.store.record_error(self.source.id, self.run_id, provenance.location, code, reason)
         self.bump(errors=len(found))
+
+
+def holder_name() -> str:
+    """Who holds a run: this host and process, and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def gone(holder: str) -> bool:
+    """Whether ``holder`` is a process of this host that no longer exists."""
+    parts = holder.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Heartbeat:
+    """Calls ``renew`` every ``every`` seconds on a thread of its own while in its block, so
+    that a lease stays held however long one image takes."""
+
+    def __init__(self, renew: Callable[[], object], every: float) -> None:
+        self.renew = renew
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="facetrail-lease",
+                                        daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.renew()
+            except FacetrailError:  # a store that is briefly unreachable: try again later
+                continue

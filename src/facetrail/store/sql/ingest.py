@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from facetrail.audit import utc_now
+from facetrail.errors import ConflictError
 from facetrail.records import Appearance, ImageAnalysis, ImageInfo, Provenance
 from facetrail.store.base import ErrorRow, FaceRow, LocatedFace, RunCounts
 from facetrail.store.sql.catalog import CatalogTables
@@ -18,22 +19,53 @@ from facetrail.store.sql.core import Conn
 
 class IngestTables(CatalogTables):
     # -- runs -------------------------------------------------------------------------------
-    def start_run(self, source_id: int, paths: Sequence[str], actor: str) -> int:
+    def start_run(self, source_id: int, paths: Sequence[str], actor: str, holder: str,
+                  stale_before: str) -> int:
         with self._tx() as db:
-            # Runs left 'running' by a process that no longer exists were interrupted.
-            for row in db.execute(
-                "SELECT id, pid FROM ingest_runs WHERE status='running'"
-            ).fetchall():
-                if not _pid_alive(row["pid"]):
-                    db.execute(
-                        "UPDATE ingest_runs SET status='interrupted' WHERE id=?", (row["id"],)
-                    )
+            # Runs whose holder stopped renewing their lease were interrupted, on any host.
+            db.execute(
+                "UPDATE ingest_runs SET status='interrupted' WHERE status='running'"
+                " AND (heartbeat_at IS NULL OR heartbeat_at < ?)", (stale_before,),
+            )
+            live = db.execute(
+                "SELECT id, holder, started_at FROM ingest_runs WHERE status='running'"
+                " AND source_id=? ORDER BY id LIMIT 1", (source_id,),
+            ).fetchone()
+            if live is not None:
+                raise ConflictError(
+                    f"this source is being ingested already (run {live['id']}, by "
+                    f"{live['holder']}, since {live['started_at']}); wait for it to finish"
+                )
+            now = utc_now()
             return self._insert(
                 db,
-                "INSERT INTO ingest_runs (source_id, paths, started_at, status, os_user, pid)"
-                " VALUES (?,?,?,?,?,?)",
-                (source_id, json.dumps(list(paths)), utc_now(), "running", actor, os.getpid()),
+                "INSERT INTO ingest_runs (source_id, paths, started_at, status, os_user, pid,"
+                " holder, heartbeat_at) VALUES (?,?,?,?,?,?,?,?)",
+                (source_id, json.dumps(list(paths)), now, "running", actor, os.getpid(),
+                 holder, now),
             )
+
+    def running_holders(self) -> list[str]:
+        return [str(r[0]) for r in self._db.execute(
+            "SELECT DISTINCT holder FROM ingest_runs WHERE status='running'"
+            " AND holder IS NOT NULL ORDER BY 1")]
+
+    def interrupt_runs(self, holders: Sequence[str]) -> int:
+        if not holders:
+            return 0
+        marks = ",".join("?" * len(holders))
+        with self._tx() as db:
+            cur = db.execute("UPDATE ingest_runs SET status='interrupted' WHERE status='running'"
+                             f" AND holder IN ({marks})", tuple(holders))
+            return cur.rowcount
+
+    def renew_run(self, run_id: int, holder: str) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE ingest_runs SET heartbeat_at=? WHERE id=? AND holder=?"
+                " AND status='running'", (utc_now(), run_id, holder),
+            )
+            return cur.rowcount > 0
 
     def finish_run(self, run_id: int, status: str, counts: RunCounts) -> None:
         with self._tx() as db:
@@ -333,13 +365,3 @@ def appearance(row: Any) -> Appearance:
         page_urls=tuple(json.loads(row["page_urls"])), captured_at=row["captured_at"],
         title=row["title"], record_id=row["record_id"],
     )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
