@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,8 @@ import facetrail
 from conftest import PEOPLE, cli_json, run_cli
 from facetrail.engine import Facetrail
 from facetrail.index.ann import IndexPolicy, Tuning, choose_tier, list_count, measure
+from facetrail.store import open_store
+from stores import raw_sql, store_url_of
 
 CASE = {"case_ref": "T-5", "purpose": "test"}
 SMALL = {"index_exact_max_faces": 10}
@@ -33,8 +34,11 @@ def home(gallery: Facetrail) -> Iterator[Path]:
 
 
 def faces_in(home: Path) -> int:
-    with sqlite3.connect(home / "facetrail.db") as db:
-        return int(db.execute("SELECT count(*) FROM faces").fetchone()[0])
+    store = open_store(store_url_of(home))
+    try:
+        return sum(store.face_count(model_id)[0] for model_id, _, _ in store.models())
+    finally:
+        store.close()
 
 
 def lead_distance(engine: Facetrail) -> float:
@@ -168,10 +172,10 @@ def test_adds_and_removals_without_rebuild(home: Path, tmp_path: Path) -> None:
     Image.open(PROBES[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(extra / "m.jpg")
     run_cli(home, "ingest", str(extra), "--source", "people")
     # Erase two faces in the store itself: the index follows by removing them.
-    with sqlite3.connect(home / "facetrail.db") as db:
-        gone = [r[0] for r in db.execute(
-            "SELECT id FROM faces WHERE id != ? ORDER BY id LIMIT 2", (best,))]
-        db.execute("DELETE FROM faces WHERE id IN (?, ?)", gone)
+    db = store_url_of(home)
+    gone = [r[0] for r in raw_sql(
+        db, f"SELECT id FROM faces WHERE id != {best} ORDER BY id LIMIT 2")]
+    raw_sql(db, f"DELETE FROM faces WHERE id IN ({gone[0]}, {gone[1]})")
     with facetrail.open(home, **SMALL) as engine:
         index = engine.index
         # The store still holds `best` (only the index dropped it), so it is back; the new
