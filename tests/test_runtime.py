@@ -112,8 +112,8 @@ def test_search_and_stats_say_which_runtime(galleries: dict[str, Facetrail]) -> 
         assert result.candidates and {c.runtime for c in result.candidates} == {runtime}
         assert serialize.search_result(result)["candidates"][0]["runtime"] == runtime
         stats = engine.stats()
-        assert stats["descriptor_runtime"] == runtime
-        assert stats["faces_by_runtime"] == {runtime: stats["faces"]}
+        assert stats.descriptor_runtime == runtime
+        assert stats.store.faces_by_runtime == {runtime: stats.store.faces}
 
 
 def test_batches_give_the_same_vectors_as_single_chips(tmp_path: Path) -> None:
