@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from conftest import FACES, PEOPLE, cli_json, identity_of, run_cli
 from facetrail.audit import os_user
 from facetrail.imaging import sha256_hex
+from stores import raw_sql, store_url_of
 from webserver import Server
 
 GROUP = FACES / "group" / "two_people.jpg"
@@ -179,14 +179,13 @@ def test_review_two_person_rule_queue_and_report(api_server: Server) -> None:
 
 def test_a_reviewer_never_reviews_their_own_search(api_server: Server) -> None:
     """The two-person rule holds even for an account that could search (made in the store)."""
-    db = sqlite3.connect(api_server.home / "facetrail.db")
+    url = store_url_of(api_server.home)
     with api_server.client("analyst") as analyst:
         probe = upload(analyst, OBAMA)
         made = analyst.post("/api/searches", json={
             "probe_sha256": probe["sha256"], "case_ref": "API-4", "purpose": "own"}).json()
     # The analyst later becomes a reviewer: their own searches stay out of their reach.
-    db.execute("UPDATE users SET role='reviewer' WHERE name='analyst'")
-    db.commit()
+    raw_sql(url, "UPDATE users SET role='reviewer' WHERE name='analyst'")
     try:
         with api_server.client("analyst") as same_person:
             queue = same_person.get("/api/reviews/queue").json()["searches"]
@@ -195,9 +194,7 @@ def test_a_reviewer_never_reviews_their_own_search(api_server: Server) -> None:
                 "face_id": made["result"]["candidates"][0]["face_id"], "decision": "confirm",
                 "note": "looks right"})
     finally:
-        db.execute("UPDATE users SET role='analyst' WHERE name='analyst'")
-        db.commit()
-        db.close()
+        raw_sql(url, "UPDATE users SET role='analyst' WHERE name='analyst'")
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "own_search_review"
 

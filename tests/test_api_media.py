@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 from conftest import PEOPLE
 from facetrail.imaging import sha256_hex
+from stores import raw_sql, store_url_of
 from webserver import Server, serve_copy
 
 PROBE = PEOPLE / "Barack_Obama" / "Barack_Obama_0002.jpg"
@@ -43,13 +43,10 @@ def test_a_location_outside_the_registered_paths_is_never_read(
     secret = tmp_path / "secret.jpg"
     secret.write_bytes(PROBE.read_bytes()[:-10] + b"secret!!!!")
     sha = sha256_hex(secret.read_bytes())
-    db = sqlite3.connect(server.home / "facetrail.db")
-    image_id, face_id = db.execute(
-        "SELECT image_id, id FROM faces ORDER BY id DESC LIMIT 1").fetchone()
-    db.execute("UPDATE images SET sha256=? WHERE id=?", (sha, image_id))
-    db.execute("UPDATE appearances SET location=? WHERE image_id=?", (str(secret), image_id))
-    db.commit()
-    db.close()
+    db = store_url_of(server.home)
+    (image_id, face_id), = raw_sql(db, "SELECT image_id, id FROM faces ORDER BY id DESC LIMIT 1")
+    raw_sql(db, f"UPDATE images SET sha256='{sha}' WHERE id={image_id}",
+            f"UPDATE appearances SET location='{secret}' WHERE image_id={image_id}")
     with server.client("reviewer") as client:
         for url in (f"/api/images/{sha}", f"/api/images/{sha}/thumb", f"/api/faces/{face_id}/crop"):
             response = client.get(url)
@@ -60,13 +57,10 @@ def test_a_location_outside_the_registered_paths_is_never_read(
 
 def test_bytes_that_no_longer_match_their_hash_are_not_served(server: Server) -> None:
     """A location inside the source whose bytes are not the image's: refused."""
-    db = sqlite3.connect(server.home / "facetrail.db")
-    rows = db.execute(
-        "SELECT a.image_id, a.location, i.sha256 FROM appearances a"
-        " JOIN images i ON i.id = a.image_id ORDER BY a.id LIMIT 2").fetchall()
-    (image_a, _, sha_a), (_, location_b, _) = rows
-    db.execute("UPDATE appearances SET location=? WHERE image_id=?", (location_b, image_a))
-    db.commit()
-    db.close()
+    url = store_url_of(server.home)
+    (image_a, _, sha_a), (_, location_b, _) = raw_sql(
+        url, "SELECT a.image_id, a.location, i.sha256 FROM appearances a"
+        " JOIN images i ON i.id = a.image_id ORDER BY a.id LIMIT 2")
+    raw_sql(url, f"UPDATE appearances SET location='{location_b}' WHERE image_id={image_a}")
     with server.client("analyst") as client:
         assert client.get(f"/api/images/{sha_a}").status_code == 404

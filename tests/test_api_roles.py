@@ -8,7 +8,6 @@ every route of the API, so a new route cannot go untested.
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +16,8 @@ import httpx
 import pytest
 
 from conftest import PEOPLE
-from facetrail.audit import utc_now
+from facetrail.store import open_store
+from stores import store_url_of
 from webserver import Server
 
 PROBE = PEOPLE / "Barack_Obama" / "Barack_Obama_0002.jpg"
@@ -49,13 +49,11 @@ def upload(ctx: dict[str, Any]) -> dict[str, Any]:
 
 def fresh_job(ctx: dict[str, Any]) -> int:
     """A queued job the runner does not know of, so cancelling it is deterministic."""
-    db = sqlite3.connect(ctx["home"] / "facetrail.db")
-    cur = db.execute(
-        "INSERT INTO jobs (source_id, paths, status, created_by, created_at)"
-        " VALUES (1, '[]', 'queued', 'tests', ?)", (utc_now(),))
-    db.commit()
-    db.close()
-    return int(cur.lastrowid or 0)
+    store = open_store(store_url_of(ctx["home"]))
+    try:
+        return store.add_job(store.get_source("people").id, [], "tests").id
+    finally:
+        store.close()
 
 
 def table() -> list[Call]:

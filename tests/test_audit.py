@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import facetrail
 from conftest import PEOPLE, run_cli
 from facetrail.audit import GENESIS, AuditEvent, chain_hash
 from facetrail.engine import Facetrail
+from stores import drop_audit_guards, raw_sql, store_url_of
 
 
 @pytest.fixture
@@ -26,14 +26,9 @@ def home(tmp_path: Path) -> Path:
 
 
 def tamper(home: Path, *statements: str) -> None:
-    """Change the audit table behind facetrail's back, as someone with the file could."""
-    db = sqlite3.connect(home / "facetrail.db")
-    db.execute("DROP TRIGGER audit_no_update")
-    db.execute("DROP TRIGGER audit_no_delete")
-    for statement in statements:
-        db.execute(statement)
-    db.commit()
-    db.close()
+    """Change the audit table behind facetrail's back, as someone with the database could."""
+    url = store_url_of(home)
+    raw_sql(url, *drop_audit_guards(url), *statements)
 
 
 def verify(home: Path) -> dict[str, object]:
@@ -50,12 +45,11 @@ def test_an_untouched_log_verifies(home: Path) -> None:
 
 
 def test_the_log_refuses_updates_and_deletes(home: Path) -> None:
-    db = sqlite3.connect(home / "facetrail.db")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        db.execute("UPDATE audit SET actor='x' WHERE id=2")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        db.execute("DELETE FROM audit WHERE id=2")
-    db.close()
+    url = store_url_of(home)
+    for statement in ("UPDATE audit SET actor='x' WHERE id=2", "DELETE FROM audit WHERE id=2"):
+        with pytest.raises(Exception, match="append-only"):
+            raw_sql(url, statement)
+    assert verify(home)["ok"] is True
 
 
 def test_a_changed_event_is_named(home: Path) -> None:
@@ -80,7 +74,9 @@ def test_a_deleted_event_is_named_by_the_one_after_it(home: Path) -> None:
 
 
 def test_deleting_and_renumbering_is_still_caught(home: Path) -> None:
-    tamper(home, "DELETE FROM audit WHERE id=3", "UPDATE audit SET id=id-1 WHERE id>3")
+    # Through ids no row holds: PostgreSQL checks the primary key row by row.
+    tamper(home, "DELETE FROM audit WHERE id=3", "UPDATE audit SET id=id+100 WHERE id>3",
+           "UPDATE audit SET id=id-101 WHERE id>100")
     result = verify(home)
     assert result["first_bad_id"] == 3 and "does not chain" in str(result["problem"])
 
@@ -97,9 +93,7 @@ def test_reordered_events_are_named(home: Path) -> None:
 
 def test_an_inserted_event_is_named(home: Path) -> None:
     """A forged event, correctly chained to the one before it, breaks the link after it."""
-    db = sqlite3.connect(home / "facetrail.db")
-    prev = db.execute("SELECT hash FROM audit WHERE id=3").fetchone()[0]
-    db.close()
+    prev = str(raw_sql(store_url_of(home), "SELECT hash FROM audit WHERE id=3")[0][0])
     forged = AuditEvent(actor="mallory", action="user.add", details={"user": "m", "role": "admin"})
     forged_hash = chain_hash(prev, forged.canonical())
     tamper(
@@ -118,8 +112,9 @@ def test_an_inserted_event_is_named(home: Path) -> None:
 def test_an_appended_event_with_a_made_up_hash_is_named(home: Path) -> None:
     tamper(
         home,
-        "INSERT INTO audit (at, actor, action, details, prev_hash, hash) VALUES"
-        f" ('2026-01-01T00:00:00.000000Z', 'mallory', 'login', '{{}}', '{GENESIS}', '{'1' * 64}')",
+        "INSERT INTO audit (id, at, actor, action, details, prev_hash, hash) VALUES"
+        f" (7, '2026-01-01T00:00:00.000000Z', 'mallory', 'login', '{{}}', '{GENESIS}',"
+        f" '{'1' * 64}')",
     )
     result = verify(home)
     assert result["first_bad_id"] == 7

@@ -10,8 +10,6 @@ import base64
 import io
 import json
 import os
-import shutil
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -24,6 +22,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from conftest import FACES, PEOPLE, add_source, run_cli
+from stores import copy_home, drop_audit_guards, raw_sql, store_url_of
 from webserver import Server, add_users, login_form_token
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -76,7 +75,7 @@ def server(gallery_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     file, and 'later', a folder."""
     root = tmp_path_factory.mktemp("ui")
     home = root / "home"
-    shutil.copytree(gallery_home, home)
+    copy_home(gallery_home, home)
     add_source(home, "press", write_press_archive(root / "press.warc.gz"), kind="warc")
     run_cli(home, "ingest", "press")
     inbox = root / "inbox.csv"
@@ -361,16 +360,13 @@ def test_audit_page_names_the_first_tampered_event(
     gallery_home: Path, tmp_path: Path, page: Page
 ) -> None:
     home = tmp_path / "home"
-    shutil.copytree(gallery_home, home)
+    copy_home(gallery_home, home)
     server = Server(home, add_users(home)).start()
     try:
         # Someone with write access to the database edits an old event, as an attacker would:
-        # the append-only trigger has to go first.
-        db = sqlite3.connect(home / "facetrail.db")
-        with db:
-            db.execute("DROP TRIGGER audit_no_update")
-            db.execute("UPDATE audit SET actor = 'someone-else' WHERE id = 2")
-        db.close()
+        # the append-only triggers have to go first.
+        db = store_url_of(home)
+        raw_sql(db, *drop_audit_guards(db), "UPDATE audit SET actor='someone-else' WHERE id=2")
         log_in(page, server, "auditor")
         broken = page.get_by_test_id("chain-broken")
         expect(broken).to_contain_text("Chain broken at event #2")
@@ -454,10 +450,7 @@ def test_a_reviewer_never_reviews_their_own_search(server: Server) -> None:
                             files={"file": (probe.name, probe.read_bytes(), "image/jpeg")})
         assert response.status_code == 201, response.text
         search_id = response.json()["search"]["id"]
-    db = sqlite3.connect(server.home / "facetrail.db")
-    with db:
-        db.execute("UPDATE users SET role = 'reviewer' WHERE name = 'carol'")
-    db.close()
+    raw_sql(store_url_of(server.home), "UPDATE users SET role = 'reviewer' WHERE name = 'carol'")
     server.tokens["carol"] = made["token"]
 
     with session(server, "carol") as client:

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 import facetrail
-from conftest import PEOPLE, cli_json, erase_faces, run_cli
+from conftest import PEOPLE, cli_json, run_cli
 from facetrail.engine import Facetrail
 from facetrail.index.ann import IndexPolicy, Tuning, choose_tier, list_count, measure
+from facetrail.store import open_store
+from stores import raw_sql, store_url_of
 
 CASE = {"case_ref": "T-5", "purpose": "test"}
 SMALL = {"index_exact_max_faces": 10}
@@ -32,8 +34,11 @@ def home(gallery: Facetrail) -> Iterator[Path]:
 
 
 def faces_in(home: Path) -> int:
-    with facetrail.open(home) as engine:
-        return engine.store.face_count(engine.model_id)[0]
+    store = open_store(store_url_of(home))
+    try:
+        return sum(store.face_count(model_id)[0] for model_id, _, _ in store.models())
+    finally:
+        store.close()
 
 
 def tier(engine: Facetrail) -> str:
@@ -174,8 +179,10 @@ def test_adds_and_removals_without_rebuild(home: Path, tmp_path: Path) -> None:
     Image.open(PROBES[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(extra / "m.jpg")
     run_cli(home, "ingest", str(extra), "--source", "people")
     # Erase two faces in the store itself: the index follows by removing them.
-    gone = [i for i in range(1, 4) if i != best][:2]
-    erase_faces(home, gone)
+    db = store_url_of(home)
+    gone = [r[0] for r in raw_sql(
+        db, f"SELECT id FROM faces WHERE id != {best} ORDER BY id LIMIT 2")]
+    raw_sql(db, f"DELETE FROM faces WHERE id IN ({gone[0]}, {gone[1]})")
     with facetrail.open(home, **SMALL) as engine:
         index = engine.index
         # The store still holds `best` (only the index dropped it), so it is back; the new

@@ -6,35 +6,59 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from conftest import PEOPLE, WARCS, add_source, cli_json, kill_a_worker, run_cli
+from facetrail.store import Store, open_store
+from stores import own_store, store_url_of
 
 ASHANTI = PEOPLE / "Ashanti" / "Ashanti_0001.jpg"
 
 
-def snapshot(home: Path) -> dict[str, object]:
+@dataclass(frozen=True)
+class Snapshot:
     """Everything an ingest produces, independent of row ids and times."""
-    with sqlite3.connect(home / "facetrail.db") as db:
-        images = sorted(db.execute("SELECT sha256, width, height, face_count FROM images"))
-        faces = sorted(
-            db.execute(
-                "SELECT i.sha256, f.ordinal, f.x, f.y, f.w, f.h, f.embedding FROM faces f"
-                " JOIN images i ON i.id = f.image_id"
-            )
-        )
-        appearances = sorted(
-            db.execute(
-                "SELECT i.sha256, a.location, a.source_url, a.page_urls, a.captured_at"
-                " FROM appearances a JOIN images i ON i.id = a.image_id"
-            )
-        )
-        errors = sorted(db.execute("SELECT location, code FROM ingest_errors"))
-    return {"images": images, "faces": faces, "appearances": appearances, "errors": errors}
+
+    images: int
+    images_without_faces: int
+    appearances: int
+    faces: list[tuple[object, ...]]
+    """(image sha256, width, height, box, embedding bytes) of every face, sorted."""
+    seen_at: list[tuple[object, ...]]
+    """(image sha256, source, location, source url, page urls, capture time) of every image
+    with a face, sorted."""
+    errors: list[tuple[str, str]]
+    """(location, code) of every ingest error, sorted."""
+
+
+def snapshot(home: Path) -> Snapshot:
+    store = open_store(store_url_of(home))
+    try:
+        (model_id, _, _), = store.models()
+        chunks = list(store.iter_embeddings(model_id))
+        rows = store.faces([int(i) for ids, _ in chunks for i in ids])
+        vectors = {int(i): v.tobytes() for ids, vs in chunks for i, v in zip(ids, vs, strict=True)}
+        stats = store.stats(model_id)
+        errors = sorted((e.location, e.code) for e in store.errors())
+    finally:
+        store.close()
+    return Snapshot(
+        images=stats.images, images_without_faces=stats.images_without_faces,
+        appearances=stats.appearances,
+        faces=sorted((f.image.sha256, f.image.width, f.image.height, f.box, vectors[i])
+                     for i, f in rows.items()),
+        seen_at=sorted({(f.image.sha256, a.source, a.location, a.source_url, a.page_urls,
+                         a.captured_at) for f in rows.values() for a in f.appearances}),
+        errors=errors,
+    )
+
+
+def committed_images(store: Store) -> int:
+    return sum(store.image_count(model_id) for model_id, _, _ in store.models())
 
 
 def test_same_bytes_in_many_places_are_stored_once_with_every_appearance(tmp_path: Path) -> None:
@@ -49,8 +73,8 @@ def test_same_bytes_in_many_places_are_stored_once_with_every_appearance(tmp_pat
     assert (report["items"], report["images_new"], report["duplicates"], report["faces"]) == (
         3, 1, 2, 1)
     snap = snapshot(home)
-    assert len(snap["images"]) == 1  # type: ignore[arg-type]
-    assert [a[1] for a in snap["appearances"]] == [  # type: ignore[union-attr]
+    assert (snap.images, snap.appearances, len(snap.faces)) == (1, 3, 1)
+    assert [a[2] for a in snap.seen_at] == [
         str(photos / "a.jpg"), str(photos / "b.jpg"), str(photos / "sub" / "c.jpg")]
 
     out = cli_json(home, "search", str(ASHANTI), "--case", "c", "--purpose", "p")
@@ -175,39 +199,39 @@ def test_kill_9_mid_ingest_then_resume_equals_a_clean_run(tmp_path: Path) -> Non
     add_source(clean, "s", photos)
     run_cli(clean, "ingest", "s")
     expected = snapshot(clean)
-    assert len(expected["images"]) > 40  # type: ignore[arg-type]
+    assert expected.images > 40
 
     home = tmp_path / "killed"
-    add_source(home, "s", photos)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+    env.update(own_store(home))
+    add_source(home, "s", photos)
     proc = subprocess.Popen(
         [sys.executable, "-m", "facetrail", "--home", str(home), "ingest", "s"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 300
-    committed = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        with sqlite3.connect(home / "facetrail.db") as db:
-            committed = db.execute("SELECT count(*) FROM images").fetchone()[0]
-        if committed >= 10:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the ingest finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the main process and its workers, no clean-up
-    proc.wait()
-    partial = snapshot(home)
-    assert 10 <= len(partial["images"]) < len(expected["images"])  # type: ignore[arg-type]
+    store = open_store(store_url_of(home))
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if committed_images(store) >= 10:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the ingest finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # the main process and its workers, no clean-up
+        proc.wait()
+        partial = snapshot(home)
+        assert 10 <= partial.images < expected.images
 
-    report = cli_json(home, "ingest", "s")
-    assert isinstance(report, dict) and report["images_new"] > 0
-    assert snapshot(home) == expected
-    with sqlite3.connect(home / "facetrail.db") as db:
-        statuses = [r[0] for r in db.execute("SELECT status FROM ingest_runs ORDER BY id")]
-    assert statuses == ["interrupted", "completed"]
+        report = cli_json(home, "ingest", "s")
+        assert isinstance(report, dict) and report["images_new"] > 0
+        assert snapshot(home) == expected
+        assert [r.status for r in store.runs()] == ["interrupted", "completed"]
+    finally:
+        store.close()
     # The index caught up with the store on the first search.
     stats = cli_json(home, "stats")
     assert isinstance(stats, dict)
-    assert stats["index_faces"] == stats["faces"] == len(expected["faces"])  # type: ignore[arg-type]
+    assert stats["index_faces"] == stats["faces"] == len(expected.faces)
     assert json.loads(json.dumps(stats["per_source"]))[0]["errors"] == 0
 
 
@@ -220,18 +244,19 @@ def test_a_worker_killed_mid_run_costs_nothing(tmp_path: Path) -> None:
     run_cli(clean, "ingest", "s")
 
     home = tmp_path / "home"
-    add_source(home, "s", photos)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+    env.update(own_store(home))
+    add_source(home, "s", photos)
     proc = subprocess.Popen(
         [sys.executable, "-m", "facetrail", "--home", str(home), "--workers", "2", "ingest",
          "s", "--json"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    def stored() -> int:
-        with sqlite3.connect(home / "facetrail.db") as db:
-            return int(db.execute("SELECT count(*) FROM images").fetchone()[0])
-
-    killed = kill_a_worker(proc, lambda: stored() >= 3)
+    store = open_store(store_url_of(home))
+    try:
+        killed = kill_a_worker(proc, lambda: committed_images(store) >= 3)
+    finally:
+        store.close()
     out, err = proc.communicate(timeout=300)
     assert killed, "no worker could be killed"
     assert proc.returncode == 0, err

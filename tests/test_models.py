@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ import pytest
 import facetrail
 from conftest import FACES, PEOPLE, WARCS, cli_json, kill_a_worker, run_cli
 from facetrail.errors import ConfigError, PolicyError
+from facetrail.store import Store, open_store
+from stores import own_store, raw_sql, store_env, store_url_of
 
 IDENTITIES = ("Barack_Obama", "Angelina_Jolie", "Kit_Harington", "Rose_Leslie", "Ashanti",
               "Jesse_Jackson", "Oprah_Winfrey")
@@ -62,8 +63,10 @@ def test_a_new_home_uses_yunet_sface_and_keeps_it(tmp_path: Path) -> None:
         assert ft.model.key.startswith("yunet@8f2383e4dd3cfbb4+sface@")
     with pytest.raises(ConfigError, match="uses the face model 'yunet-sface', not 'dlib'"):
         facetrail.open(tmp_path, face_model="dlib")
+    other = tmp_path / "other"
+    own_store(other)
     with pytest.raises(ConfigError, match="unknown face model 'arcface'"):
-        facetrail.open(tmp_path / "other", face_model="arcface")
+        facetrail.open(other, face_model="arcface", store_url=store_url_of(other))
 
 
 def test_a_home_made_before_models_had_names_keeps_dlib(tmp_path: Path) -> None:
@@ -74,14 +77,15 @@ def test_a_home_made_before_models_had_names_keeps_dlib(tmp_path: Path) -> None:
                       purpose="testing", retention_days=1)
         ft.ingest("p")
         faces = ft.index.size
-    db = sqlite3.connect(tmp_path / "facetrail.db")
-    with db:
-        db.execute("DROP TABLE store_settings")
-        db.execute("DROP TABLE user_models")
-        db.execute("UPDATE models SET key = substr(key, instr(key, '+') + 1),"
-                   " info = json_remove(info, '$.detector')")
-        db.execute("PRAGMA user_version=4")
-    db.close()
+    url = store_url_of(tmp_path)  # back to schema 4, in the SQL of the store's engine
+    if url.startswith("sqlite:"):
+        to_v4 = ("UPDATE models SET key = substr(key, instr(key, '+') + 1),"
+                 " info = json_remove(info, '$.detector')", "PRAGMA user_version=4")
+    else:
+        to_v4 = ("UPDATE models SET key = substr(key, strpos(key, '+') + 1),"
+                 " info = (info::jsonb - 'detector')::text",
+                 "UPDATE facetrail_schema SET version=4")
+    raw_sql(url, "DROP TABLE store_settings", "DROP TABLE user_models", *to_v4)
     with facetrail.open(tmp_path) as ft:
         assert ft.model_name == "dlib" and ft.index.size == faces
         assert ft.model.key.startswith("dlib-hog@frontal-v1+dlib_face_recognition_resnet")
@@ -106,28 +110,33 @@ def test_reembed_moves_a_gallery_resumably_and_reports_what_it_cannot_read(
 
     # Kill a move part-way (as a user's Ctrl-C or an OOM kill would), then resume it.
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+    env.update(store_env(home))
     proc = subprocess.Popen(
         [sys.executable, "-m", "facetrail", "--home", str(home), "reembed", "--model",
          "yunet-sface"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 300
-    moved = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        moved = _moved(home)
-        if moved >= 5:
-            break
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert moved >= 5
+    store = open_store(store_url_of(home))
+    try:
+        deadline = time.monotonic() + 300
+        moved = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            moved = _moved(store)
+            if moved >= 5:
+                break
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert moved >= 5
 
-    out = cli_json(home, "reembed", "--model", "yunet-sface")
-    assert isinstance(out, dict)
-    assert out["images"] == images and out["already"] >= 5
-    assert out["already"] + out["moved"] == images - 1
-    assert [len(out["unreadable"]), out["failed"], out["complete"]] == [1, [], False]
-    assert _moved(home) == images - 1  # no image twice
+        out = cli_json(home, "reembed", "--model", "yunet-sface")
+        assert isinstance(out, dict)
+        assert out["images"] == images and out["already"] >= 5
+        assert out["already"] + out["moved"] == images - 1
+        assert [len(out["unreadable"]), out["failed"], out["complete"]] == [1, [], False]
+        assert _moved(store) == images - 1  # no image twice
+    finally:
+        store.close()
 
     # Not moved completely: refused without --force, and searches stay on dlib meanwhile.
     refused = run_cli(home, "models", "use", "yunet-sface", check=False)
@@ -150,16 +159,10 @@ def test_reembed_moves_a_gallery_resumably_and_reports_what_it_cannot_read(
     assert run_cli(home, "audit", "verify").returncode == 0
 
 
-def _moved(home: Path) -> int:
-    db = sqlite3.connect(f"file:{home / 'facetrail.db'}?mode=ro", uri=True)
-    try:
-        row = db.execute(
-            "SELECT count(*) FROM images i JOIN models m ON m.id = i.model_id"
-            " WHERE m.key LIKE 'yunet@%'"
-        ).fetchone()
-        return int(row[0])
-    finally:
-        db.close()
+def _moved(store: Store) -> int:
+    """Images stored for the YuNet + SFace model so far."""
+    return sum(store.image_count(model_id) for model_id, key, _ in store.models()
+               if key.startswith("yunet@"))
 
 
 def test_a_move_to_the_same_model_or_an_unknown_one_is_refused(tmp_path: Path) -> None:
@@ -181,16 +184,21 @@ def test_a_worker_killed_during_a_move_costs_nothing(tmp_path: Path) -> None:
     run_cli(home, "ingest", "p")
     images = cli_json(home, "stats")["images"]  # type: ignore[index]
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+    env.update(store_env(home))
     proc = subprocess.Popen(
         [sys.executable, "-m", "facetrail", "--home", str(home), "--workers", "2", "reembed",
          "--model", "yunet-sface", "--json"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    killed = kill_a_worker(proc, lambda: _moved(home) >= 3)
-    out, err = proc.communicate(timeout=300)
-    assert killed, "no worker could be killed"
-    assert proc.returncode == 0, err
-    report = json.loads(out)
-    assert report["failed"] == [] and report["unreadable"] == [] and report["complete"]
-    assert report["moved"] == images == _moved(home)
+    store = open_store(store_url_of(home))
+    try:
+        killed = kill_a_worker(proc, lambda: _moved(store) >= 3)
+        out, err = proc.communicate(timeout=300)
+        assert killed, "no worker could be killed"
+        assert proc.returncode == 0, err
+        report = json.loads(out)
+        assert report["failed"] == [] and report["unreadable"] == [] and report["complete"]
+        assert report["moved"] == images == _moved(store)
+    finally:
+        store.close()
 

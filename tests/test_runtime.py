@@ -6,7 +6,6 @@ two stores are then compared face by face, and the same probes are searched in b
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import subprocess
@@ -29,7 +28,8 @@ from facetrail.faces.dlib_backend import weights_path
 from facetrail.imaging import decode
 from facetrail.pipeline.analyze import Analyzer
 from facetrail.settings import Settings
-from facetrail.store.sqlite import SQLiteStore
+from facetrail.store import open_store
+from stores import new_database, own_store, postgres_mode, raw_sql, store_url_of
 
 CASE = {"case_ref": "T-1", "purpose": "test"}
 TOLERANCE = 1e-4
@@ -37,7 +37,9 @@ FaceKey = tuple[str, tuple[int, int, int, int]]
 
 
 def _ingest_all(home: Path, runtime: str) -> Facetrail:
-    engine = facetrail.open(home, workers=2, descriptor_runtime=runtime, face_model="dlib")
+    own_store(home)
+    engine = facetrail.open(home, workers=2, descriptor_runtime=runtime, face_model="dlib",
+                            store_url=store_url_of(home))
     engine.add_source("faces", "folder", FACES, lawful_basis="test fixtures, public data sets",
                       purpose="testing", retention_days=30)
     report = engine.ingest("faces")
@@ -178,20 +180,30 @@ def test_unknown_runtime_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_faces_stored_before_the_runtime_column_count_as_dlib(tmp_path: Path) -> None:
-    path = tmp_path / "store.db"
-    script = resources.files("facetrail.store").joinpath("schema_v1.sql").read_text()
-    with sqlite3.connect(path) as db:
-        db.executescript(script)
-        db.execute("PRAGMA user_version=1")
-        db.execute("INSERT INTO models (key, info, created_at) VALUES ('m', '{}', 't')")
-        db.execute("INSERT INTO images (sha256, model_id, width, height, format, bytes,"
-                   " face_count, created_at) VALUES ('ab', 1, 10, 10, 'JPEG', 1, 1, 't')")
-        db.execute("INSERT INTO faces (image_id, model_id, detector, ordinal, x, y, w, h,"
-                   " landmarks, det_score, quality, sharpness, embedding)"
-                   " VALUES (1, 1, 'hog', 0, 0, 0, 5, 5, ?, 1, 1, 1, ?)",
-                   (json.dumps([]), np.zeros(128, "<f4").tobytes()))
-    db.close()
-    store = SQLiteStore(path)
+    """A schema-1 store (no runtime column), opened by this facetrail: its faces are dlib's."""
+    schema = resources.files("facetrail.store")
+    zeros = "00" * 128 * 4
+    if postgres_mode():
+        url = new_database()
+        raw_sql(url, schema.joinpath("pg_schema_v1.sql").read_text(),
+                "CREATE TABLE facetrail_schema (version INTEGER NOT NULL)",
+                "INSERT INTO facetrail_schema (version) VALUES (1)")
+        embedding = f"decode('{zeros}', 'hex')"
+    else:
+        path = tmp_path / "store.db"
+        url = f"sqlite:///{path}"
+        with sqlite3.connect(path) as db:
+            db.executescript(schema.joinpath("schema_v1.sql").read_text())
+            db.execute("PRAGMA user_version=1")
+        db.close()
+        embedding = f"X'{zeros}'"
+    raw_sql(url, "INSERT INTO models (key, info, created_at) VALUES ('m', '{}', 't')",
+            "INSERT INTO images (sha256, model_id, width, height, format, bytes, face_count,"
+            " created_at) VALUES ('ab', 1, 10, 10, 'JPEG', 1, 1, 't')",
+            "INSERT INTO faces (image_id, model_id, detector, ordinal, x, y, w, h, landmarks,"
+            " det_score, quality, sharpness, embedding) VALUES (1, 1, 'hog', 0, 0, 0, 5, 5,"
+            f" '[]', 1, 1, 1, {embedding})")
+    store = open_store(url)
     try:
         assert store.faces([1])[1].runtime == "dlib"
     finally:

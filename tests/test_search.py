@@ -11,6 +11,8 @@ from conftest import FACES, PEOPLE, cli_json, identity_of, run_cli
 from facetrail.engine import Facetrail
 from facetrail.errors import InputError, NoFaceError, PolicyError
 from facetrail.imaging import sha256_hex
+from facetrail.store import AuditQuery, open_store
+from stores import store_url_of
 
 CASE = {"case_ref": "T-1", "purpose": "test"}
 
@@ -84,14 +86,14 @@ def test_search_json_schema_and_audit(gallery_home: Path) -> None:
 
     stats = cli_json(gallery_home, "stats")
     assert isinstance(stats, dict) and stats["searches"] >= 1
-    import sqlite3
-
-    with sqlite3.connect(gallery_home / "facetrail.db") as db:
-        row = db.execute(
-            "SELECT actor, case_ref, purpose, details FROM audit WHERE id = ?", (out["audit_id"],)
-        ).fetchone()
-    details = json.loads(row[3])
-    assert row[0] and row[1] == "2026-0417" and row[2] == "identify suspect"
+    store = open_store(store_url_of(gallery_home))
+    try:
+        row, = store.audit_rows(AuditQuery(after_id=out["audit_id"] - 1, limit=1))
+    finally:
+        store.close()
+    event, details = row.event, row.event.details
+    assert row.id == out["audit_id"] and event.action == "search" and event.actor
+    assert (event.case_ref, event.purpose) == ("2026-0417", "identify suspect")
     assert details["probe_sha256"] == out["probe"]["sha256"]
     assert details["candidate_face_ids"] == [c["face_id"] for c in out["candidates"]]
 

@@ -138,6 +138,21 @@ def test_an_image_is_stored_whole_with_exact_embeddings(store: Store) -> None:
     store.finish_run(run_id, "completed", RunCounts(items=1, images_new=1, faces=2))
 
 
+
+def test_runs_are_listed_with_their_paths_status_and_counts(store: Store) -> None:
+    source = store.add_source(spec(), "alice")
+    first = store.start_run(source.id, ["/data/src"], "alice")
+    counts = RunCounts(items=3, images_new=2, duplicates=1, skipped=0, faces=4, errors=1)
+    store.finish_run(first, "completed", counts)
+    second = store.start_run(source.id, ["/data/src/more", "/data/x"], "bob")
+    done, running = store.runs()
+    assert (done.id, done.source, done.paths, done.status, done.counts) == (
+        first, "src", ("/data/src",), "completed", counts)
+    assert done.finished_at is not None and done.started_at <= done.finished_at
+    assert (running.id, running.paths, running.status, running.finished_at) == (
+        second, ("/data/src/more", "/data/x"), "running", None)
+    assert running.counts == RunCounts()
+
 def test_embeddings_come_in_batches_after_an_id(store: Store) -> None:
     for i in range(5):
         ingest_one(store, sha=f"{i}" * 64, location=f"/data/src/{i}.jpg", faces=1)

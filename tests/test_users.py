@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 
 import httpx
+import pytest
 
 from conftest import run_cli
+from facetrail.store import open_store
+from stores import postgres_mode, store_url_of
 from webserver import Server
 
 
@@ -15,11 +17,13 @@ def test_users_add_prints_a_token_once_and_keeps_only_its_hash(api_server: Serve
     out = run_cli(api_server.home, "users", "add", "dana", "--role", "reviewer").stdout
     token = out.strip().splitlines()[-1]
     assert token.startswith("ft_") and len(token) > 40
-    db = sqlite3.connect(api_server.home / "facetrail.db")
-    stored = [r[0] for r in db.execute(
-        "SELECT token_hash FROM tokens JOIN users u ON u.id = user_id WHERE u.name='dana'")]
-    assert stored == [hashlib.sha256(token.encode()).hexdigest()]
-    assert token not in (api_server.home / "facetrail.db").read_bytes().decode("latin-1")
+    store = open_store(store_url_of(api_server.home))
+    try:
+        held = store.credential(hashlib.sha256(token.encode()).hexdigest())
+        assert held is not None and held.user.name == "dana"
+        assert store.get_user("dana").active_tokens == 1
+    finally:
+        store.close()
     listing = run_cli(api_server.home, "users", "list").stdout
     assert "dana" in listing and token not in listing
 
@@ -27,6 +31,18 @@ def test_users_add_prints_a_token_once_and_keeps_only_its_hash(api_server: Serve
         me = client.get("/api/me")
     assert me.status_code == 200
     assert me.json()["user"] | {"id": 0} == {"id": 0, "name": "dana", "role": "reviewer"}
+
+
+def test_the_database_file_never_holds_a_token(api_server: Server) -> None:
+    if postgres_mode():
+        pytest.skip("a PostgreSQL store has no file of its own to read")
+    out = run_cli(api_server.home, "users", "add", "fran", "--role", "auditor").stdout
+    token = out.strip().splitlines()[-1]
+    assert token.startswith("ft_")
+    # The server keeps the store open, so the newest rows may still be in the WAL file.
+    files = list(api_server.home.glob("facetrail.db*"))
+    assert api_server.home / "facetrail.db" in files
+    assert not [f for f in files if token.encode() in f.read_bytes()]
 
 
 def test_rotate_and_revoke(api_server: Server) -> None:

@@ -19,6 +19,7 @@ from facetrail.store.base import (
     ProbeRow,
     ReviewRow,
     RunCounts,
+    RunRow,
     SearchRow,
     SourceRow,
     SourceSpec,
@@ -30,8 +31,8 @@ from facetrail.store.base import (
 
 __all__ = [
     "STORE_SCHEMES", "AuditQuery", "Credential", "ErrorRow", "FaceRow", "JobRow", "ProbeRow",
-    "ReviewRow", "RunCounts", "SearchRow", "SourceRow", "SourceSpec", "SourceStats", "Store",
-    "StoreStats", "UserRow", "default_store_url", "open_store",
+    "ReviewRow", "RunCounts", "RunRow", "SearchRow", "SourceRow", "SourceSpec", "SourceStats",
+    "Store", "StoreStats", "UserRow", "default_store_url", "open_store",
 ]
 
 STORE_SCHEMES = ("sqlite", "postgresql")

@@ -107,6 +107,21 @@ class RunCounts:
     errors: int = 0
 
 
+@dataclass(frozen=True)
+class RunRow:
+    """An ingest run: what it was given, how it ended, what it counted."""
+
+    id: int
+    source: str
+    paths: tuple[str, ...]
+    status: str
+    """running, completed, failed or interrupted (a run found 'running' whose process is gone,
+    once another run starts)."""
+    started_at: str
+    finished_at: str | None
+    counts: RunCounts
+
+
 AuditRow = ChainedEvent
 
 
@@ -301,6 +316,9 @@ class IngestStore(Protocol):
         """Record the running runs of ``holders`` (known to be gone) as interrupted."""
         ...
     def finish_run(self, run_id: int, status: str, counts: RunCounts) -> None: ...
+    def runs(self) -> list[RunRow]:
+        """Every ingest run, oldest first."""
+        ...
     def seen(self, source_id: int, location: str, fingerprint: str) -> bool: ...
     def has_image(self, sha256: str, model_id: int) -> bool: ...
     def add_image(

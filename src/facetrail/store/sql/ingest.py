@@ -12,7 +12,7 @@ import numpy as np
 from facetrail.audit import utc_now
 from facetrail.errors import ConflictError
 from facetrail.records import Appearance, ImageAnalysis, ImageInfo, Provenance
-from facetrail.store.base import ErrorRow, FaceRow, LocatedFace, RunCounts
+from facetrail.store.base import ErrorRow, FaceRow, LocatedFace, RunCounts, RunRow
 from facetrail.store.sql.catalog import CatalogTables
 from facetrail.store.sql.core import Conn
 
@@ -75,6 +75,20 @@ class IngestTables(CatalogTables):
                 (status, utc_now(), counts.items, counts.images_new, counts.duplicates,
                  counts.skipped, counts.faces, counts.errors, run_id),
             )
+
+    def runs(self) -> list[RunRow]:
+        """Every ingest run, oldest first."""
+        rows = self._db.execute(
+            "SELECT r.id, s.name, r.paths, r.status, r.started_at, r.finished_at, r.items,"
+            " r.images_new, r.duplicates, r.skipped, r.faces, r.errors FROM ingest_runs r"
+            " JOIN sources s ON s.id = r.source_id ORDER BY r.id"
+        ).fetchall()
+        return [
+            RunRow(id=int(r[0]), source=r[1], paths=tuple(json.loads(r[2])), status=r[3],
+                   started_at=r[4], finished_at=r[5],
+                   counts=RunCounts(*(int(n) for n in tuple(r)[6:])))
+            for r in rows
+        ]
 
     # -- images and appearances -------------------------------------------------------------
     def seen(self, source_id: int, location: str, fingerprint: str) -> bool:
