@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -141,3 +143,60 @@ def drop_audit_guards(url: str) -> tuple[str, ...]:
     if url.startswith("sqlite:"):
         return ("DROP TRIGGER audit_no_update", "DROP TRIGGER audit_no_delete")
     return ("DROP TRIGGER audit_no_update ON audit", "DROP TRIGGER audit_no_truncate ON audit")
+
+
+def _connect(url: str) -> tuple[object, str]:
+    """A DB-API connection to the store ``url`` and its placeholder."""
+    if url.startswith("sqlite:"):
+        import sqlite3
+
+        return sqlite3.connect(url[len("sqlite:///"):], isolation_level=None), "?"
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True), "%s"
+
+
+def build_schema(url: str, version: int) -> None:
+    """Make the store ``url`` (an empty database) at schema ``version``, from the scripts this
+    facetrail ships: a store as an older facetrail made it."""
+    from importlib import resources
+
+    scripts = resources.files("facetrail.store")
+    if url.startswith("sqlite:"):
+        import sqlite3
+
+        db = sqlite3.connect(url[len("sqlite:///"):])
+        try:
+            for v in range(1, version + 1):
+                db.executescript(scripts.joinpath(f"schema_v{v}.sql").read_text())
+            db.execute(f"PRAGMA user_version={version}")
+            db.commit()
+        finally:
+            db.close()
+        return
+    raw_sql(url, *(scripts.joinpath(f"pg_schema_v{v}.sql").read_text()
+                   for v in range(1, version + 1)),
+            "CREATE TABLE facetrail_schema (version INTEGER NOT NULL)",
+            f"INSERT INTO facetrail_schema (version) VALUES ({version})")
+
+
+def copy_rows(source: str, target: str, table: str, columns: str,
+              change: Callable[[tuple[Any, ...]], tuple[Any, ...]] = lambda r: r) -> int:
+    """Copy ``columns`` of every row of ``table`` from the store ``source`` to ``target``."""
+    src, _ = _connect(source)
+    dst, mark = _connect(target)
+    try:
+        rows = [change(tuple(r)) for r in src.execute(  # type: ignore[attr-defined]
+            f"SELECT {columns} FROM {table} ORDER BY 1").fetchall()]
+        if rows:
+            marks = ",".join([mark] * len(rows[0]))
+            dst.cursor().executemany(  # type: ignore[attr-defined]
+                f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+            if mark == "%s" and columns.startswith("id,"):  # rows given ids: move the sequence
+                dst.execute(  # type: ignore[attr-defined]
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                    f" (SELECT max(id) FROM {table}))")
+        return len(rows)
+    finally:
+        src.close()  # type: ignore[attr-defined]
+        dst.close()  # type: ignore[attr-defined]

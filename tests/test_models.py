@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ import facetrail
 from conftest import FACES, PEOPLE, WARCS, cli_json, kill_a_worker, run_cli
 from facetrail.errors import ConfigError, PolicyError
 from facetrail.store import Store, open_store
-from stores import own_store, raw_sql, store_env, store_url_of
+from stores import build_schema, copy_rows, own_store, store_env, store_url_of
 
 IDENTITIES = ("Barack_Obama", "Angelina_Jolie", "Kit_Harington", "Rose_Leslie", "Ashanti",
               "Jesse_Jackson", "Oprah_Winfrey")
@@ -72,21 +73,37 @@ def test_a_new_home_uses_yunet_sface_and_keeps_it(tmp_path: Path) -> None:
 def test_a_home_made_before_models_had_names_keeps_dlib(tmp_path: Path) -> None:
     """A schema-4 home (model keys without the detector, no recorded model) opens on dlib,
     with its gallery and without re-ingesting."""
-    with facetrail.open(tmp_path, face_model="dlib") as ft:
+    made = tmp_path / "made"
+    with facetrail.open(made, face_model="dlib", store_url=store_url_of(made)) as ft:
         ft.add_source("p", "folder", PEOPLE / "Barack_Obama", lawful_basis="test",
                       purpose="testing", retention_days=1)
         ft.ingest("p")
         faces = ft.index.size
-    url = store_url_of(tmp_path)  # back to schema 4, in the SQL of the store's engine
-    if url.startswith("sqlite:"):
-        to_v4 = ("UPDATE models SET key = substr(key, instr(key, '+') + 1),"
-                 " info = json_remove(info, '$.detector')", "PRAGMA user_version=4")
-    else:
-        to_v4 = ("UPDATE models SET key = substr(key, strpos(key, '+') + 1),"
-                 " info = (info::jsonb - 'detector')::text",
-                 "UPDATE facetrail_schema SET version=4")
-    raw_sql(url, "DROP TABLE store_settings", "DROP TABLE user_models", *to_v4)
-    with facetrail.open(tmp_path) as ft:
+    # The same gallery in a store made by a schema-4 facetrail: its scripts, its columns,
+    # and model keys that do not name the detector.
+    home = tmp_path / "home"
+    shutil.copytree(made / "index", home / "index")
+    url = own_store(home).get("FACETRAIL_STORE_URL", f"sqlite:///{home / 'facetrail.db'}")
+    build_schema(url, 4)
+
+    def v4_model(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        info = json.loads(row[2])
+        del info["detector"]
+        return (row[0], row[1].split("+", 1)[1], json.dumps(info), row[3])
+
+    source = store_url_of(made)
+    copy_rows(source, url, "models", "id, key, info, created_at", v4_model)
+    copy_rows(source, url, "sources", "id, name, kind, uri, lawful_basis, purpose,"
+              " retention_days, created_at, created_by")
+    copy_rows(source, url, "ingest_runs", "id, source_id, paths, started_at, finished_at,"
+              " status, os_user, pid, items, images_new, duplicates, skipped, faces, errors")
+    copy_rows(source, url, "images", "id, sha256, model_id, width, height, format, bytes,"
+              " face_count, created_at")
+    copy_rows(source, url, "faces", "id, image_id, model_id, detector, ordinal, x, y, w, h,"
+              " landmarks, det_score, quality, sharpness, embedding, runtime")
+    copy_rows(source, url, "appearances", "id, image_id, source_id, location, fingerprint,"
+              " source_url, page_urls, captured_at, title, record_id, run_id, created_at")
+    with facetrail.open(home, store_url=url) as ft:
         assert ft.model_name == "dlib" and ft.index.size == faces
         assert ft.model.key.startswith("dlib-hog@frontal-v1+dlib_face_recognition_resnet")
         report = ft.ingest("p")

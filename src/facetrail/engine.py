@@ -121,8 +121,12 @@ class Facetrail:
         self.home.mkdir(parents=True, exist_ok=True)
         self.store: Store = open_store(settings.store_url or default_store_url(self.home))
         self._gallery_sizes: dict[tuple[float, int], int] = {}
-        self.model_name = self._active_model()
-        self.analyzer = Analyzer(settings, self.face_model(self.model_name))
+        try:
+            self.model_name = self._active_model()
+            self.analyzer = Analyzer(settings, self.face_model(self.model_name))
+        except BaseException:
+            self.store.close()  # nothing was opened for the caller to close
+            raise
         self._casework = Casework(self)
         self._jobs = Jobs(self)
 
