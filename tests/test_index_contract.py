@@ -22,7 +22,7 @@ from facetrail.faces.base import ModelInfo
 from facetrail.index import INDEX_BACKENDS, VectorIndex, open_index
 from facetrail.records import DetectedFace, ImageAnalysis, Provenance
 from facetrail.settings import Settings
-from facetrail.store import RunCounts, SourceSpec, Store, open_store
+from facetrail.store import RunCounts, SourceSpec, Store, default_store_url, open_store
 
 DIM = 64
 PER_IMAGE = 3
@@ -92,7 +92,7 @@ def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
 @pytest.fixture
 def empty(backend: dict[str, Any], tmp_path: Path) -> Iterator[Gallery]:
     """A store with the synthetic model and a source, but no faces."""
-    store = open_store(tmp_path)
+    store = open_store(default_store_url(tmp_path))
     source = store.add_source(SourceSpec("synthetic", "folder", str(tmp_path), "test",
                                          "contract tests", None), "test")
     yield Gallery(Settings(home=tmp_path, **backend), store, store.model_id(MODEL), source.id)
@@ -273,7 +273,7 @@ def test_info_is_back_end_neutral(gallery: Gallery) -> None:
 
 
 def test_an_unknown_back_end_is_refused_with_the_known_ones(tmp_path: Path) -> None:
-    store = open_store(tmp_path)
+    store = open_store(default_store_url(tmp_path))
     try:
         with pytest.raises(ConfigError, match="unknown index back end 'nope'; use one of "
                            + ", ".join(INDEX_BACKENDS)):
