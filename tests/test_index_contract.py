@@ -2,7 +2,8 @@
 
 Run over every name in ``facetrail.index.INDEX_BACKENDS``, each on a real SQLite store filled
 through the store's public methods with a synthetic gallery of unit vectors, so that the
-nearest faces and their distances are known exactly (by brute force here).
+nearest faces and their distances are known exactly (by brute force here). Some tests run
+again under settings that ask for a back end's approximate structure (``STRUCTURES``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ DIM = 64
 PER_IMAGE = 3
 MODEL = ModelInfo(name="synthetic", version="0", dim=DIM, alignment="none",
                   normalisation="l2", metric="cosine", detector="synthetic@0")
+STRUCTURES: dict[str, dict[str, Any]] = {
+    "exact": {},
+    "approximate": {"index_exact_max_faces": 100, "index_recall_queries": 100},
+}
+"""Settings asking for a back end's exact structure, and for its approximate one where it has
+one (FAISS leaves exact search above ``index_exact_max_faces`` faces; fewer recall queries
+keep its builds quick)."""
 BACKEND_SETTINGS: dict[str, str] = {}
 """Back ends that need something to run against (a server): the name of the fixture giving
 their settings overrides, e.g. a server's URL, or skipping when there is none."""
@@ -46,6 +54,7 @@ class Gallery:
     model_id: int
     source_id: int
     images: int = 0
+    structure: str = "exact"
 
     def open(self) -> VectorIndex:
         return open_index(self.settings, self.store, MODEL, self.model_id)
@@ -89,14 +98,21 @@ def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
     return overrides
 
 
+def new_gallery(home: Path, settings: dict[str, Any], structure: str = "exact") -> Gallery:
+    """A store with the synthetic model and a source, but no faces, in ``home``."""
+    store = open_store(default_store_url(home))
+    source = store.add_source(SourceSpec("synthetic", "folder", str(home), "test",
+                                         "contract tests", None), "test")
+    return Gallery(Settings(home=home, **settings), store, store.model_id(MODEL), source.id,
+                   structure=structure)
+
+
 @pytest.fixture
 def empty(backend: dict[str, Any], tmp_path: Path) -> Iterator[Gallery]:
     """A store with the synthetic model and a source, but no faces."""
-    store = open_store(default_store_url(tmp_path))
-    source = store.add_source(SourceSpec("synthetic", "folder", str(tmp_path), "test",
-                                         "contract tests", None), "test")
-    yield Gallery(Settings(home=tmp_path, **backend), store, store.model_id(MODEL), source.id)
-    store.close()
+    gallery = new_gallery(tmp_path, backend)
+    yield gallery
+    gallery.store.close()
 
 
 @pytest.fixture
@@ -106,6 +122,19 @@ def gallery(empty: Gallery) -> Gallery:
     people = unit(rng.normal(size=(20, DIM)))
     empty.add(unit(np.repeat(people, 3, axis=0) + rng.normal(0, 0.08, (60, DIM))))
     return empty
+
+
+@pytest.fixture(params=list(STRUCTURES))
+def crowd(
+    request: pytest.FixtureRequest, backend: dict[str, Any], tmp_path: Path
+) -> Iterator[Gallery]:
+    """600 faces (200 people, 3 photos each), under each of ``STRUCTURES``."""
+    gallery = new_gallery(tmp_path, {**backend, **STRUCTURES[request.param]}, request.param)
+    rng = np.random.default_rng(5)
+    people = unit(rng.normal(size=(200, DIM)))
+    gallery.add(unit(np.repeat(people, 3, axis=0) + rng.normal(0, 0.08, (600, DIM))))
+    yield gallery
+    gallery.store.close()
 
 
 def truth(gallery: Gallery, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -269,6 +298,20 @@ def test_info_is_back_end_neutral(gallery: Gallery) -> None:
     built = index.rebuild()
     info = index.info()
     assert info.built_at is not None and info.kind == built.kind and info.faces == 60
+    index.close()
+
+
+def test_faces_added_after_removals_are_found(crowd: Gallery) -> None:
+    index = crowd.open()
+    ids, _ = crowd.stored()
+    erase_faces(crowd.settings.home, ids[:10].tolist())
+    assert index.remove(ids[:10]) == 10
+    added = crowd.add(unit(np.random.default_rng(11).normal(size=(100, DIM))))
+    assert index.sync() == 100
+    every, vectors = crowd.stored()
+    _, found = one_by_one(index, vectors, 1)
+    np.testing.assert_array_equal(found[:, 0], every)
+    assert set(added.tolist()) <= set(every.tolist())
     index.close()
 
 

@@ -227,7 +227,8 @@ class FaissIndex:
         ids = np.ascontiguousarray(np.asarray(face_ids, dtype=np.int64))
         if not len(ids):
             return 0
-        removed = int(self._index.remove_ids(self._faiss.IDSelectorBatch(ids)))
+        removed = (int(self._index.remove_ids(self._faiss.IDSelectorBatch(ids)))
+                   if self._vectors is None else ann.remove_ids(self._index, ids, self._faiss))
         if removed:
             self._dirty = True
             self.save()
