@@ -2,13 +2,16 @@
 
 Run over every name in ``facetrail.index.INDEX_BACKENDS``, each on a real SQLite store filled
 through the store's public methods with a synthetic gallery of unit vectors, so that the
-nearest faces and their distances are known exactly (by brute force here). Some tests run
-again under settings that ask for a back end's approximate structure (``STRUCTURES``).
+nearest faces and their distances are known exactly (by brute force here). Searches while
+the index changes, and some other tests, run again under settings that ask for a back end's
+approximate structure (``STRUCTURES``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,3 +327,97 @@ def test_an_unknown_back_end_is_refused_with_the_known_ones(tmp_path: Path) -> N
                        store.model_id(MODEL))
     finally:
         store.close()
+
+
+# -- searches while the index changes ------------------------------------------------------------
+def test_searches_run_safely_while_the_index_changes(crowd: Gallery) -> None:
+    """Threads search in a loop while another stores and adds faces,
+    erases and removes others, removes and adds back others again and again, syncs and
+    rebuilds: nothing raises, every answer is well formed with exact distances, holds only
+    faces the index held at some point, never one whose removal had returned, always a face
+    whose addition had returned, and k faces, as the index never holds fewer."""
+    index = crowd.open()
+    ids, vectors = crowd.stored()
+    doomed, flicker = ids[:60], ids[60:100]
+    new = unit(np.random.default_rng(10).normal(size=(120, DIM)))
+    k = 10
+    # Written by the writer only, each entry replaced (never changed in place): the faces
+    # the index may hold ("vectors": published before they are added), those whose
+    # addition returned ("held"), those whose removal returned ("gone").
+    state: dict[str, Any] = {"vectors": dict(zip(ids.tolist(), vectors, strict=True)),
+                             "held": frozenset(ids.tolist()), "gone": frozenset()}
+    errors: list[BaseException] = []
+    done = threading.Event()
+    overlapped = [0] * 4
+    """Searches per reader that ended before the writer was done."""
+
+    def writer() -> None:
+        try:
+            for r in range(60):
+                part = new[2 * r : 2 * (r + 1)]
+                added = crowd.add(part)
+                state["vectors"] = {**state["vectors"], **dict(zip(added.tolist(), part,
+                                                                   strict=True))}
+                if r % 2:
+                    assert index.add(added, part) == 2
+                else:
+                    assert index.sync() == 2
+                state["held"] = state["held"] | set(added.tolist())
+                erase_faces(crowd.settings.home, [int(doomed[r])])
+                assert index.remove(doomed[r : r + 1]) == 1
+                state["gone"] = state["gone"] | {int(doomed[r])}
+                if r in (20, 40):
+                    (index.rebuild if r == 20 else index.optimize)()
+                for j in range(4):  # removed from the index only, and added back
+                    few = flicker[10 * j : 10 * (j + 1)]
+                    assert index.remove(few) == 10
+                    assert index.add(few, vectors[np.searchsorted(ids, few)]) == 10
+        except BaseException as error:  # noqa: BLE001 - reported by the test thread
+            errors.append(error)
+        finally:
+            done.set()
+
+    def reader(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        searches = 0
+        try:
+            while not done.is_set() or searches < 20:
+                gone, held = state["gone"], state["held"]  # before the search
+                if searches % 3 == 2:  # a face whose addition returned is found first
+                    face = rng.choice(sorted(held - set(ids[:100].tolist())))
+                    queries = state["vectors"][face][None, :]
+                else:
+                    queries = unit(vectors[rng.integers(len(vectors), size=1 + searches % 2)]
+                                   + rng.normal(0, 0.1, (1 + searches % 2, DIM)))
+                distances, found = index.search(queries, k)
+                vector_of = state["vectors"]  # after: what the index may have held
+                assert distances.shape == found.shape == (len(queries), k)
+                assert found.dtype == np.int64
+                assert np.all(found >= 0), "the index never holds fewer than k faces"
+                assert not set(found.ravel().tolist()) & gone
+                assert set(found.ravel().tolist()) <= vector_of.keys()
+                if searches % 3 == 2:
+                    assert found[0, 0] == face
+                for q, row_d, row_i in zip(queries, distances, found, strict=True):
+                    assert len(set(row_i.tolist())) == k
+                    exact = np.linalg.norm(np.stack([vector_of[i] for i in row_i]) - q, axis=1)
+                    np.testing.assert_allclose(row_d, exact, rtol=0, atol=1e-4)
+                    assert np.all(np.diff(row_d) >= -1e-6)
+                searches += 1
+                overlapped[seed] += not done.is_set()
+                time.sleep(0.001)  # leave the writer some CPU on small machines
+        except BaseException as error:  # noqa: BLE001 - reported by the test thread
+            errors.append(error)
+
+    readers = [threading.Thread(target=reader, args=(seed,)) for seed in range(4)]
+    for thread in [*readers, threading.Thread(target=writer)]:
+        thread.start()
+    done.wait(timeout=120)
+    for thread in readers:
+        thread.join(timeout=60)
+    assert done.is_set() and not any(thread.is_alive() for thread in readers)
+    if errors:
+        raise errors[0]
+    assert sum(overlapped) >= 10
+    assert index.size == 600 + 120 - 60
+    index.close()

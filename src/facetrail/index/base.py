@@ -4,6 +4,16 @@ An index holds the embeddings of one face model, keyed by the store's ``face_id`
 row position). ``open_index`` (``index/__init__.py``) returns one caught up with the store;
 anything it holds can be thrown away and rebuilt from the store. Every back end passes the
 contract suite ``tests/test_index_contract.py``.
+
+Threads: every back end lets any number of threads call ``search``, ``size`` and ``info`` at
+once, while other threads call ``add``, ``remove``, ``sync``, ``rebuild`` and ``optimize``
+(which run one at a time). Nothing raises for it and no result is malformed: a search
+returns only faces the index held at some moment during the call, with their exact
+distances, never a face whose ``remove`` (or the ``sync`` that removed it) returned before
+the search began, and it can find every face whose ``add`` or ``sync`` returned before it
+began. A rebuild builds the new structure while searches go on with the one in use; searches
+wait, if at all, only for the moment it is put in use and for a change to the structures
+they read (a slice of an ``add``, a ``remove``). ``close`` is called once nothing else is.
 """
 
 from __future__ import annotations
