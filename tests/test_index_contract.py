@@ -3,8 +3,8 @@
 Run over every name in ``facetrail.index.INDEX_BACKENDS``, each on a real SQLite store filled
 through the store's public methods with a synthetic gallery of unit vectors, so that the
 nearest faces and their distances are known exactly (by brute force here). Searches while
-the index changes, and some other tests, run again under settings that ask for a back end's
-approximate structure (``STRUCTURES``).
+the index changes, filtered searches and some other tests run again under settings that ask
+for a back end's approximate structure (``STRUCTURES``).
 """
 
 from __future__ import annotations
@@ -140,9 +140,25 @@ def crowd(
     gallery.store.close()
 
 
-def truth(gallery: Gallery, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The exact top ``k`` (distances, face ids) by brute force over the store."""
+def truth(
+    gallery: Gallery, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top ``k`` (distances, face ids) by brute force over the store (over the
+    ``allowed`` faces only, if given), padded with (inf, -1)."""
     ids, vectors = gallery.stored()
+    if allowed is not None:
+        keep = np.isin(ids, allowed)
+        ids, vectors = ids[keep], vectors[keep]
+    if len(ids) < k:
+        d, i = truth_of(ids, vectors, queries, len(ids))
+        pad = ((0, 0), (0, k - len(ids)))
+        return np.pad(d, pad, constant_values=np.inf), np.pad(i, pad, constant_values=-1)
+    return truth_of(ids, vectors, queries, k)
+
+
+def truth_of(
+    ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     d = np.linalg.norm(queries[:, None, :].astype(np.float64) - vectors[None, :, :], axis=2)
     order = np.argsort(d, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(d, order, axis=1), ids[order]
@@ -329,16 +345,90 @@ def test_an_unknown_back_end_is_refused_with_the_known_ones(tmp_path: Path) -> N
         store.close()
 
 
+# -- filtered search -----------------------------------------------------------------------------
+def test_a_filtered_search_finds_the_nearest_allowed_faces(gallery: Gallery) -> None:
+    index = gallery.open()
+    ids, vectors = gallery.stored()
+    queries = probes(gallery)
+    rng = np.random.default_rng(7)
+    for count in (30, 6, 1):
+        allowed = np.sort(rng.choice(ids, count, replace=False))
+        distances, found = index.search(queries, 5, allowed)
+        want_d, want_i = truth(gallery, queries, 5, allowed)
+        np.testing.assert_array_equal(found, want_i)
+        np.testing.assert_allclose(distances, want_d, rtol=0, atol=1e-4)
+        # One query at a time gives the same answer as a batch.
+        alone = [index.search(queries[q : q + 1], 5, allowed)[1] for q in range(len(queries))]
+        np.testing.assert_array_equal(np.concatenate(alone), found)
+    # k allowed faces come back even when they are the farthest from the query.
+    for q in queries[:4]:
+        far = ids[np.argsort(np.linalg.norm(vectors - q, axis=1))[-8:]]
+        distances, found = index.search(q[None, :], 5, np.sort(far))
+        assert np.all(np.isin(found, far)) and np.all(np.isfinite(distances))
+        np.testing.assert_array_equal(found, truth(gallery, q[None, :], 5, far)[1])
+    # None searches every face, as without a filter.
+    np.testing.assert_array_equal(index.search(queries, 5, None)[1], index.search(queries, 5)[1])
+    index.close()
+
+
+def test_an_empty_filter_finds_nothing_and_unheld_ids_are_ignored(gallery: Gallery) -> None:
+    index = gallery.open()
+    ids, vectors = gallery.stored()
+    queries = probes(gallery, 4)
+    distances, found = index.search(queries, 5, np.empty(0, np.int64))
+    assert found.shape == distances.shape == (4, 5)
+    assert np.all(found == -1) and np.all(np.isinf(distances))
+    # A removed face and an id never stored are allowed, but not held: never returned.
+    index.remove(ids[:1])
+    allowed = np.array([ids[0], ids[5], ids[9], 10**9], np.int64)
+    distances, found = index.search(queries, 5, allowed)
+    assert np.all(np.isin(found[:, :2], ids[[5, 9]])) and np.all(found[:, 2:] == -1)
+    assert np.all(np.isinf(distances[:, 2:]))
+    index.close()
+
+
+def test_filtered_search_on_every_structure(crowd: Gallery) -> None:
+    """Only allowed faces, k of them when there are k, with exact distances; the exact
+    structure finds the true nearest allowed faces, an approximate one nearly all of them."""
+    index = crowd.open()
+    ids, vectors = crowd.stored()
+    queries = probes(crowd, 40, seed=8)
+    rng = np.random.default_rng(9)
+    for count in (300, 60, 6):
+        allowed = np.sort(rng.choice(ids, count, replace=False))
+        distances, found = one_by_one_among(index, queries, 10, allowed)
+        want_d, want_i = truth(crowd, queries, 10, allowed)
+        assert np.all(np.isin(found[:, : min(10, count)], allowed))
+        assert np.all(found[:, min(10, count) :] == -1)
+        got = found[:, : min(10, count)]
+        exact = np.linalg.norm(vectors[np.searchsorted(ids, got)] - queries[:, None, :], axis=2)
+        np.testing.assert_allclose(distances[:, : min(10, count)], exact, rtol=0, atol=1e-4)
+        if crowd.structure == "exact":
+            np.testing.assert_array_equal(found, want_i)
+        else:
+            hits = [len(np.intersect1d(f, w)) / min(10, count)
+                    for f, w in zip(got, want_i[:, : min(10, count)], strict=True)]
+            assert np.mean(hits) >= 0.9, (count, np.mean(hits))
+    index.close()
+
+
+def one_by_one_among(
+    index: VectorIndex, queries: np.ndarray, k: int, allowed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    found = [index.search(queries[q : q + 1], k, allowed) for q in range(len(queries))]
+    return np.concatenate([d for d, _ in found]), np.concatenate([i for _, i in found])
+
+
 # -- searches while the index changes ------------------------------------------------------------
 def test_searches_run_safely_while_the_index_changes(crowd: Gallery) -> None:
-    """Threads search in a loop while another stores and adds faces,
+    """Threads search in a loop, filtered or not, while another stores and adds faces,
     erases and removes others, removes and adds back others again and again, syncs and
     rebuilds: nothing raises, every answer is well formed with exact distances, holds only
     faces the index held at some point, never one whose removal had returned, always a face
     whose addition had returned, and k faces, as the index never holds fewer."""
     index = crowd.open()
     ids, vectors = crowd.stored()
-    doomed, flicker = ids[:60], ids[60:100]
+    doomed, flicker, steady = ids[:60], ids[60:100], ids[100:]
     new = unit(np.random.default_rng(10).normal(size=(120, DIM)))
     k = 10
     # Written by the writer only, each entry replaced (never changed in place): the faces
@@ -383,19 +473,28 @@ def test_searches_run_safely_while_the_index_changes(crowd: Gallery) -> None:
         try:
             while not done.is_set() or searches < 20:
                 gone, held = state["gone"], state["held"]  # before the search
+                allowed = None
+                if searches % 3 == 1:  # allowed: 30 faces that stay, 40 that may go
+                    allowed = np.sort(np.concatenate([
+                        rng.choice(steady, 30, replace=False),
+                        rng.choice(doomed, 20, replace=False),
+                        rng.choice(flicker, 20, replace=False),
+                    ]))
                 if searches % 3 == 2:  # a face whose addition returned is found first
                     face = rng.choice(sorted(held - set(ids[:100].tolist())))
                     queries = state["vectors"][face][None, :]
                 else:
                     queries = unit(vectors[rng.integers(len(vectors), size=1 + searches % 2)]
                                    + rng.normal(0, 0.1, (1 + searches % 2, DIM)))
-                distances, found = index.search(queries, k)
+                distances, found = index.search(queries, k, allowed)
                 vector_of = state["vectors"]  # after: what the index may have held
                 assert distances.shape == found.shape == (len(queries), k)
                 assert found.dtype == np.int64
                 assert np.all(found >= 0), "the index never holds fewer than k faces"
                 assert not set(found.ravel().tolist()) & gone
                 assert set(found.ravel().tolist()) <= vector_of.keys()
+                if allowed is not None:
+                    assert np.all(np.isin(found, allowed))
                 if searches % 3 == 2:
                     assert found[0, 0] == face
                 for q, row_d, row_i in zip(queries, distances, found, strict=True):

@@ -32,12 +32,19 @@ class VectorIndex(Protocol):
         """Faces the index holds (and a search can return)."""
         ...
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """For (n, dim) float32 queries: (distances, face_ids), each (n, k), nearest first.
 
         Distances are Euclidean (not squared) and exact for every face returned. Past the
         faces found, face_id is -1 and distance inf (k larger than the gallery, or an empty
-        one)."""
+        one).
+
+        ``allowed``: a sorted int64 array of the face ids the search may return (None: every
+        face). The filter is applied inside the search, so k allowed faces come back whenever
+        the index holds at least k of them, nearest first among the allowed faces; an empty
+        array finds nothing. Ids the index does not hold are ignored."""
         ...
 
     def add(self, face_ids: np.ndarray | Sequence[int], vectors: np.ndarray) -> int:

@@ -19,6 +19,11 @@ builds and measures the new index without it and holds it alone only to put the 
 use. Changes run one at a time (``_writing``); saving the index to disk reads it alongside
 searches. Measured in bench/index_concurrency.py (docs/index.md).
 
+A search may be limited to allowed face ids: the flat tier scans every face with a bitmap of
+the allowed ids; the approximate tiers search exactly among the allowed faces when there are
+few of them (``EXACT_FILTER_SHARE``), else probe more lists with the bitmap, so that a filtered
+search finds as many allowed neighbours as an unfiltered one finds neighbours.
+
 The ``faiss`` back end of ``VectorIndex`` (``index/base.py``); open it with
 ``facetrail.index.open_index``.
 """
@@ -51,6 +56,12 @@ PARALLEL_BATCH = 16
 ADD_SLICE = 4096
 """Faces added to the structures in one exclusive section: searches wait for one slice at
 most, not for a whole batch of the store."""
+EXACT_FILTER_SHARE = 0.02
+"""An approximate tier searches exactly among the allowed faces when they are at most this
+share of the gallery and ``EXACT_FILTER_MAX`` faces: there, reading their float32 vectors
+costs about what probing the lists does, and is exact (docs/index.md)."""
+EXACT_FILTER_MAX = 50_000
+"""... at most this many faces (25 MB of 128-d float32 vectors, ~20 ms on one core)."""
 
 
 class FaissIndex:
@@ -104,6 +115,9 @@ class FaissIndex:
         self._index: Any = self._new_flat()
         self._vectors: VectorFile | None = None
         self._tuning: Tuning | None = None
+        self._removed = np.empty(0, np.int64)
+        """Approximate tiers: face ids with a row in the vector file that the index no longer
+        holds (removed since the build), sorted."""
         self._max_id = 0
 
     def _new_flat(self) -> Any:
@@ -141,6 +155,8 @@ class FaissIndex:
             self._tuning = Tuning(**meta["tuning"])
         self._tier, self._index, self._vectors = tier, index, vectors
         self._generation, self._max_id = generation, int(meta["max_face_id"])
+        if vectors is not None:
+            self._removed = np.setdiff1d(vectors.ids, self._held_ids())
         self._build = dict(meta.get("build", {}))
         self._last_refusal = meta.get("last_refusal")
 
@@ -228,13 +244,19 @@ class FaissIndex:
         ids = np.asarray(face_ids, dtype=np.int64)
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.model.dim)
         with self._writing:
-            new = ~np.isin(ids, self._held_ids())
+            new = ~self._holds(ids)
             if not new.any():
                 return 0
             self._add(ids[new], vectors[new])
             self._dirty = True
             self.save()
             return int(new.sum())
+
+    def _holds(self, ids: np.ndarray) -> np.ndarray:
+        """Which of ``ids`` the index holds (bool mask)."""
+        if self._vectors is None:
+            return np.isin(ids, self._held_ids())
+        return self._vectors.contains(ids) & ~np.isin(ids, self._removed)
 
     def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add faces the index does not hold, ``ADD_SLICE`` at a time, each slice in an
@@ -245,10 +267,13 @@ class FaissIndex:
             part_ids = ids[start : start + ADD_SLICE]
             part = vectors[start : start + ADD_SLICE]
             written = self._vectors.write(part_ids, part) if self._vectors is not None else None
+            removed = (np.setdiff1d(self._removed, part_ids)
+                       if len(self._removed) else self._removed)
             with self._lock.exclusive():
                 if self._vectors is not None and written is not None:
                     self._vectors.extend(written)
                 self._index.add_with_ids(part, part_ids)
+                self._removed = removed
         self._max_id = max(self._max_id, int(ids.max()))
 
     def remove(self, face_ids: np.ndarray | Sequence[int]) -> int:
@@ -259,11 +284,15 @@ class FaissIndex:
         if not len(ids):
             return 0
         with self._writing:
+            gone = self._removed
+            if self._vectors is not None:
+                gone = np.union1d(gone, ids[self._vectors.contains(ids)])
             sizes = ann.list_sizes(self._index) if self._vectors is not None else None
             with self._lock.exclusive():
                 removed = (int(self._index.remove_ids(self._faiss.IDSelectorBatch(ids)))
                            if sizes is None
                            else ann.remove_ids(self._index, ids, self._faiss, sizes))
+                self._removed = gone
             if removed:
                 self._dirty = True
                 self.save()
@@ -297,6 +326,7 @@ class FaissIndex:
         with self._lock.exclusive():
             self._tier, self._index, self._vectors = tier, index, vectors
             self._tuning, self._generation, self._max_id = tuning, generation, max_id
+            self._removed = np.empty(0, np.int64)
 
     def optimize(self) -> BuildReport:
         """Rebuild the index from the store in the tier chosen for its size and the memory
@@ -437,8 +467,11 @@ class FaissIndex:
         )
 
     # -- search -----------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        allowed = ann.allowed_ids(allowed)
         n = len(queries)
         distances = np.full((n, k), np.inf, np.float32)
         ids = np.full((n, k), -1, np.int64)
@@ -448,17 +481,32 @@ class FaissIndex:
             nullcontext() if len(queries) >= PARALLEL_BATCH else ann.one_thread(self._faiss)
         )
         with self._lock.shared(), threads:
-            found = min(k, self.size)
+            found = min(k, self.size, k if allowed is None else len(allowed))
             if found == 0:
                 return distances, ids
-            if self._vectors is None or self._tuning is None:
-                squared, got = self._index.search(queries, found)
-            else:
-                squared, got = ann.search(self._index, self._vectors, queries, found,
-                                          self._tuning, self._faiss)
+            squared, got = self._search(queries, found, allowed)
         ids[:, :found] = got
         distances[:, :found] = np.where(got >= 0, np.sqrt(np.maximum(squared, 0)), np.inf)
         return distances, ids
+
+    def _search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(squared distances, face ids) of the index in use; the caller holds the lock."""
+        faiss = self._faiss
+        if self._vectors is None or self._tuning is None:
+            if allowed is None:
+                return self._index.search(queries, k)
+            params = faiss.SearchParameters(sel=ann.allowed_selector(allowed, faiss))
+            return self._index.search(queries, k, params=params)
+        if allowed is not None and len(allowed) <= min(
+            EXACT_FILTER_MAX, EXACT_FILTER_SHARE * self.size
+        ):
+            held = allowed[self._vectors.contains(allowed)]
+            held = held[~np.isin(held, self._removed)]
+            return ann.exact_among(held, queries, self._vectors, k, faiss)
+        return ann.search(self._index, self._vectors, queries, k, self._tuning, faiss,
+                          allowed=allowed)
 
 
 def _tuning_details(tuning: Tuning) -> dict[str, Any]:

@@ -99,6 +99,15 @@ class VectorFile:
         """The vectors of the given rows (row numbers, not face ids)."""
         return np.asarray(self._vectors[rows])
 
+    def contains(self, face_ids: np.ndarray) -> np.ndarray:
+        """Which of ``face_ids`` have a row (bool mask), removed from the index or not."""
+        face_ids = np.asarray(face_ids, dtype=np.int64)
+        if self.rows == 0:
+            return np.zeros(len(face_ids), bool)
+        ids = self._sorted
+        at = np.minimum(np.searchsorted(ids, face_ids), self.rows - 1)
+        return np.asarray(ids[at] == face_ids)
+
     def lookup(self, face_ids: np.ndarray) -> np.ndarray:
         """The vectors of ``face_ids``, shape (len, dim), in that order."""
         ids = self._sorted
