@@ -2,12 +2,16 @@
 
 Run over every name in ``facetrail.index.INDEX_BACKENDS``, each on a real SQLite store filled
 through the store's public methods with a synthetic gallery of unit vectors, so that the
-nearest faces and their distances are known exactly (by brute force here).
+nearest faces and their distances are known exactly (by brute force here). Searches while
+the index changes, filtered searches and some other tests run again under settings that ask
+for a back end's approximate structure (``STRUCTURES``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,13 @@ DIM = 64
 PER_IMAGE = 3
 MODEL = ModelInfo(name="synthetic", version="0", dim=DIM, alignment="none",
                   normalisation="l2", metric="cosine", detector="synthetic@0")
+STRUCTURES: dict[str, dict[str, Any]] = {
+    "exact": {},
+    "approximate": {"index_exact_max_faces": 100, "index_recall_queries": 100},
+}
+"""Settings asking for a back end's exact structure, and for its approximate one where it has
+one (FAISS leaves exact search above ``index_exact_max_faces`` faces; fewer recall queries
+keep its builds quick)."""
 BACKEND_SETTINGS: dict[str, str] = {}
 """Back ends that need something to run against (a server): the name of the fixture giving
 their settings overrides, e.g. a server's URL, or skipping when there is none."""
@@ -47,6 +58,7 @@ class Gallery:
     model_id: int
     source_id: int
     images: int = 0
+    structure: str = "exact"
 
     def open(self) -> VectorIndex:
         return open_index(self.settings, self.store, MODEL, self.model_id)
@@ -90,14 +102,21 @@ def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
     return overrides
 
 
+def new_gallery(home: Path, settings: dict[str, Any], structure: str = "exact") -> Gallery:
+    """A store with the synthetic model and a source, but no faces, in ``home``."""
+    store = open_store(default_store_url(home))
+    source = store.add_source(SourceSpec("synthetic", "folder", str(home), "test",
+                                         "contract tests", None), "test")
+    return Gallery(Settings(home=home, **settings), store, store.model_id(MODEL), source.id,
+                   structure=structure)
+
+
 @pytest.fixture
 def empty(backend: dict[str, Any], tmp_path: Path) -> Iterator[Gallery]:
     """A store with the synthetic model and a source, but no faces."""
-    store = open_store(default_store_url(tmp_path))
-    source = store.add_source(SourceSpec("synthetic", "folder", str(tmp_path), "test",
-                                         "contract tests", None), "test")
-    yield Gallery(Settings(home=tmp_path, **backend), store, store.model_id(MODEL), source.id)
-    store.close()
+    gallery = new_gallery(tmp_path, backend)
+    yield gallery
+    gallery.store.close()
 
 
 @pytest.fixture
@@ -109,9 +128,38 @@ def gallery(empty: Gallery) -> Gallery:
     return empty
 
 
-def truth(gallery: Gallery, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The exact top ``k`` (distances, face ids) by brute force over the store."""
+@pytest.fixture(params=list(STRUCTURES))
+def crowd(
+    request: pytest.FixtureRequest, backend: dict[str, Any], tmp_path: Path
+) -> Iterator[Gallery]:
+    """600 faces (200 people, 3 photos each), under each of ``STRUCTURES``."""
+    gallery = new_gallery(tmp_path, {**backend, **STRUCTURES[request.param]}, request.param)
+    rng = np.random.default_rng(5)
+    people = unit(rng.normal(size=(200, DIM)))
+    gallery.add(unit(np.repeat(people, 3, axis=0) + rng.normal(0, 0.08, (600, DIM))))
+    yield gallery
+    gallery.store.close()
+
+
+def truth(
+    gallery: Gallery, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top ``k`` (distances, face ids) by brute force over the store (over the
+    ``allowed`` faces only, if given), padded with (inf, -1)."""
     ids, vectors = gallery.stored()
+    if allowed is not None:
+        keep = np.isin(ids, allowed)
+        ids, vectors = ids[keep], vectors[keep]
+    if len(ids) < k:
+        d, i = truth_of(ids, vectors, queries, len(ids))
+        pad = ((0, 0), (0, k - len(ids)))
+        return np.pad(d, pad, constant_values=np.inf), np.pad(i, pad, constant_values=-1)
+    return truth_of(ids, vectors, queries, k)
+
+
+def truth_of(
+    ids: np.ndarray, vectors: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     d = np.linalg.norm(queries[:, None, :].astype(np.float64) - vectors[None, :, :], axis=2)
     order = np.argsort(d, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(d, order, axis=1), ids[order]
@@ -273,6 +321,20 @@ def test_info_is_back_end_neutral(gallery: Gallery) -> None:
     index.close()
 
 
+def test_faces_added_after_removals_are_found(crowd: Gallery) -> None:
+    index = crowd.open()
+    ids, _ = crowd.stored()
+    erase_faces(crowd.settings.home, ids[:10].tolist())
+    assert index.remove(ids[:10]) == 10
+    added = crowd.add(unit(np.random.default_rng(11).normal(size=(100, DIM))))
+    assert index.sync() == 100
+    every, vectors = crowd.stored()
+    _, found = one_by_one(index, vectors, 1)
+    np.testing.assert_array_equal(found[:, 0], every)
+    assert set(added.tolist()) <= set(every.tolist())
+    index.close()
+
+
 def test_an_unknown_back_end_is_refused_with_the_known_ones(tmp_path: Path) -> None:
     store = open_store(default_store_url(tmp_path))
     try:
@@ -282,3 +344,180 @@ def test_an_unknown_back_end_is_refused_with_the_known_ones(tmp_path: Path) -> N
                        store.model_id(MODEL))
     finally:
         store.close()
+
+
+# -- filtered search -----------------------------------------------------------------------------
+def test_a_filtered_search_finds_the_nearest_allowed_faces(gallery: Gallery) -> None:
+    index = gallery.open()
+    ids, vectors = gallery.stored()
+    queries = probes(gallery)
+    rng = np.random.default_rng(7)
+    for count in (30, 6, 1):
+        allowed = np.sort(rng.choice(ids, count, replace=False))
+        distances, found = index.search(queries, 5, allowed)
+        want_d, want_i = truth(gallery, queries, 5, allowed)
+        np.testing.assert_array_equal(found, want_i)
+        np.testing.assert_allclose(distances, want_d, rtol=0, atol=1e-4)
+        # One query at a time gives the same answer as a batch.
+        alone = [index.search(queries[q : q + 1], 5, allowed)[1] for q in range(len(queries))]
+        np.testing.assert_array_equal(np.concatenate(alone), found)
+    # k allowed faces come back even when they are the farthest from the query.
+    for q in queries[:4]:
+        far = ids[np.argsort(np.linalg.norm(vectors - q, axis=1))[-8:]]
+        distances, found = index.search(q[None, :], 5, np.sort(far))
+        assert np.all(np.isin(found, far)) and np.all(np.isfinite(distances))
+        np.testing.assert_array_equal(found, truth(gallery, q[None, :], 5, far)[1])
+    # None searches every face, as without a filter.
+    np.testing.assert_array_equal(index.search(queries, 5, None)[1], index.search(queries, 5)[1])
+    index.close()
+
+
+def test_an_empty_filter_finds_nothing_and_unheld_ids_are_ignored(gallery: Gallery) -> None:
+    index = gallery.open()
+    ids, vectors = gallery.stored()
+    queries = probes(gallery, 4)
+    distances, found = index.search(queries, 5, np.empty(0, np.int64))
+    assert found.shape == distances.shape == (4, 5)
+    assert np.all(found == -1) and np.all(np.isinf(distances))
+    # A removed face and an id never stored are allowed, but not held: never returned.
+    index.remove(ids[:1])
+    allowed = np.array([ids[0], ids[5], ids[9], 10**9], np.int64)
+    distances, found = index.search(queries, 5, allowed)
+    assert np.all(np.isin(found[:, :2], ids[[5, 9]])) and np.all(found[:, 2:] == -1)
+    assert np.all(np.isinf(distances[:, 2:]))
+    index.close()
+
+
+def test_filtered_search_on_every_structure(crowd: Gallery) -> None:
+    """Only allowed faces, k of them when there are k, with exact distances; the exact
+    structure finds the true nearest allowed faces, an approximate one nearly all of them."""
+    index = crowd.open()
+    ids, vectors = crowd.stored()
+    queries = probes(crowd, 40, seed=8)
+    rng = np.random.default_rng(9)
+    for count in (300, 60, 6):
+        allowed = np.sort(rng.choice(ids, count, replace=False))
+        distances, found = one_by_one_among(index, queries, 10, allowed)
+        want_d, want_i = truth(crowd, queries, 10, allowed)
+        assert np.all(np.isin(found[:, : min(10, count)], allowed))
+        assert np.all(found[:, min(10, count) :] == -1)
+        got = found[:, : min(10, count)]
+        exact = np.linalg.norm(vectors[np.searchsorted(ids, got)] - queries[:, None, :], axis=2)
+        np.testing.assert_allclose(distances[:, : min(10, count)], exact, rtol=0, atol=1e-4)
+        if crowd.structure == "exact":
+            np.testing.assert_array_equal(found, want_i)
+        else:
+            hits = [len(np.intersect1d(f, w)) / min(10, count)
+                    for f, w in zip(got, want_i[:, : min(10, count)], strict=True)]
+            assert np.mean(hits) >= 0.9, (count, np.mean(hits))
+    index.close()
+
+
+def one_by_one_among(
+    index: VectorIndex, queries: np.ndarray, k: int, allowed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    found = [index.search(queries[q : q + 1], k, allowed) for q in range(len(queries))]
+    return np.concatenate([d for d, _ in found]), np.concatenate([i for _, i in found])
+
+
+# -- searches while the index changes ------------------------------------------------------------
+def test_searches_run_safely_while_the_index_changes(crowd: Gallery) -> None:
+    """Threads search in a loop, filtered or not, while another stores and adds faces,
+    erases and removes others, removes and adds back others again and again, syncs and
+    rebuilds: nothing raises, every answer is well formed with exact distances, holds only
+    faces the index held at some point, never one whose removal had returned, always a face
+    whose addition had returned, and k faces, as the index never holds fewer."""
+    index = crowd.open()
+    ids, vectors = crowd.stored()
+    doomed, flicker, steady = ids[:60], ids[60:100], ids[100:]
+    new = unit(np.random.default_rng(10).normal(size=(120, DIM)))
+    k = 10
+    # Written by the writer only, each entry replaced (never changed in place): the faces
+    # the index may hold ("vectors": published before they are added), those whose
+    # addition returned ("held"), those whose removal returned ("gone").
+    state: dict[str, Any] = {"vectors": dict(zip(ids.tolist(), vectors, strict=True)),
+                             "held": frozenset(ids.tolist()), "gone": frozenset()}
+    errors: list[BaseException] = []
+    done = threading.Event()
+    overlapped = [0] * 4
+    """Searches per reader that ended before the writer was done."""
+
+    def writer() -> None:
+        try:
+            for r in range(60):
+                part = new[2 * r : 2 * (r + 1)]
+                added = crowd.add(part)
+                state["vectors"] = {**state["vectors"], **dict(zip(added.tolist(), part,
+                                                                   strict=True))}
+                if r % 2:
+                    assert index.add(added, part) == 2
+                else:
+                    assert index.sync() == 2
+                state["held"] = state["held"] | set(added.tolist())
+                erase_faces(crowd.settings.home, [int(doomed[r])])
+                assert index.remove(doomed[r : r + 1]) == 1
+                state["gone"] = state["gone"] | {int(doomed[r])}
+                if r in (20, 40):
+                    (index.rebuild if r == 20 else index.optimize)()
+                for j in range(4):  # removed from the index only, and added back
+                    few = flicker[10 * j : 10 * (j + 1)]
+                    assert index.remove(few) == 10
+                    assert index.add(few, vectors[np.searchsorted(ids, few)]) == 10
+        except BaseException as error:  # noqa: BLE001 - reported by the test thread
+            errors.append(error)
+        finally:
+            done.set()
+
+    def reader(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        searches = 0
+        try:
+            while not done.is_set() or searches < 20:
+                gone, held = state["gone"], state["held"]  # before the search
+                allowed = None
+                if searches % 3 == 1:  # allowed: 30 faces that stay, 40 that may go
+                    allowed = np.sort(np.concatenate([
+                        rng.choice(steady, 30, replace=False),
+                        rng.choice(doomed, 20, replace=False),
+                        rng.choice(flicker, 20, replace=False),
+                    ]))
+                if searches % 3 == 2:  # a face whose addition returned is found first
+                    face = rng.choice(sorted(held - set(ids[:100].tolist())))
+                    queries = state["vectors"][face][None, :]
+                else:
+                    queries = unit(vectors[rng.integers(len(vectors), size=1 + searches % 2)]
+                                   + rng.normal(0, 0.1, (1 + searches % 2, DIM)))
+                distances, found = index.search(queries, k, allowed)
+                vector_of = state["vectors"]  # after: what the index may have held
+                assert distances.shape == found.shape == (len(queries), k)
+                assert found.dtype == np.int64
+                assert np.all(found >= 0), "the index never holds fewer than k faces"
+                assert not set(found.ravel().tolist()) & gone
+                assert set(found.ravel().tolist()) <= vector_of.keys()
+                if allowed is not None:
+                    assert np.all(np.isin(found, allowed))
+                if searches % 3 == 2:
+                    assert found[0, 0] == face
+                for q, row_d, row_i in zip(queries, distances, found, strict=True):
+                    assert len(set(row_i.tolist())) == k
+                    exact = np.linalg.norm(np.stack([vector_of[i] for i in row_i]) - q, axis=1)
+                    np.testing.assert_allclose(row_d, exact, rtol=0, atol=1e-4)
+                    assert np.all(np.diff(row_d) >= -1e-6)
+                searches += 1
+                overlapped[seed] += not done.is_set()
+                time.sleep(0.001)  # leave the writer some CPU on small machines
+        except BaseException as error:  # noqa: BLE001 - reported by the test thread
+            errors.append(error)
+
+    readers = [threading.Thread(target=reader, args=(seed,)) for seed in range(4)]
+    for thread in [*readers, threading.Thread(target=writer)]:
+        thread.start()
+    done.wait(timeout=120)
+    for thread in readers:
+        thread.join(timeout=60)
+    assert done.is_set() and not any(thread.is_alive() for thread in readers)
+    if errors:
+        raise errors[0]
+    assert sum(overlapped) >= 10
+    assert index.size == 600 + 120 - 60
+    index.close()

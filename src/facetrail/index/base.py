@@ -4,6 +4,16 @@ An index holds the embeddings of one face model, keyed by the store's ``face_id`
 row position). ``open_index`` (``index/__init__.py``) returns one caught up with the store;
 anything it holds can be thrown away and rebuilt from the store. Every back end passes the
 contract suite ``tests/test_index_contract.py``.
+
+Threads: every back end lets any number of threads call ``search``, ``size`` and ``info`` at
+once, while other threads call ``add``, ``remove``, ``sync``, ``rebuild`` and ``optimize``
+(which run one at a time). Nothing raises for it and no result is malformed: a search
+returns only faces the index held at some moment during the call, with their exact
+distances, never a face whose ``remove`` (or the ``sync`` that removed it) returned before
+the search began, and it can find every face whose ``add`` or ``sync`` returned before it
+began. A rebuild builds the new structure while searches go on with the one in use; searches
+wait, if at all, only for the moment it is put in use and for a change to the structures
+they read (a slice of an ``add``, a ``remove``). ``close`` is called once nothing else is.
 """
 
 from __future__ import annotations
@@ -22,12 +32,19 @@ class VectorIndex(Protocol):
         """Faces the index holds (and a search can return)."""
         ...
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """For (n, dim) float32 queries: (distances, face_ids), each (n, k), nearest first.
 
         Distances are Euclidean (not squared) and exact for every face returned. Past the
         faces found, face_id is -1 and distance inf (k larger than the gallery, or an empty
-        one)."""
+        one).
+
+        ``allowed``: a sorted int64 array of the face ids the search may return (None: every
+        face). The filter is applied inside the search, so k allowed faces come back whenever
+        the index holds at least k of them, nearest first among the allowed faces; an empty
+        array finds nothing. Ids the index does not hold are ignored."""
         ...
 
     def add(self, face_ids: np.ndarray | Sequence[int], vectors: np.ndarray) -> int:

@@ -12,6 +12,18 @@ face_id), its files and how it was tuned. On open, an index that is missing, unr
 another model, or behind the store catches up: new faces are added, faces gone from the store
 are removed, without a rebuild. Rebuilds are seeded, so the same store gives the same index.
 
+Searches run in parallel with each other (FAISS releases the GIL) and with updates: they
+share a readers-writer lock (``locking.py``), which adding or removing faces holds alone for
+the change to the structures only, a slice of at most ``ADD_SLICE`` faces at a time. A rebuild
+builds and measures the new index without it and holds it alone only to put the new index in
+use. Changes run one at a time (``_writing``); saving the index to disk reads it alongside
+searches. Measured in bench/index_concurrency.py (docs/index.md).
+
+A search may be limited to allowed face ids: the flat tier scans every face with a bitmap of
+the allowed ids; the approximate tiers search exactly among the allowed faces when there are
+few of them (``EXACT_FILTER_SHARE``), else probe more lists with the bitmap, so that a filtered
+search finds as many allowed neighbours as an unfiltered one finds neighbours.
+
 The ``faiss`` back end of ``VectorIndex`` (``index/base.py``); open it with
 ``facetrail.index.open_index``.
 """
@@ -21,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -33,12 +46,22 @@ import numpy as np
 from facetrail.faces.base import ModelInfo
 from facetrail.index import ann
 from facetrail.index.ann import IndexPolicy, Tuning
+from facetrail.index.locking import ReadWriteLock
 from facetrail.index.vectorfile import VectorFile
 from facetrail.records import BuildReport, IndexInfo
 from facetrail.store.base import Store
 
 PARALLEL_BATCH = 16
 """Query batches smaller than this are searched on one thread."""
+ADD_SLICE = 4096
+"""Faces added to the structures in one exclusive section: searches wait for one slice at
+most, not for a whole batch of the store."""
+EXACT_FILTER_SHARE = 0.02
+"""An approximate tier searches exactly among the allowed faces when they are at most this
+share of the gallery and ``EXACT_FILTER_MAX`` faces: there, reading their float32 vectors
+costs about what probing the lists does, and is exact (docs/index.md)."""
+EXACT_FILTER_MAX = 50_000
+"""... at most this many faces (25 MB of 128-d float32 vectors, ~20 ms on one core)."""
 
 
 class FaissIndex:
@@ -63,6 +86,9 @@ class FaissIndex:
         self.policy = policy or IndexPolicy()
         self._store = store
         self._model_id = model_id
+        self._lock = ReadWriteLock()
+        self._writing = threading.RLock()
+        """Held by every change (add, remove, sync, rebuild, save): one at a time."""
         self._reset_flat()
         self._generation = 0
         self._build: dict[str, Any] = {}
@@ -76,7 +102,8 @@ class FaissIndex:
         return int(self._index.ntotal)
 
     def close(self) -> None:
-        self.save()
+        with self._writing:
+            self.save()
 
     @property
     def tier(self) -> str:
@@ -85,10 +112,16 @@ class FaissIndex:
     # -- state and files ------------------------------------------------------------------------
     def _reset_flat(self) -> None:
         self._tier = "flat"
-        self._index: Any = self._faiss.IndexIDMap2(self._faiss.IndexFlatL2(self.model.dim))
+        self._index: Any = self._new_flat()
         self._vectors: VectorFile | None = None
         self._tuning: Tuning | None = None
+        self._removed = np.empty(0, np.int64)
+        """Approximate tiers: face ids with a row in the vector file that the index no longer
+        holds (removed since the build), sorted."""
         self._max_id = 0
+
+    def _new_flat(self) -> Any:
+        return self._faiss.IndexIDMap2(self._faiss.IndexFlatL2(self.model.dim))
 
     def _ann_paths(self, generation: int) -> tuple[Path, Path]:
         """(index file, vector file stem) of an approximate index's generation."""
@@ -122,10 +155,14 @@ class FaissIndex:
             self._tuning = Tuning(**meta["tuning"])
         self._tier, self._index, self._vectors = tier, index, vectors
         self._generation, self._max_id = generation, int(meta["max_face_id"])
+        if vectors is not None:
+            self._removed = np.setdiff1d(vectors.ids, self._held_ids())
         self._build = dict(meta.get("build", {}))
         self._last_refusal = meta.get("last_refusal")
 
     def save(self) -> None:
+        """Write the index and its sidecar if they changed. Writing reads the index, so
+        searches go on meanwhile; the caller holds ``_writing``."""
         if not self._dirty and self._index_path().exists() and self.meta_path.exists():
             return
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -157,19 +194,21 @@ class FaissIndex:
         """Bring the index up to the store: add new faces, remove faces gone from it, and
         change tier when the gallery size calls for another (``optimize``). Returns the
         number of faces added."""
-        count, _ = self._store.face_count(self._model_id)
-        added = 0
-        for ids, vectors in self._store.iter_embeddings(self._model_id, after_id=self._max_id):
-            self._add(ids, vectors)
-            added += len(ids)
-        if self.size != count:
-            added += self._reconcile()
-        if added:
-            self._dirty = True
-            self.save()
-        if self._wants_optimize():
-            self.optimize()
-        return added
+        with self._writing:
+            count, _ = self._store.face_count(self._model_id)
+            added = 0
+            for ids, vectors in self._store.iter_embeddings(self._model_id,
+                                                            after_id=self._max_id):
+                self._add(ids, vectors)
+                added += len(ids)
+            if self.size != count:
+                added += self._reconcile()
+            if added:
+                self._dirty = True
+                self.save()
+            if self._wants_optimize():
+                self.optimize()
+            return added
 
     def _reconcile(self) -> int:
         """Match the index to the store face by face (after removals, or a face added below
@@ -204,20 +243,37 @@ class FaissIndex:
         how many were added."""
         ids = np.asarray(face_ids, dtype=np.int64)
         vectors = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.model.dim)
-        new = ~np.isin(ids, self._held_ids())
-        if not new.any():
-            return 0
-        self._add(ids[new], vectors[new])
-        self._dirty = True
-        self.save()
-        return int(new.sum())
+        with self._writing:
+            new = ~self._holds(ids)
+            if not new.any():
+                return 0
+            self._add(ids[new], vectors[new])
+            self._dirty = True
+            self.save()
+            return int(new.sum())
+
+    def _holds(self, ids: np.ndarray) -> np.ndarray:
+        """Which of ``ids`` the index holds (bool mask)."""
+        if self._vectors is None:
+            return np.isin(ids, self._held_ids())
+        return self._vectors.contains(ids) & ~np.isin(ids, self._removed)
 
     def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add faces the index does not hold, ``ADD_SLICE`` at a time, each slice in an
+        exclusive section; the re-rank file is written before, outside it."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if self._vectors is not None:
-            self._vectors.append(ids, vectors)
-        self._index.add_with_ids(vectors, ids)
+        for start in range(0, len(ids), ADD_SLICE):
+            part_ids = ids[start : start + ADD_SLICE]
+            part = vectors[start : start + ADD_SLICE]
+            written = self._vectors.write(part_ids, part) if self._vectors is not None else None
+            removed = (np.setdiff1d(self._removed, part_ids)
+                       if len(self._removed) else self._removed)
+            with self._lock.exclusive():
+                if self._vectors is not None and written is not None:
+                    self._vectors.extend(written)
+                self._index.add_with_ids(part, part_ids)
+                self._removed = removed
         self._max_id = max(self._max_id, int(ids.max()))
 
     def remove(self, face_ids: np.ndarray | Sequence[int]) -> int:
@@ -227,11 +283,20 @@ class FaissIndex:
         ids = np.ascontiguousarray(np.asarray(face_ids, dtype=np.int64))
         if not len(ids):
             return 0
-        removed = int(self._index.remove_ids(self._faiss.IDSelectorBatch(ids)))
-        if removed:
-            self._dirty = True
-            self.save()
-        return removed
+        with self._writing:
+            gone = self._removed
+            if self._vectors is not None:
+                gone = np.union1d(gone, ids[self._vectors.contains(ids)])
+            sizes = ann.list_sizes(self._index) if self._vectors is not None else None
+            with self._lock.exclusive():
+                removed = (int(self._index.remove_ids(self._faiss.IDSelectorBatch(ids)))
+                           if sizes is None
+                           else ann.remove_ids(self._index, ids, self._faiss, sizes))
+                self._removed = gone
+            if removed:
+                self._dirty = True
+                self.save()
+            return removed
 
     # -- tiers ------------------------------------------------------------------------------------
     def planned_tier(self) -> str:
@@ -255,17 +320,33 @@ class FaissIndex:
         """Rebuild from the store in the tier the settings choose (``optimize``)."""
         return self.optimize()
 
+    def _swap(self, tier: str, index: Any, vectors: VectorFile | None, tuning: Tuning | None,
+              generation: int, max_id: int) -> None:
+        """Put a built index in use: the only moment of a rebuild that searches wait for."""
+        with self._lock.exclusive():
+            self._tier, self._index, self._vectors = tier, index, vectors
+            self._tuning, self._generation, self._max_id = tuning, generation, max_id
+            self._removed = np.empty(0, np.int64)
+
     def optimize(self) -> BuildReport:
         """Rebuild the index from the store in the tier chosen for its size and the memory
         budget. An approximate index is measured first (recall@10 against exact search, on
-        sampled queries) and swapped in only if it reaches the recall floor."""
+        sampled queries) and swapped in only if it reaches the recall floor. Searches go on
+        with the index in use while the new one is built and measured."""
+        with self._writing:
+            return self._optimize()
+
+    def _optimize(self) -> BuildReport:
         started = time.perf_counter()
         planned = self.planned_tier()
         if planned == "flat":
             old = self._files()
-            self._reset_flat()
+            flat = self._new_flat()
             for ids, chunk in self._store.iter_embeddings(self._model_id):
-                self._add(ids, chunk)
+                flat.add_with_ids(np.ascontiguousarray(chunk, dtype=np.float32),
+                                  np.ascontiguousarray(ids, dtype=np.int64))
+            max_id = int(self._faiss.vector_to_array(flat.id_map).max()) if flat.ntotal else 0
+            self._swap("flat", flat, None, None, self._generation, max_id)
             self._finish_swap(old, started, faces=self.size, recall=1.0, queries=0)
             return self._report(True, "flat", started, 1.0, 0,
                                 f"exact index rebuilt from the store: {self.size:,} faces")
@@ -297,9 +378,8 @@ class FaissIndex:
                 why=f"recall@10 lower bound {measured.lower} under the floor {floor}",
             )
         old = self._files()
-        self._tier, self._index, self._vectors = planned, index, vectors
-        self._tuning, self._generation = measured.tuning, generation
-        self._max_id = int(vectors.ids.max()) if vectors.rows else 0
+        self._swap(planned, index, vectors, measured.tuning, generation,
+                   int(vectors.ids.max()) if vectors.rows else 0)
         self._finish_swap(old, started, faces=vectors.rows, recall=measured.recall,
                           queries=measured.queries, lower=measured.lower)
         assert index_path.exists()
@@ -355,6 +435,10 @@ class FaissIndex:
         """The tier in use; ``details``: its FAISS structure, the re-rank file's bytes on disk,
         the recall measurement (queries, lower bound), the search settings tuned at build
         time, the build's seconds and the tier the settings now choose."""
+        with self._lock.shared():
+            return self._info()
+
+    def _info(self) -> IndexInfo:
         refusal = self._last_refusal
         recall = float(self._build.get("recall_at_10", 1.0))
         details: dict[str, Any] = {
@@ -383,28 +467,46 @@ class FaissIndex:
         )
 
     # -- search -----------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        allowed = ann.allowed_ids(allowed)
         n = len(queries)
         distances = np.full((n, k), np.inf, np.float32)
         ids = np.full((n, k), -1, np.int64)
-        found = min(k, self.size)
-        if found == 0:
-            return distances, ids
         # One query on OpenMP threads is 2-5x slower than on one thread here, and far
         # slower while other processes (an ingest) hold the cores (bench/README.md).
         threads: AbstractContextManager[None] = (
             nullcontext() if len(queries) >= PARALLEL_BATCH else ann.one_thread(self._faiss)
         )
-        with threads:
-            if self._vectors is None or self._tuning is None:
-                squared, got = self._index.search(queries, found)
-            else:
-                squared, got = ann.search(self._index, self._vectors, queries, found,
-                                          self._tuning, self._faiss)
+        with self._lock.shared(), threads:
+            found = min(k, self.size, k if allowed is None else len(allowed))
+            if found == 0:
+                return distances, ids
+            squared, got = self._search(queries, found, allowed)
         ids[:, :found] = got
         distances[:, :found] = np.where(got >= 0, np.sqrt(np.maximum(squared, 0)), np.inf)
         return distances, ids
+
+    def _search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(squared distances, face ids) of the index in use; the caller holds the lock."""
+        faiss = self._faiss
+        if self._vectors is None or self._tuning is None:
+            if allowed is None:
+                return self._index.search(queries, k)
+            params = faiss.SearchParameters(sel=ann.allowed_selector(allowed, faiss))
+            return self._index.search(queries, k, params=params)
+        if allowed is not None and len(allowed) <= min(
+            EXACT_FILTER_MAX, EXACT_FILTER_SHARE * self.size
+        ):
+            held = allowed[self._vectors.contains(allowed)]
+            held = held[~np.isin(held, self._removed)]
+            return ann.exact_among(held, queries, self._vectors, k, faiss)
+        return ann.search(self._index, self._vectors, queries, k, self._tuning, faiss,
+                          allowed=allowed)
 
 
 def _tuning_details(tuning: Tuning) -> dict[str, Any]:

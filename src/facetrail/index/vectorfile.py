@@ -18,6 +18,10 @@ import numpy as np
 
 from facetrail.errors import StoreError
 
+Mapping = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]
+"""A mapping of the files: (vectors, ids, the row order sorting the ids or None when they
+are ascending, the sorted ids)."""
+
 
 class VectorFile:
     def __init__(self, stem: Path, dim: int) -> None:
@@ -28,6 +32,8 @@ class VectorFile:
         self._ids = np.empty(0, np.int64)
         self._order: np.ndarray | None = None
         """Row order that sorts the ids, when they were not appended in ascending order."""
+        self._sorted = self._ids
+        """The ids in ascending order (``_ids`` itself when appended in that order)."""
 
     @property
     def rows(self) -> int:
@@ -64,6 +70,11 @@ class VectorFile:
         return True
 
     def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.extend(self.write(ids, vectors))
+
+    def write(self, ids: np.ndarray, vectors: np.ndarray) -> Mapping:
+        """Append rows to the files and map them, without using the new mapping yet: searches
+        reading the rows mapped before are not disturbed. ``extend`` puts it in use."""
         ids = np.ascontiguousarray(ids, dtype="<i8")
         vectors = np.ascontiguousarray(vectors, dtype="<f4").reshape(len(ids), self.dim)
         with self.vectors_path.open("ab") as fh:
@@ -73,7 +84,11 @@ class VectorFile:
         ascending = self._order is None and (
             self.rows == 0 or bool(ids[0] > self._ids[-1])
         ) and bool(np.all(ids[1:] > ids[:-1]))
-        self._map(self.rows + len(ids), ascending)
+        return self._mapping(self.rows + len(ids), ascending)
+
+    def extend(self, mapping: Mapping) -> None:
+        """Use the mapping ``write`` made: the rows it appended can be looked up."""
+        self._vectors, self._ids, self._order, self._sorted = mapping
 
     def delete(self) -> None:
         self._map_empty()
@@ -84,9 +99,18 @@ class VectorFile:
         """The vectors of the given rows (row numbers, not face ids)."""
         return np.asarray(self._vectors[rows])
 
+    def contains(self, face_ids: np.ndarray) -> np.ndarray:
+        """Which of ``face_ids`` have a row (bool mask), removed from the index or not."""
+        face_ids = np.asarray(face_ids, dtype=np.int64)
+        if self.rows == 0:
+            return np.zeros(len(face_ids), bool)
+        ids = self._sorted
+        at = np.minimum(np.searchsorted(ids, face_ids), self.rows - 1)
+        return np.asarray(ids[at] == face_ids)
+
     def lookup(self, face_ids: np.ndarray) -> np.ndarray:
         """The vectors of ``face_ids``, shape (len, dim), in that order."""
-        ids = self._ids if self._order is None else self._ids[self._order]
+        ids = self._sorted
         at = np.minimum(np.searchsorted(ids, face_ids), max(self.rows - 1, 0))
         if self.rows == 0 or not np.array_equal(ids[at], face_ids):
             raise StoreError(
@@ -102,13 +126,18 @@ class VectorFile:
         if rows == 0:
             self._map_empty()
             return
-        self._vectors = np.memmap(self.vectors_path, "<f4", "r", shape=(rows, self.dim))
-        self._ids = np.memmap(self.ids_path, "<i8", "r", shape=(rows,))
+        self.extend(self._mapping(rows, ascending))
+
+    def _mapping(self, rows: int, ascending: bool | None) -> Mapping:
+        vectors = np.memmap(self.vectors_path, "<f4", "r", shape=(rows, self.dim))
+        ids = np.memmap(self.ids_path, "<i8", "r", shape=(rows,))
         if ascending is None:
-            ascending = rows < 2 or bool(np.all(self._ids[1:] > self._ids[:-1]))
-        self._order = None if ascending else np.argsort(self._ids, kind="stable")
+            ascending = rows < 2 or bool(np.all(ids[1:] > ids[:-1]))
+        order = None if ascending else np.argsort(ids, kind="stable")
+        return vectors, ids, order, ids if order is None else ids[order]
 
     def _map_empty(self) -> None:
         self._vectors = np.empty((0, self.dim), np.float32)
         self._ids = np.empty(0, np.int64)
         self._order = None
+        self._sorted = self._ids

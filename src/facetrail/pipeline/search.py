@@ -50,6 +50,10 @@ class SearchRequest:
     gallery_faces: int | None = None
     """Indexed faces a search can return (those at or above ``min_quality``): the N of the
     expected false candidates, N x FMR. None: every indexed face."""
+    allowed: np.ndarray | None = None
+    """The face ids the search may return, a sorted int64 array (the faces of the sources an
+    organisation may see); the index filters inside its search, so ``top`` allowed
+    candidates come back when there are that many. None: every face."""
 
 
 FUSIONS = ("mean", "max")
@@ -216,14 +220,15 @@ def _nearest(
     """
     k = request.top if request.min_quality <= 0 else request.top * 2 + 16
     while True:
-        distances, ids = index.search(query[None, :], k)
+        distances, ids = index.search(query[None, :], k, request.allowed)
         pairs = [(int(i), float(d)) for d, i in zip(distances[0], ids[0], strict=True) if i >= 0]
         within = [(i, d) for i, d in pairs if model.score(d) >= request.threshold]
         rows = store.faces([i for i, _ in within])
         kept = [
             (rows[i], d) for i, d in within if i in rows and rows[i].quality >= request.min_quality
         ]
-        exhausted = len(within) < len(pairs) or len(pairs) >= index.size
+        # Fewer than k back: no more faces (allowed ones, under a filter) to find.
+        exhausted = len(within) < len(pairs) or len(pairs) < k or len(pairs) >= index.size
         if len(kept) >= request.top or exhausted:
             break
         k *= 4
