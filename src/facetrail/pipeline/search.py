@@ -50,6 +50,11 @@ class SearchRequest:
     gallery_faces: int | None = None
     """Indexed faces a search can return (those at or above ``min_quality``): the N of the
     expected false candidates, N x FMR. None: every indexed face."""
+    allowed: np.ndarray | None = None
+    """Sorted ids of the only faces the search may return (an organisation's); None: all.
+    The index filters with them, so ``top`` candidates are all allowed ones."""
+    org: str | None = None
+    """The organisation the search is made for, recorded in its audit event."""
 
 
 FUSIONS = ("mean", "max")
@@ -173,6 +178,7 @@ def _finish(
         AuditEvent(
             actor=request.actor,
             action="search",
+            org=request.org,
             case_ref=request.case_ref.strip(),
             purpose=request.purpose.strip(),
             details={
@@ -216,14 +222,18 @@ def _nearest(
     """
     k = request.top if request.min_quality <= 0 else request.top * 2 + 16
     while True:
-        distances, ids = index.search(query[None, :], k)
+        if request.allowed is None:
+            distances, ids = index.search(query[None, :], k)
+        else:
+            distances, ids = index.search(query[None, :], k, allowed=request.allowed)
         pairs = [(int(i), float(d)) for d, i in zip(distances[0], ids[0], strict=True) if i >= 0]
         within = [(i, d) for i, d in pairs if model.score(d) >= request.threshold]
         rows = store.faces([i for i, _ in within])
         kept = [
             (rows[i], d) for i, d in within if i in rows and rows[i].quality >= request.min_quality
         ]
-        exhausted = len(within) < len(pairs) or len(pairs) >= index.size
+        reachable = index.size if request.allowed is None else len(request.allowed)
+        exhausted = len(within) < len(pairs) or len(pairs) >= reachable
         if len(kept) >= request.top or exhausted:
             break
         k *= 4
