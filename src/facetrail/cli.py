@@ -161,7 +161,7 @@ def sources_list(engine: Facetrail, as_json: bool) -> None:
         retention = str(r.retention_days or "-")
         table.add_row(r.name, r.org, ", ".join(shared.get(r.name, [])) or "-", r.kind, r.uri,
                       r.lawful_basis, r.purpose, retention)
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 @sources.command("share")
