@@ -3,7 +3,10 @@
     admin     manages users, sources and ingest jobs
     analyst   searches (case reference and purpose required) and sees the results
     reviewer  confirms or rejects the candidates of someone else's search
-    auditor   reads, exports and verifies the audit trail; cannot search
+    auditor   reads, exports and verifies their organisation's audit trail; cannot search
+    oversight reads, exports and verifies every organisation's audit trail, and nothing else
+
+Every user belongs to one organisation (facetrail.orgs), and sees only what it may.
 
 On the command line the actor is the local operator, the OS user, who needs no account: a
 search or review made there is recorded under that name, with no user id.
@@ -17,7 +20,9 @@ from dataclasses import dataclass
 
 from facetrail.audit import os_user
 
-ROLES = ("admin", "analyst", "reviewer", "auditor")
+ROLES = ("admin", "analyst", "reviewer", "auditor", "oversight")
+ORG_ROLES = ("admin", "analyst", "reviewer", "auditor")
+"""The roles that act within their organisation; oversight spans the deployment."""
 TOKEN_PREFIX = "ft_"
 
 
@@ -38,8 +43,19 @@ class Actor:
 
     name: str
     user_id: int | None = None
+    org: str = "default"
+    """The organisation the actor acts for."""
+    org_id: int = 1
+    role: str | None = None
+    """The account's role; None for the local operator."""
 
     @classmethod
-    def local(cls) -> Actor:
-        """The OS user running this process."""
-        return cls(os_user())
+    def local(cls, org: str = "default", org_id: int = 1) -> Actor:
+        """The OS user running this process, acting for ``org``."""
+        return cls(os_user(), org=org, org_id=org_id)
+
+    @property
+    def sees_every_org(self) -> bool:
+        """Oversight reads the audit of every organisation (the local operator holds the
+        store itself, and reads it too)."""
+        return self.role in (None, "oversight")

@@ -80,15 +80,22 @@ class Casework:
                 created_at=utc_now(), created_by=actor.name,
             )
         )
+        self.store.add_probe_org(sha, actor.org_id)
         self.store.append_audit(AuditEvent(
-            actor=actor.name, action="probe.add",
+            actor=actor.name, action="probe.add", org=actor.org,
             details={"sha256": sha, "faces": len(analysis.faces), "bytes": len(data)},
         ))
         return self.store.get_probe(sha)
 
-    def probe_bytes(self, sha256: str) -> bytes:
+    def probe(self, sha256: str, actor: Actor) -> ProbeRow:
+        """A probe ``actor``'s organisation uploaded."""
+        row = self.store.get_probe(sha256)
+        self.engine.visibility.check_probe(sha256, actor.org_id)
+        return row
+
+    def probe_bytes(self, sha256: str, actor: Actor) -> bytes:
         """The bytes of a stored probe, checked against their hash."""
-        self.store.get_probe(sha256)
+        self.probe(sha256, actor)
         try:
             data = self._probe_path(sha256).read_bytes()
         except OSError as exc:
@@ -124,7 +131,7 @@ class Casework:
         if not probes:
             raise InputError("a search needs a probe")
         shas = [p if isinstance(p, str) else self.add_probe(p, actor).sha256 for p in probes]
-        first = self.store.get_probe(shas[0])
+        first = self.probe(shas[0], actor)
         if len(shas) == 1 and not all_faces:
             if not first.faces:
                 raise NoFaceError(
@@ -136,10 +143,11 @@ class Casework:
                     f"numbered 0 (largest) to {len(first.faces) - 1}"
                 )
         result = self.engine.search(
-            self.probe_bytes(shas[0]), more_probes=[self.probe_bytes(s) for s in shas[1:]],
+            self.probe_bytes(shas[0], actor),
+            more_probes=[self.probe_bytes(s, actor) for s in shas[1:]],
             case_ref=case_ref, purpose=purpose, top=top, threshold=threshold,
             min_quality=min_quality, face=face, all_faces=all_faces, fusion=fusion,
-            actor=actor.name,
+            actor=actor,
         )
         # A face found for several probe faces (all faces searched) is one candidate to
         # review, under its best score.
@@ -150,24 +158,35 @@ class Casework:
         search_id = self.store.add_search(
             actor.user_id, actor.name, case_ref.strip(), purpose.strip(), shas[0],
             result.probe.searched_faces[0], result.audit_id, serialize.search_result(result),
-            list(best.values()),
+            list(best.values()), org_id=actor.org_id,
         )
         return KeptSearch(self.store.get_search(search_id), result)
 
     def searches(
-        self, case_ref: str | None = None, by: str | None = None, limit: int = 200
+        self, actor: Actor, case_ref: str | None = None, by: str | None = None,
+        limit: int = 200,
     ) -> list[SearchRow]:
-        return self.store.list_searches(case_ref=case_ref, actor=by, limit=limit)
+        return self.store.list_searches(case_ref=case_ref, actor=by, limit=limit,
+                                        org_id=actor.org_id)
 
     def review_queue(self, actor: Actor, limit: int = 200) -> list[SearchRow]:
-        return self.store.list_searches(pending_for=actor.name, limit=limit)
+        return self.store.list_searches(pending_for=actor.name, limit=limit,
+                                        org_id=actor.org_id)
 
-    def record(self, search_id: int) -> SearchRecord:
-        return SearchRecord(self.store.get_search(search_id),
+    def search_row(self, search_id: int, actor: Actor) -> SearchRow:
+        """A search made for ``actor``'s organisation (another's does not exist for it)."""
+        row = self.store.get_search(search_id)
+        if row.org_id != actor.org_id:
+            raise NotFoundError(f"no search {search_id}")
+        return row
+
+    def record(self, search_id: int, actor: Actor) -> SearchRecord:
+        return SearchRecord(self.search_row(search_id, actor),
                             tuple(self.store.reviews([search_id])))
 
-    def case(self, case_ref: str) -> list[SearchRecord]:
-        searches = list(reversed(self.store.list_searches(case_ref=case_ref, limit=CASE_LIMIT)))
+    def case(self, case_ref: str, actor: Actor) -> list[SearchRecord]:
+        searches = list(reversed(self.store.list_searches(
+            case_ref=case_ref, limit=CASE_LIMIT, org_id=actor.org_id)))
         reviews = self.store.reviews([s.id for s in searches]) if searches else []
         return [SearchRecord(s, tuple(r for r in reviews if r.search_id == s.id))
                 for s in searches]
@@ -175,7 +194,7 @@ class Casework:
     # -- reviews ----------------------------------------------------------------------------
     def to_review(self, search_id: int, actor: Actor) -> SearchRecord:
         """A search ``actor`` may review: refused if it is their own."""
-        record = self.record(search_id)
+        record = self.record(search_id, actor)
         self._not_own(record.search, actor)
         return record
 
@@ -183,7 +202,7 @@ class Casework:
         self, search_id: int, face_id: int, decision: str, note: str, actor: Actor
     ) -> ReviewRow:
         """Confirm or reject one candidate of someone else's search, with a note."""
-        search = self.store.get_search(search_id)
+        search = self.search_row(search_id, actor)
         self._not_own(search, actor)
         if decision not in DECISIONS:
             raise InputError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
@@ -193,7 +212,7 @@ class Casework:
                                     note.strip())
         self.store.append_audit(
             AuditEvent(
-                actor=actor.name, action="review", case_ref=search.case_ref,
+                actor=actor.name, action="review", case_ref=search.case_ref, org=actor.org,
                 purpose=search.purpose,
                 details={"search_id": search_id, "search_audit_id": search.audit_id,
                          "probe_sha256": search.probe_sha256, "face_id": face_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ from facetrail.casework import DECISIONS
 from facetrail.engine import Facetrail
 from facetrail.errors import FacetrailError
 from facetrail.faces.base import SCORE_MEANING
+from facetrail.orgs import DEFAULT_ORG
 from facetrail.pipeline.reembed import ReembedProgress
 from facetrail.records import BuildReport, SearchResult
 from facetrail.settings import load_settings
@@ -48,11 +50,15 @@ def json_option(f: F) -> F:
 def with_engine(f: F) -> F:
     """Open the engine from the group's --home for the command, and close it after."""
 
+    wants_actor = "actor" in inspect.signature(f).parameters
+
     @click.pass_obj
     @functools.wraps(f)
     def wrapper(obj: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         settings = load_settings(obj["home"], **obj["overrides"])
         with Facetrail(settings) as engine:
+            if wants_actor:  # the local operator, acting for the group's --org
+                kwargs["actor"] = engine.actor(org=obj["org"])
             return f(engine, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -89,17 +95,20 @@ class FacetrailGroup(click.Group):
     "$FACETRAIL_STORE_URL, else sqlite:///<home>/facetrail.db).",
 )
 @click.option("--workers", type=int, default=None, help="Ingest worker processes (0 = all cores).")
+@click.option("--org", default=DEFAULT_ORG, show_default=True,
+              help="The organisation you act for: searches, case records and what they see "
+              "are that organisation's.")
 @click.version_option(package_name="facetrail")
 @click.pass_context
 def main(ctx: click.Context, home: Path | None, store_url: str | None,
-         workers: int | None) -> None:
+         workers: int | None, org: str) -> None:
     """facetrail: search photo collections you lawfully hold for a face, with provenance."""
     overrides: dict[str, Any] = {}
     if workers is not None:
         overrides["workers"] = workers
     if store_url is not None:
         overrides["store_url"] = store_url
-    ctx.obj = {"home": home, "overrides": overrides}
+    ctx.obj = {"home": home, "overrides": overrides, "org": org}
 
 
 # -- sources ---------------------------------------------------------------------------------
@@ -115,16 +124,18 @@ def sources() -> None:
 @click.option("--lawful-basis", required=True, help="Legal basis for holding and searching it.")
 @click.option("--purpose", required=True, help="What the collection is held for.")
 @click.option("--retention-days", type=click.IntRange(min=1), default=None)
+@click.option("--org", "owner", default=None,
+              help="The organisation that owns it (default: the one you act for).")
 @json_option
 @with_engine
 def sources_add(
     engine: Facetrail, name: str, kind: str, uri: str, lawful_basis: str, purpose: str,
-    retention_days: int | None, as_json: bool,
+    retention_days: int | None, owner: str | None, as_json: bool, actor: Actor,
 ) -> None:
     """Register a source with its lawful basis, purpose and retention."""
     row = engine.add_source(
         name, kind, uri, lawful_basis=lawful_basis, purpose=purpose,
-        retention_days=retention_days,
+        retention_days=retention_days, org=owner or actor.org,
     )
     if as_json:
         emit_json(serialize.source(row))
@@ -141,10 +152,86 @@ def sources_list(engine: Facetrail, as_json: bool) -> None:
     if as_json:
         emit_json([serialize.source(r) for r in rows])
         return
-    table = Table("name", "kind", "uri", "lawful basis", "purpose", "retention (days)")
+    shared: dict[str, list[str]] = {}
+    for share in engine.shares():
+        shared.setdefault(share.source, []).append(share.org)
+    table = Table("name", "owner", "shared with", "kind", "uri", "lawful basis", "purpose",
+                  "retention (days)")
     for r in rows:
         retention = str(r.retention_days or "-")
-        table.add_row(r.name, r.kind, r.uri, r.lawful_basis, r.purpose, retention)
+        table.add_row(r.name, r.org, ", ".join(shared.get(r.name, [])) or "-", r.kind, r.uri,
+                      r.lawful_basis, r.purpose, retention)
+    Console(width=200).print(table)
+
+
+@sources.command("share")
+@click.argument("name")
+@click.option("--with", "org", required=True, help="The organisation to share it with.")
+@click.option("--lawful-basis", required=True,
+              help="The legal basis for that organisation to search it.")
+@click.option("--purpose", required=True, help="What that organisation may search it for.")
+@json_option
+@with_engine
+def sources_share(engine: Facetrail, name: str, org: str, lawful_basis: str, purpose: str,
+                  as_json: bool) -> None:
+    """Let organisation ORG search source NAME, under a lawful basis and purpose of the
+    sharing's own (audited in both organisations' logs)."""
+    share = engine.share_source(name, org, lawful_basis=lawful_basis, purpose=purpose)
+    if as_json:
+        emit_json(serialize.share(share))
+    else:
+        click.echo(f"source {share.source!r} is shared with {share.org!r}")
+
+
+@sources.command("unshare")
+@click.argument("name")
+@click.option("--with", "org", required=True, help="The organisation to stop sharing with.")
+@with_engine
+def sources_unshare(engine: Facetrail, name: str, org: str) -> None:
+    """Stop sharing source NAME with organisation ORG (audited)."""
+    engine.unshare_source(name, org)
+    click.echo(f"source {name!r} is no longer shared with {org!r}")
+
+
+# -- organisations ---------------------------------------------------------------------------
+@main.group()
+def orgs() -> None:
+    """The organisations of this deployment: each owns its sources and users."""
+
+
+@orgs.command("add")
+@click.argument("name")
+@json_option
+@with_engine
+def orgs_add(engine: Facetrail, name: str, as_json: bool) -> None:
+    """Add an organisation."""
+    row = engine.add_org(name)
+    if as_json:
+        emit_json(serialize.org(row))
+    else:
+        click.echo(f"organisation {row.name!r} added")
+
+
+@orgs.command("list")
+@json_option
+@with_engine
+def orgs_list(engine: Facetrail, as_json: bool) -> None:
+    """List the organisations, with their sources and users."""
+    sources_by_org: dict[str, int] = {}
+    for s in engine.sources():
+        sources_by_org[s.org] = sources_by_org.get(s.org, 0) + 1
+    users_by_org: dict[str, int] = {}
+    for u in engine.users():
+        users_by_org[u.org] = users_by_org.get(u.org, 0) + 1
+    rows = engine.orgs()
+    if as_json:
+        emit_json([{**serialize.org(o), "sources": sources_by_org.get(o.name, 0),
+                    "users": users_by_org.get(o.name, 0)} for o in rows])
+        return
+    table = Table("organisation", "sources", "users", "created", "by")
+    for o in rows:
+        table.add_row(o.name, str(sources_by_org.get(o.name, 0)),
+                      str(users_by_org.get(o.name, 0)), o.created_at, o.created_by)
     Console().print(table)
 
 
@@ -416,7 +503,7 @@ def reembed(engine: Facetrail, target: str, as_json: bool) -> None:
 def search(
     engine: Facetrail, probes: tuple[Path, ...], case_ref: str, purpose: str, top: int | None,
     threshold: float | None, min_quality: float | None, include_low_quality: bool,
-    face: int | None, all_faces: bool, fusion: str | None, as_json: bool,
+    face: int | None, all_faces: bool, fusion: str | None, as_json: bool, actor: Actor,
 ) -> None:
     """Find indexed faces like the one in PROBES. Several PROBES are photos of one person,
     searched together. Results are leads, not identifications: the search is kept as a case
@@ -426,7 +513,7 @@ def search(
     kept = engine.search_probes(
         [p.read_bytes() for p in probes], case_ref=case_ref, purpose=purpose, top=top,
         threshold=threshold, min_quality=min_quality, face=face, all_faces=all_faces,
-        fusion=fusion,
+        fusion=fusion, actor=actor,
     )
     if as_json:
         emit_json({**serialize.search_result(kept.result), "search_id": kept.record.id})
@@ -535,13 +622,13 @@ def searches() -> None:
 @json_option
 @with_engine
 def searches_list(engine: Facetrail, case_ref: str | None, mine: bool, pending: bool,
-                  limit: int, as_json: bool) -> None:
+                  limit: int, as_json: bool, actor: Actor) -> None:
     """Kept searches, newest first."""
     if pending and (case_ref or mine):
         raise click.UsageError("--pending lists searches by others; leave out --case and --mine")
-    rows = (engine.review_queue(limit=limit) if pending else
-            engine.searches(case_ref=case_ref, by=Actor.local().name if mine else None,
-                            limit=limit))
+    rows = (engine.review_queue(limit=limit, actor=actor) if pending else
+            engine.searches(case_ref=case_ref, by=actor.name if mine else None,
+                            limit=limit, actor=actor))
     if as_json:
         emit_json([serialize.search_summary(s) for s in rows])
         return
@@ -559,9 +646,9 @@ def searches_list(engine: Facetrail, case_ref: str | None, mine: bool, pending: 
 @click.argument("search_id", type=int)
 @json_option
 @with_engine
-def searches_show(engine: Facetrail, search_id: int, as_json: bool) -> None:
+def searches_show(engine: Facetrail, search_id: int, as_json: bool, actor: Actor) -> None:
     """A kept search with its candidates, where each was seen, and their reviews."""
-    record = engine.search_record(search_id)
+    record = engine.search_record(search_id, actor=actor)
     if as_json:
         emit_json(serialize.search_record(record.search, record.reviews))
         return
@@ -575,11 +662,12 @@ def searches_show(engine: Facetrail, search_id: int, as_json: bool) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file instead of standard output.")
 @with_engine
-def searches_report(engine: Facetrail, case_ref: str, fmt: str, output: Path | None) -> None:
+def searches_report(engine: Facetrail, case_ref: str, fmt: str, output: Path | None,
+                    actor: Actor) -> None:
     """Every search of a case with its candidates, appearances and reviews (as the web app's
     case report): JSON, or CSV with one row per candidate appearance."""
     records = [serialize.search_record(r.search, r.reviews)
-               for r in engine.case_records(case_ref)]
+               for r in engine.case_records(case_ref, actor=actor)]
     text = (json.dumps(serialize.case_report(case_ref, records), indent=2, ensure_ascii=False)
             + "\n" if fmt == "json" else serialize.case_report_csv(records))
     if output is None:
@@ -616,10 +704,10 @@ def print_record(search: SearchRow, record: dict[str, Any]) -> None:
 @json_option
 @with_engine
 def review(engine: Facetrail, search_id: int, face_id: int, decision: str, note: str,
-           as_json: bool) -> None:
+           as_json: bool, actor: Actor) -> None:
     """Confirm or reject candidate FACE_ID of search SEARCH_ID. Nobody reviews their own
     search (two-person rule)."""
-    row = engine.review(search_id, face_id, decision, note)
+    row = engine.review(search_id, face_id, decision, note, actor=actor)
     if as_json:
         emit_json(serialize.review(row))
     else:
@@ -968,15 +1056,18 @@ def users() -> None:
 @users.command("add")
 @click.argument("name")
 @click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--org", "member_of", default=None,
+              help="Their organisation (default: the one you act for).")
 @json_option
 @with_engine
-def users_add(engine: Facetrail, name: str, role: str, as_json: bool) -> None:
+def users_add(engine: Facetrail, name: str, role: str, member_of: str | None, as_json: bool,
+              actor: Actor) -> None:
     """Add a user; prints their token once (only its hash is kept)."""
-    user, token = engine.add_user(name, role)
+    user, token = engine.add_user(name, role, org=member_of or actor.org)
     if as_json:
         emit_json({"user": _user_dict(user), "token": token})
         return
-    click.echo(f"user {user.name} ({user.role}) added. Token, shown only now:")
+    click.echo(f"user {user.name} ({user.role}, {user.org}) added. Token, shown only now:")
     click.echo(token)
 
 
@@ -1015,7 +1106,7 @@ def users_rotate(engine: Facetrail, name: str) -> None:
 
 
 def _user_dict(u: UserRow) -> dict[str, Any]:
-    return {"name": u.name, "role": u.role, "active_tokens": u.active_tokens,
+    return {"name": u.name, "role": u.role, "org": u.org, "active_tokens": u.active_tokens,
             "created_at": u.created_at, "created_by": u.created_by}
 
 
@@ -1045,17 +1136,18 @@ def audit_verify(engine: Facetrail, as_json: bool) -> None:
 @click.option("--since", default=None, help="From this UTC date or time (ISO 8601), inclusive.")
 @click.option("--until", default=None, help="Up to this UTC date or time, exclusive.")
 @click.option("--case", "case_ref", default=None, help="Only events of this case reference.")
-@click.option("--actor", default=None, help="Only events by this user.")
+@click.option("--actor", "by", default=None, help="Only events by this user.")
+@click.option("--of-org", "of_org", default=None, help="Only events of this organisation.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write to this file instead of standard output.")
 @with_engine
 def audit_export(
     engine: Facetrail, since: str | None, until: str | None, case_ref: str | None,
-    actor: str | None, output: Path | None,
+    by: str | None, of_org: str | None, output: Path | None,
 ) -> None:
     """Write audit events as JSON Lines, one event with its hashes per line."""
     rows = engine.audit_events(
-        AuditQuery(actor=actor, case_ref=case_ref, since=since, until=until)
+        AuditQuery(actor=by, case_ref=case_ref, since=since, until=until, org=of_org)
     )
     lines = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in rows)
     if output is None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from facetrail.errors import (
     ConfigError,
     ConflictError,
     FacetrailError,
+    ForbiddenError,
     NotFoundError,
     PolicyError,
     StoreError,
@@ -51,6 +52,7 @@ from facetrail.faces.cache import write_atomically
 from facetrail.faces.user import user_model_from_json
 from facetrail.index import VectorIndex, open_index
 from facetrail.jobs import Jobs
+from facetrail.orgs import DEFAULT_ORG, Visibility
 from facetrail.pipeline.analyze import Analyzer
 from facetrail.pipeline.ingest import Ingest, Progress
 from facetrail.pipeline.reembed import Reembed, ReembedProgress, ReembedReport
@@ -75,7 +77,7 @@ from facetrail.store import (
     default_store_url,
     open_store,
 )
-from facetrail.store.base import AuditRow
+from facetrail.store.base import AuditRow, OrgRow, ShareRow
 
 USER_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")
 ACTIVE_MODEL = "active_model"
@@ -127,6 +129,7 @@ class Facetrail:
         except BaseException:
             self.store.close()  # nothing was opened for the caller to close
             raise
+        self.visibility = Visibility(self.store)
         self._casework = Casework(self)
         self._jobs = Jobs(self)
 
@@ -226,9 +229,13 @@ class Facetrail:
             return self.settings.threshold
         return DEFAULT_FLOOR[self.model.metric]
 
-    def gallery_faces(self, min_quality: float | None = None) -> int:
+    def gallery_faces(self, min_quality: float | None = None,
+                      allowed: np.ndarray | None = None) -> int:
         """Indexed faces a search with ``min_quality`` can return: the gallery size that
-        calibrated thresholds and expected false candidates are computed for."""
+        calibrated thresholds and expected false candidates are computed for. A search
+        limited to ``allowed`` faces (an organisation's) counts at most those."""
+        if allowed is not None:
+            return min(len(allowed), self.gallery_faces(min_quality))
         quality = self.settings.min_quality if min_quality is None else min_quality
         key = (quality, self.index.size)
         if key not in self._gallery_sizes:
@@ -237,14 +244,15 @@ class Facetrail:
                                            self.store.searchable_faces(self.model_id, quality))
         return self._gallery_sizes[key]
 
-    def default_threshold(self, min_quality: float | None = None
+    def default_threshold(self, min_quality: float | None = None,
+                          allowed: np.ndarray | None = None
                           ) -> tuple[float, str, float | None]:
         """(threshold, rule, calibrated threshold) for a search of the current gallery."""
         floor = self.score_floor
         cal = self.calibration
         if cal is None:
             return floor, "fixed", None
-        calibrated = cal.threshold_for_gallery(self.gallery_faces(min_quality),
+        calibrated = cal.threshold_for_gallery(self.gallery_faces(min_quality, allowed),
                                                self.settings.fpir_target)
         if calibrated > floor:
             return calibrated, "calibrated", calibrated
@@ -261,7 +269,9 @@ class Facetrail:
         purpose: str,
         retention_days: int | None,
         actor: str | None = None,
+        org: str = DEFAULT_ORG,
     ) -> SourceRow:
+        """Register a source, owned by the organisation ``org``."""
         if kind not in KINDS:
             raise PolicyError(f"unknown source kind {kind!r}; use one of {', '.join(KINDS)}")
         if not name.strip():
@@ -273,22 +283,102 @@ class Facetrail:
         if not path.exists():
             raise NotFoundError(f"{path} does not exist")
         actor = actor or os_user()
+        owner = self.store.get_org(org)
         row = self.store.add_source(
             SourceSpec(name.strip(), kind, str(path), lawful_basis.strip(), purpose.strip(),
-                       retention_days),
+                       retention_days, owner.id),
             actor,
         )
         self.store.append_audit(
             AuditEvent(
-                actor=actor, action="source.add", purpose=row.purpose,
+                actor=actor, action="source.add", purpose=row.purpose, org=row.org,
                 details={"source": row.name, "kind": row.kind, "uri": row.uri,
                          "lawful_basis": row.lawful_basis, "retention_days": row.retention_days},
             )
         )
         return row
 
-    def sources(self) -> list[SourceRow]:
-        return self.store.list_sources()
+    def sources(self, *, actor: Actor | None = None) -> list[SourceRow]:
+        """Every source; with ``actor``, those its organisation owns or has been shared."""
+        if actor is None:
+            return self.store.list_sources()
+        return self.visibility.sources(actor.org_id)
+
+    def source(self, name: str, *, actor: Actor | None = None, owned: bool = False
+               ) -> SourceRow:
+        """A source by name; with ``actor``, only one its organisation may see, and with
+        ``owned`` only one it owns (only the owner changes or ingests a source)."""
+        row = self.store.get_source(name)
+        if actor is None:
+            return row
+        if row.id not in self.visibility.source_ids(actor.org_id):
+            raise NotFoundError(f"no source named {name!r}; see 'facetrail sources list'")
+        if owned and row.org_id != actor.org_id:
+            raise ForbiddenError(f"{name!r} belongs to the organisation {row.org!r}, which "
+                                 "shares it; only its owner may change or ingest it")
+        return row
+
+    def user(self, name: str, *, actor: Actor | None = None) -> UserRow:
+        """A user by name; with ``actor``, only one of its organisation."""
+        row = self.store.get_user(name)
+        if actor is not None and row.org_id != actor.org_id:
+            raise NotFoundError(f"no user named {name!r}; see 'facetrail users list'")
+        return row
+
+    # -- organisations (facetrail.orgs) -----------------------------------------------------
+    def add_org(self, name: str, *, actor: str | None = None) -> OrgRow:
+        """A new organisation of this deployment."""
+        if not name.strip():
+            raise PolicyError("an organisation needs a name")
+        row = self.store.add_org(name.strip(), actor or os_user())
+        self.store.append_audit(AuditEvent(actor=actor or os_user(), action="org.add",
+                                           details={"org": row.name}))
+        return row
+
+    def orgs(self) -> list[OrgRow]:
+        return self.store.list_orgs()
+
+    def share_source(self, source: str, org: str, *, lawful_basis: str, purpose: str,
+                     actor: str | None = None) -> ShareRow:
+        """Let ``org`` search ``source``, under the sharing's own lawful basis and purpose.
+        Audited in both organisations' logs."""
+        row = self.store.get_source(source)
+        target = self.store.get_org(org)
+        if target.id == row.org_id:
+            raise PolicyError(f"{org!r} owns {source!r} already")
+        for field, value in (("lawful basis", lawful_basis), ("purpose", purpose)):
+            if not value.strip():
+                raise PolicyError(f"sharing a source needs a {field}")
+        actor = actor or os_user()
+        share = self.store.share_source(row.id, target.id, lawful_basis.strip(),
+                                        purpose.strip(), actor)
+        for org_name in (row.org, target.name):
+            self.store.append_audit(AuditEvent(
+                actor=actor, action="source.share", purpose=share.purpose, org=org_name,
+                details={"source": row.name, "owner": row.org, "with": target.name,
+                         "lawful_basis": share.lawful_basis},
+            ))
+        return share
+
+    def unshare_source(self, source: str, org: str, *, actor: str | None = None) -> None:
+        """Stop sharing ``source`` with ``org``; audited in both organisations' logs."""
+        row = self.store.get_source(source)
+        target = self.store.get_org(org)
+        if not self.store.unshare_source(row.id, target.id):
+            raise NotFoundError(f"{source!r} is not shared with {org!r}")
+        for org_name in (row.org, target.name):
+            self.store.append_audit(AuditEvent(
+                actor=actor or os_user(), action="source.unshare", org=org_name,
+                details={"source": row.name, "owner": row.org, "with": target.name},
+            ))
+
+    def shares(self, source: str | None = None) -> list[ShareRow]:
+        return self.store.shares(self.store.get_source(source).id if source else None)
+
+    def actor(self, name: str | None = None, org: str = DEFAULT_ORG) -> Actor:
+        """The local operator (or ``name``) acting for the organisation ``org``."""
+        row = self.store.get_org(org)
+        return Actor(name or os_user(), org=row.name, org_id=row.id)
 
     def set_retention(
         self, name: str, retention_days: int | None, *, actor: str | None = None
@@ -368,41 +458,49 @@ class Facetrail:
         min_quality: float | None = None,
         face: int | None = None,
         all_faces: bool = False,
-        actor: str | None = None,
+        actor: str | Actor | None = None,
         more_probes: Iterable[bytes | Path] = (),
         fusion: str | None = None,
     ) -> SearchResult:
         """Search ``probe``; with ``more_probes`` (further photos of the same person), the
-        largest face of every photo is searched as one person (``fusion``)."""
-        data = probe.read_bytes() if isinstance(probe, Path) else probe
-        more = tuple(p.read_bytes() if isinstance(p, Path) else p for p in more_probes)
+        largest face of every photo is searched as one person (``fusion``). Only faces the
+        actor's organisation may see are searched (the local operator's: 'default')."""
+        who = actor if isinstance(actor, Actor) else Actor.local()
+        if isinstance(actor, str):
+            who = Actor(actor)
+        allowed = self.visibility.allowed_faces(who.org_id, self.model_id)
+        data = probe.read_bytes() if isinstance(probe, str | Path) else probe
+        more = tuple(p.read_bytes() if isinstance(p, str | Path) else p for p in more_probes)
         quality = min_quality if min_quality is not None else self.settings.min_quality
         if threshold is not None:
             rule, calibrated = "override", None
         else:
-            threshold, rule, calibrated = self.default_threshold(quality)
+            threshold, rule, calibrated = self.default_threshold(quality, allowed)
         request = SearchRequest(
-            probe=data, case_ref=case_ref, purpose=purpose, actor=actor or os_user(),
+            probe=data, case_ref=case_ref, purpose=purpose, actor=who.name, org=who.org,
+            allowed=allowed,
             top=top if top is not None else self.settings.top,
             threshold=threshold,
-            min_quality=quality, gallery_faces=self.gallery_faces(quality),
+            min_quality=quality, gallery_faces=self.gallery_faces(quality, allowed),
             face=face, all_faces=all_faces, more_probes=more,
             fusion=fusion or self.settings.fusion, calibration=self.calibration,
             fpir_target=self.settings.fpir_target, threshold_rule=rule,
             calibrated_threshold=calibrated,
         )
-        return search(request, self.analyzer, self.index, self.store)
+        result = search(request, self.analyzer, self.index, self.store)
+        return self.visibility.result(result, who.org_id) if allowed is not None else result
 
     # -- casework: probes, searches kept as records, reviews (facetrail.casework) ----------
     def keep_probe(self, data: bytes, *, actor: Actor | None = None) -> ProbeRow:
         """Keep a probe photo under ``<home>/probes`` with the faces found in it."""
         return self._casework.add_probe(data, actor or Actor.local())
 
-    def probe(self, sha256: str) -> ProbeRow:
-        return self.store.get_probe(sha256)
+    def probe(self, sha256: str, *, actor: Actor | None = None) -> ProbeRow:
+        """A kept probe that ``actor``'s organisation uploaded."""
+        return self._casework.probe(sha256, actor or Actor.local())
 
-    def probe_bytes(self, sha256: str) -> bytes:
-        return self._casework.probe_bytes(sha256)
+    def probe_bytes(self, sha256: str, *, actor: Actor | None = None) -> bytes:
+        return self._casework.probe_bytes(sha256, actor or Actor.local())
 
     def search_probes(
         self,
@@ -427,22 +525,26 @@ class Facetrail:
         )
 
     def searches(
-        self, *, case_ref: str | None = None, by: str | None = None, limit: int = 200
+        self, *, case_ref: str | None = None, by: str | None = None, limit: int = 200,
+        actor: Actor | None = None,
     ) -> list[SearchRow]:
-        """Kept searches, newest first: all, of one case, or by one actor (a name)."""
-        return self._casework.searches(case_ref, by, limit)
+        """Kept searches of ``actor``'s organisation, newest first: all, of one case, or by
+        one actor (a name)."""
+        return self._casework.searches(actor or Actor.local(), case_ref, by, limit)
 
     def review_queue(self, *, actor: Actor | None = None, limit: int = 200) -> list[SearchRow]:
         """Searches by others than ``actor`` with candidates no one has reviewed yet."""
         return self._casework.review_queue(actor or Actor.local(), limit)
 
-    def search_record(self, search_id: int) -> SearchRecord:
-        """A kept search with its result and reviews."""
-        return self._casework.record(search_id)
+    def search_record(self, search_id: int, *, actor: Actor | None = None) -> SearchRecord:
+        """A kept search of ``actor``'s organisation with its result and reviews."""
+        return self._casework.record(search_id, actor or Actor.local())
 
-    def case_records(self, case_ref: str) -> list[SearchRecord]:
-        """Every search of a case, oldest first, with its reviews."""
-        return self._casework.case(case_ref)
+    def case_records(self, case_ref: str, *, actor: Actor | None = None
+                     ) -> list[SearchRecord]:
+        """Every search of a case made for ``actor``'s organisation, oldest first, with its
+        reviews."""
+        return self._casework.case(case_ref, actor or Actor.local())
 
     def search_to_review(self, search_id: int, *, actor: Actor | None = None) -> SearchRecord:
         """A search for ``actor`` to review; refused if it is their own (two-person rule)."""
@@ -457,14 +559,26 @@ class Facetrail:
                                      actor or Actor.local())
 
     # -- what a search found ------------------------------------------------------------------
-    def face(self, face_id: int) -> FaceRow:
+    def face(self, face_id: int, *, actor: Actor | None = None) -> FaceRow:
+        """A stored face that ``actor``'s organisation may see, with the appearances it may
+        see."""
+        org_id = (actor or Actor.local()).org_id
         face = self.store.faces([face_id]).get(face_id)
         if face is None:
             raise NotFoundError(f"no face {face_id}")
-        return face
+        self.visibility.check_seen(face.appearances, org_id, f"face {face_id}")
+        return replace(face, appearances=tuple(
+            self.visibility.appearances(face.appearances, org_id)))
 
-    def image_bytes(self, sha256: str) -> bytes:
-        """An indexed image's bytes, read back from where it was found (checked by hash)."""
+    def check_image(self, sha256: str, *, actor: Actor | None = None) -> None:
+        """Raise NotFoundError unless ``actor``'s organisation may see the image."""
+        self.visibility.check_seen(self.store.image_appearances(sha256),
+                                   (actor or Actor.local()).org_id, f"image {sha256}")
+
+    def image_bytes(self, sha256: str, *, actor: Actor | None = None) -> bytes:
+        """An indexed image's bytes, read back from where it was found (checked by hash), if
+        ``actor``'s organisation may see it."""
+        self.check_image(sha256, actor=actor)
         return image_bytes(self.store, sha256)
 
     # -- moving between face models -------------------------------------------------------
@@ -595,18 +709,22 @@ class Facetrail:
         self.analyzer = Analyzer(self.settings, model)
 
     # -- users and tokens -------------------------------------------------------------------
-    def add_user(self, name: str, role: str, *, actor: str | None = None) -> tuple[UserRow, str]:
-        """A new user and their first token. The token is returned once and never stored."""
+    def add_user(self, name: str, role: str, *, actor: str | None = None,
+                 org: str = DEFAULT_ORG) -> tuple[UserRow, str]:
+        """A new user of the organisation ``org`` and their first token. The token is
+        returned once and never stored."""
         if role not in ROLES:
             raise PolicyError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
         if not name.strip():
             raise PolicyError("a user needs a name")
         actor = actor or os_user()
-        user = self.store.add_user(name.strip(), role, actor)
+        member = self.store.get_org(org)
+        user = self.store.add_user(name.strip(), role, actor, member.id)
         token = new_secret()
         self.store.add_token(user.id, secret_hash(token))
         self.store.append_audit(
-            AuditEvent(actor=actor, action="user.add", details={"user": user.name, "role": role})
+            AuditEvent(actor=actor, action="user.add", org=member.name,
+                       details={"user": user.name, "role": role, "org": member.name})
         )
         return self.store.get_user(user.name), token
 
@@ -636,7 +754,13 @@ class Facetrail:
         return token
 
     # -- audit ------------------------------------------------------------------------------
-    def audit_events(self, query: AuditQuery | None = None) -> list[AuditRow]:
+    def audit_events(self, query: AuditQuery | None = None, *, actor: Actor | None = None
+                     ) -> list[AuditRow]:
+        """Audit events matching ``query``: an organisation's auditor reads its own
+        organisation's; oversight and the local operator read every one."""
+        query = query or AuditQuery()
+        if actor is not None and not actor.sees_every_org:
+            query = replace(query, org=actor.org)
         return self.store.audit_rows(query)
 
     def verify_audit(self) -> Verification:

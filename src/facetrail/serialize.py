@@ -23,6 +23,7 @@ from facetrail.records import (
     SearchResult,
 )
 from facetrail.store import ErrorRow, JobRow, ReviewRow, SearchRow, SourceRow
+from facetrail.store.base import OrgRow, ShareRow
 
 SEARCH_SCHEMA = "facetrail.search/1"
 LEADS = ("Candidates are investigative leads, not identifications; each must be checked by a "
@@ -141,7 +142,16 @@ def source(s: SourceRow) -> dict[str, Any]:
     return {"id": s.id, "name": s.name, "kind": s.kind, "uri": s.uri,
             "lawful_basis": s.lawful_basis, "purpose": s.purpose,
             "retention_days": s.retention_days, "created_at": s.created_at,
-            "created_by": s.created_by}
+            "created_by": s.created_by, "org": s.org}
+
+
+def org(o: OrgRow) -> dict[str, Any]:
+    return {"id": o.id, "name": o.name, "created_at": o.created_at, "created_by": o.created_by}
+
+
+def share(s: ShareRow) -> dict[str, Any]:
+    return {"source": s.source, "org": s.org, "lawful_basis": s.lawful_basis,
+            "purpose": s.purpose, "created_at": s.created_at, "created_by": s.created_by}
 
 
 def job(j: JobRow) -> dict[str, Any]:

@@ -54,6 +54,8 @@ class SearchRequest:
     """The face ids the search may return, a sorted int64 array (the faces of the sources an
     organisation may see); the index filters inside its search, so ``top`` allowed
     candidates come back when there are that many. None: every face."""
+    org: str | None = None
+    """The organisation the search is made for, recorded in its audit event."""
 
 
 FUSIONS = ("mean", "max")
@@ -177,6 +179,7 @@ def _finish(
         AuditEvent(
             actor=request.actor,
             action="search",
+            org=request.org,
             case_ref=request.case_ref.strip(),
             purpose=request.purpose.strip(),
             details={

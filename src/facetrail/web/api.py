@@ -28,9 +28,9 @@ from facetrail.web.auth import Principal, end_session, require, start_session
 
 router = APIRouter()
 
-Anyone = Annotated[Principal, Depends(require())]
+Anyone = Annotated[Principal, Depends(require(*ROLES))]
 Admin = Annotated[Principal, Depends(require("admin"))]
-Auditor = Annotated[Principal, Depends(require("auditor"))]
+Auditor = Annotated[Principal, Depends(require("auditor", "oversight"))]
 
 
 def engine_of(request: Request) -> Facetrail:
@@ -46,8 +46,9 @@ def principal_json(p: Principal) -> dict[str, Any]:
 
 
 def user_json(u: UserRow) -> dict[str, Any]:
-    return {"id": u.id, "name": u.name, "role": u.role, "active_tokens": u.active_tokens,
-            "created_at": u.created_at, "created_by": u.created_by}
+    return {"id": u.id, "name": u.name, "role": u.role, "org": u.org,
+            "active_tokens": u.active_tokens, "created_at": u.created_at,
+            "created_by": u.created_by}
 
 
 # -- session ---------------------------------------------------------------------------------
@@ -81,24 +82,27 @@ class NewUser(BaseModel):
 
 @router.get("/users", tags=["users"])
 def list_users(who: Admin, engine: Engine) -> dict[str, Any]:
-    return {"users": [user_json(u) for u in engine.users()], "roles": list(ROLES)}
+    return {"users": [user_json(u) for u in engine.users() if u.org_id == who.org_id],
+            "roles": list(ROLES)}
 
 
 @router.post("/users", tags=["users"], status_code=201)
 def add_user(body: NewUser, who: Admin, engine: Engine) -> dict[str, Any]:
     """Add a user. The response holds their token; it is never shown again."""
-    user, token = engine.add_user(body.name, body.role, actor=who.name)
+    user, token = engine.add_user(body.name, body.role, actor=who.name, org=who.org)
     return {"user": user_json(user), "token": token}
 
 
 @router.post("/users/{name}/revoke", tags=["users"])
 def revoke_user(name: str, who: Admin, engine: Engine) -> dict[str, Any]:
+    engine.user(name, actor=who.actor)
     return {"user": name, "tokens_revoked": engine.revoke_user(name, actor=who.name)}
 
 
 @router.post("/users/{name}/rotate", tags=["users"])
 def rotate_user(name: str, who: Admin, engine: Engine) -> dict[str, Any]:
     """Revoke a user's tokens and issue a new one, shown once."""
+    engine.user(name, actor=who.actor)
     return {"user": name, "token": engine.rotate_token(name, actor=who.name)}
 
 
@@ -124,7 +128,8 @@ def audit_events(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
     """Audit events in order, filtered; page with ``after_id`` = the last id received."""
-    rows = engine.audit_events(replace(filters, after_id=after_id, limit=limit))
+    rows = engine.audit_events(replace(filters, after_id=after_id, limit=limit),
+                               actor=who.actor)
     return {"events": [r.to_json() for r in rows],
             "next_after_id": rows[-1].id if len(rows) == limit else None}
 
@@ -132,7 +137,7 @@ def audit_events(
 @router.get("/audit/export", tags=["audit"])
 def audit_export(who: Auditor, engine: Engine, filters: Filters) -> StreamingResponse:
     """The filtered events as JSON Lines, one event with its hashes per line."""
-    rows = engine.audit_events(filters)
+    rows = engine.audit_events(filters, actor=who.actor)
 
     def lines() -> Iterator[bytes]:
         for r in rows:

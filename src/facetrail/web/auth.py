@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Request, Response
 
-from facetrail.accounts import ROLES, secret_hash
+from facetrail.accounts import ORG_ROLES, ROLES, Actor, secret_hash
 from facetrail.audit import AuditEvent, utc_now
 from facetrail.errors import AuthError, CsrfError, ForbiddenError
 from facetrail.store import Credential, Store
@@ -43,6 +43,13 @@ class Principal:
     user_id: int
     name: str
     role: str
+    org: str = "default"
+    org_id: int = 1
+
+    @property
+    def actor(self) -> Actor:
+        """Who the engine records and scopes to: this user, for their organisation."""
+        return Actor(self.name, self.user_id, org=self.org, org_id=self.org_id, role=self.role)
 
 
 def _store(request: Request) -> Store:
@@ -52,7 +59,8 @@ def _store(request: Request) -> Store:
 
 def _principal(credential: Credential) -> Principal:
     user = credential.user
-    return Principal(user_id=user.id, name=user.name, role=user.role)
+    return Principal(user_id=user.id, name=user.name, role=user.role, org=user.org,
+                     org_id=user.org_id)
 
 
 def _session_credential(request: Request) -> Credential | None:
@@ -151,16 +159,18 @@ def _is_form(request: Request) -> bool:
 
 
 def require(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
-    """A FastAPI dependency admitting the given roles (any role when none are given)."""
+    """A FastAPI dependency admitting the given roles (when none are given: every role that
+    acts within an organisation; oversight is named where it is admitted)."""
     unknown = set(roles) - set(ROLES)
     if unknown:
         raise ValueError(f"unknown roles {sorted(unknown)}")
+    admitted = roles or ORG_ROLES
 
     async def dependency(request: Request) -> Principal:
         principal = await authenticate(request)
-        if roles and principal.role not in roles:
+        if principal.role not in admitted:
             raise ForbiddenError(
-                f"the {principal.role} role may not do this; it needs: {', '.join(roles)}"
+                f"the {principal.role} role may not do this; it needs: {', '.join(admitted)}"
             )
         request.state.principal = principal
         return principal

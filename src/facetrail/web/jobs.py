@@ -94,7 +94,7 @@ def list_sources(who: Admin, service: Svc) -> dict[str, Any]:
     """Sources with their counts (images, appearances, errors)."""
     stats = service.engine.stats().store
     out = []
-    for s in service.engine.sources():
+    for s in service.engine.sources(actor=who.actor):
         counts = stats.source(s.name)
         out.append({**serialize.source(s), "images": counts.images if counts else 0,
                     "appearances": counts.appearances if counts else 0,
@@ -107,7 +107,7 @@ def add_source(body: SourceIn, who: Admin, service: Svc) -> dict[str, Any]:
     """Register a collection the operator lawfully holds, on the server's file system."""
     row = service.engine.add_source(
         body.name, body.kind, body.uri, lawful_basis=body.lawful_basis, purpose=body.purpose,
-        retention_days=body.retention_days, actor=who.name,
+        retention_days=body.retention_days, actor=who.name, org=who.org,
     )
     return {"source": serialize.source(row)}
 
@@ -115,6 +115,7 @@ def add_source(body: SourceIn, who: Admin, service: Svc) -> dict[str, Any]:
 @router.patch("/sources/{name}", tags=["sources"])
 def set_retention(name: str, body: RetentionIn, who: Admin, service: Svc) -> dict[str, Any]:
     """Change how long a source's data is kept (null: no limit)."""
+    service.engine.source(name, actor=who.actor, owned=True)
     row = service.engine.set_retention(name, body.retention_days, actor=who.name)
     return {"source": serialize.source(row)}
 
@@ -122,6 +123,7 @@ def set_retention(name: str, body: RetentionIn, who: Admin, service: Svc) -> dic
 @router.get("/sources/{name}/errors", tags=["sources"])
 def source_errors(name: str, who: Admin, service: Svc) -> dict[str, Any]:
     """Items of the source that could not be ingested, and why."""
+    service.engine.source(name, actor=who.actor, owned=True)
     return {"errors": [serialize.error_row(e) for e in service.engine.errors(name)]}
 
 
@@ -136,19 +138,24 @@ class JobIn(BaseModel):
 @router.post("/jobs", tags=["jobs"], status_code=202)
 def start_job(body: JobIn, who: Admin, service: Svc) -> dict[str, Any]:
     """Start an ingest in the background; follow it with GET /jobs/{id}."""
+    service.engine.source(body.source, actor=who.actor, owned=True)
     return {"job": serialize.job(service.jobs.submit(body.source, body.paths, who.name))}
 
 
 @router.get("/jobs", tags=["jobs"])
 def list_jobs(who: Admin, service: Svc) -> dict[str, Any]:
-    return {"jobs": [serialize.job(j) for j in service.engine.jobs()]}
+    owned = {s.name for s in service.engine.sources(actor=who.actor) if s.org_id == who.org_id}
+    return {"jobs": [serialize.job(j) for j in service.engine.jobs() if j.source in owned]}
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"])
 def get_job(job_id: int, who: Admin, service: Svc) -> dict[str, Any]:
-    return {"job": serialize.job(service.engine.job(job_id))}
+    job = service.engine.job(job_id)
+    service.engine.source(job.source, actor=who.actor, owned=True)
+    return {"job": serialize.job(job)}
 
 
 @router.post("/jobs/{job_id}/cancel", tags=["jobs"])
 def cancel_job(job_id: int, who: Admin, service: Svc) -> dict[str, Any]:
+    service.engine.source(service.engine.job(job_id).source, actor=who.actor, owned=True)
     return {"job": serialize.job(service.engine.cancel_job(job_id, actor=who.name))}

@@ -86,7 +86,7 @@ def jpeg_response(data: bytes) -> Response:
 @router.get("/images/{sha256}", tags=["media"], response_class=Response)
 def get_image(sha256: Sha, who: Reader, service: Svc) -> Response:
     """The original bytes of an indexed image."""
-    data = service.engine.image_bytes(sha256)
+    data = service.engine.image_bytes(sha256, actor=who.actor)
     try:
         with Image.open(io.BytesIO(data)) as opened:  # reads the header only
             fmt = opened.format or "?"
@@ -99,10 +99,11 @@ def get_image(sha256: Sha, who: Reader, service: Svc) -> Response:
 @router.get("/images/{sha256}/thumb", tags=["media"], response_class=Response)
 def get_thumb(sha256: Sha, who: Reader, service: Svc) -> Response:
     engine = service.engine
+    engine.check_image(sha256, actor=who.actor)  # a kept thumbnail too: never to others
     path = engine.home / "cache" / "thumbs" / f"{sha256}.jpg"
     data = cached_jpeg(path)
     if data is None:
-        data = cached_jpeg(path, thumbnail(engine, engine.image_bytes(sha256)))
+        data = cached_jpeg(path, thumbnail(engine, engine.image_bytes(sha256, actor=who.actor)))
     assert data is not None
     return jpeg_response(data)
 
@@ -111,11 +112,11 @@ def get_thumb(sha256: Sha, who: Reader, service: Svc) -> Response:
 def get_face_crop(face_id: int, who: Reader, service: Svc) -> Response:
     """The face, with a margin, cut from its image."""
     engine = service.engine
-    face = engine.face(face_id)
+    face = engine.face(face_id, actor=who.actor)
     path = engine.home / "cache" / "crops" / f"{face_id}-{face.image.sha256[:16]}.jpg"
     data = cached_jpeg(path)
     if data is None:
-        image = engine.image_bytes(face.image.sha256)
+        image = engine.image_bytes(face.image.sha256, actor=who.actor)
         data = cached_jpeg(path, crop(engine, image, face.box))
     assert data is not None
     return jpeg_response(data)
@@ -124,21 +125,22 @@ def get_face_crop(face_id: int, who: Reader, service: Svc) -> Response:
 @router.get("/probes/{sha256}/image", tags=["media"], response_class=Response)
 def get_probe_image(sha256: Sha, who: Reader, service: Svc) -> Response:
     """An uploaded probe, as uploaded."""
-    probe = service.engine.probe(sha256)
-    data = service.engine.probe_bytes(sha256)
+    probe = service.engine.probe(sha256, actor=who.actor)
+    data = service.engine.probe_bytes(sha256, actor=who.actor)
     return Response(data, media_type=MIME.get(probe.format, "application/octet-stream"),
                     headers=CACHE_HEADERS)
 
 
 @router.get("/probes/{sha256}/faces/{index}/crop", tags=["media"], response_class=Response)
 def get_probe_crop(sha256: Sha, index: int, who: Reader, service: Svc) -> Response:
-    probe = service.engine.probe(sha256)
+    probe = service.engine.probe(sha256, actor=who.actor)
     if not 0 <= index < len(probe.faces):
         raise NotFoundError(f"probe {sha256} has no face {index}")
     path = service.engine.home / "cache" / "probe-crops" / f"{sha256}-{index}.jpg"
     data = cached_jpeg(path)
     if data is None:
-        made = crop(service.engine, service.engine.probe_bytes(sha256), probe.faces[index].box)
+        data_in = service.engine.probe_bytes(sha256, actor=who.actor)
+        made = crop(service.engine, data_in, probe.faces[index].box)
         data = cached_jpeg(path, made)
     assert data is not None
     return jpeg_response(data)

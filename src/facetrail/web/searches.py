@@ -34,7 +34,7 @@ SHA256 = r"^[0-9a-f]{64}$"
 
 
 def actor(p: Principal) -> Actor:
-    return Actor(p.name, p.user_id)
+    return p.actor
 
 
 def read_upload(upload: UploadFile, limit: int) -> bytes:
@@ -100,7 +100,7 @@ def upload_probe(
 def get_probe(
     sha256: Annotated[str, PathParam(pattern=SHA256)], who: Reader, service: Svc
 ) -> dict[str, Any]:
-    return {"probe": probe_json(service.engine.probe(sha256))}
+    return {"probe": probe_json(service.engine.probe(sha256, actor=actor(who)))}
 
 
 # -- searches --------------------------------------------------------------------------------
@@ -154,14 +154,14 @@ def list_searches(
 ) -> dict[str, Any]:
     """Searches, newest first, optionally of one case or only the caller's."""
     rows = service.engine.searches(case_ref=case or None, by=who.name if mine else None,
-                                   limit=limit)
+                                   limit=limit, actor=actor(who))
     return {"searches": [search_summary(s) for s in rows]}
 
 
 @router.get("/searches/{search_id}", tags=["search"])
 def get_search(search_id: int, who: Reader, service: Svc) -> dict[str, Any]:
     """A search with its candidates, their appearances and their reviews."""
-    return record_json(service.engine.search_record(search_id))
+    return record_json(service.engine.search_record(search_id, actor=actor(who)))
 
 
 # -- reviews ---------------------------------------------------------------------------------
@@ -196,7 +196,8 @@ def case_report(
 
     CSV has one row per candidate appearance; ``decisions`` lists the reviews as
     ``reviewer:decision``."""
-    searches = [record_json(r) for r in service.engine.case_records(case_ref)]
+    searches = [record_json(r) for r in service.engine.case_records(case_ref,
+                                                                     actor=actor(who))]
     name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in case_ref)
     if format == "json":
         return JSONResponse(

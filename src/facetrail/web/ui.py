@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from facetrail.accounts import ROLES
 from facetrail.audit import canonical_json, utc_now
 from facetrail.casework import SearchRecord
 from facetrail.errors import (
@@ -53,13 +54,15 @@ router = APIRouter(include_in_schema=False)
 
 P = ParamSpec("P")
 
-HOME = {"analyst": "/search", "reviewer": "/review", "auditor": "/audit", "admin": "/sources"}
+HOME = {"analyst": "/search", "reviewer": "/review", "auditor": "/audit", "admin": "/sources",
+        "oversight": "/audit"}
 """Each role's start page."""
 
 NAV = (
     ("analyst", "/search", "Search"),
     ("reviewer", "/review", "Review"),
     ("auditor", "/audit", "Audit"),
+    ("oversight", "/audit", "Audit"),
     ("admin", "/sources", "Sources"),
 )
 """(role, path, label): a page appears in the navigation only for the role that may use it."""
@@ -168,7 +171,7 @@ async def static(path: str) -> Response:
 @router.get("/")
 @html_errors
 async def home(request: Request) -> Response:
-    principal = await who(request)
+    principal = await who(request, *ROLES)
     return RedirectResponse(HOME[principal.role], status_code=303)
 
 
@@ -206,7 +209,7 @@ async def login(
 @router.post("/logout")
 @html_errors
 async def logout(request: Request) -> Response:
-    await who(request)
+    await who(request, *ROLES)
     response = RedirectResponse("/login", status_code=303)
     end_session(request, response)
     return response
@@ -227,7 +230,8 @@ def _search_form(
     return render(
         request, "search.html", principal, status_code=status_code, title="Search",
         gallery_faces=engine.stats().store.faces,
-        searches=engine.searches(by=principal.name, limit=20), **context,
+        searches=engine.searches(by=principal.name, limit=20, actor=principal.actor),
+        **context,
     )
 
 
@@ -327,7 +331,7 @@ def search_view(record: SearchRecord) -> dict[str, Any]:
 @html_errors
 async def results_page(request: Request, search_id: int) -> Response:
     principal = await who(request, "analyst", "reviewer")
-    record = service_of(request).engine.search_record(search_id)
+    record = service_of(request).engine.search_record(search_id, actor=principal.actor)
     view = search_view(record)
     case = quote(record.search.case_ref, safe="")
     return render(request, "results.html", principal, title=f"Search #{search_id}", s=view,
@@ -339,7 +343,7 @@ async def results_page(request: Request, search_id: int) -> Response:
 async def case_report(request: Request, case_ref: str) -> Response:
     """Every search of a case with its candidates and reviews, laid out for printing."""
     principal = await who(request, "analyst", "reviewer")
-    records = service_of(request).engine.case_records(case_ref)
+    records = service_of(request).engine.case_records(case_ref, actor=principal.actor)
     if not records:
         raise NotFoundError(f"no search of case {case_ref!r}")
     views = [search_view(r) for r in records]
@@ -409,10 +413,10 @@ def audit_query(actor: str, case: str, since: str, until: str) -> AuditQuery:
 async def audit_page(
     request: Request, actor: str = "", case: str = "", since: str = "", until: str = ""
 ) -> Response:
-    principal = await who(request, "auditor")
+    principal = await who(request, "auditor", "oversight")
     engine = service_of(request).engine
     query = audit_query(actor, case, since, until)
-    rows = engine.audit_events(query)
+    rows = engine.audit_events(query, actor=principal.actor)
     shown = rows[-AUDIT_PAGE_EVENTS:][::-1]
     filters = {"actor": actor, "case": case, "since": since, "until": until}
     export = {k: v for k, v in (("actor", query.actor), ("case", query.case_ref),
@@ -457,9 +461,10 @@ async def sources_page(request: Request) -> Response:
     sources = [
         {**vars(row), "images": getattr(stats.source(row.name), "images", 0),
          "errors": len(errors.get(row.name, [])), "error_rows": errors.get(row.name, [])}
-        for row in engine.sources()
+        for row in engine.sources(actor=principal.actor)
     ]
-    jobs = [job_view(j) for j in engine.jobs(limit=20)]
+    owned = {s["name"] for s in sources if s["org_id"] == principal.org_id}
+    jobs = [job_view(j) for j in engine.jobs(limit=20) if j.source in owned]
     return render(request, "sources.html", principal, title="Sources", sources=sources,
                   jobs=jobs)
 
@@ -468,6 +473,7 @@ async def sources_page(request: Request) -> Response:
 @html_errors
 async def start_ingest(request: Request, name: str) -> Response:
     principal = await who(request, "admin")
+    service_of(request).engine.source(name, actor=principal.actor, owned=True)
     service_of(request).jobs.submit(name, [], principal.name)
     return RedirectResponse("/sources", status_code=303)
 
@@ -476,5 +482,7 @@ async def start_ingest(request: Request, name: str) -> Response:
 @html_errors
 async def cancel_ingest(request: Request, job_id: int) -> Response:
     principal = await who(request, "admin")
-    service_of(request).engine.cancel_job(job_id, actor=principal.name)
+    engine = service_of(request).engine
+    engine.source(engine.job(job_id).source, actor=principal.actor, owned=True)
+    engine.cancel_job(job_id, actor=principal.name)
     return RedirectResponse("/sources", status_code=303)
