@@ -27,5 +27,8 @@ export TEST_POSTGRES_URL
 # The tests of everything that reads or writes the store, on PostgreSQL (tests/stores.py).
 TEST_STORE=postgresql .venv/bin/python -m pytest -p no:cacheprovider \
     tests/test_cli.py tests/test_audit.py tests/test_users.py tests/test_search.py \
-    tests/test_ingest.py tests/test_index.py tests/test_api.py tests/test_api_roles.py \
-    tests/test_api_media.py tests/test_api_jobs.py tests/test_api_limits.py "$@"
+    tests/test_ingest.py tests/test_index.py tests/test_index_tiers.py tests/test_models.py \
+    tests/test_runtime.py tests/test_casework.py tests/test_orgs.py tests/test_api.py \
+    tests/test_api_roles.py tests/test_api_media.py tests/test_api_jobs.py \
+    tests/test_api_limits.py tests/test_api_csrf.py tests/test_api_docs.py \
+    tests/test_browser.py "$@"

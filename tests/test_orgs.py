@@ -173,8 +173,8 @@ def test_probes_searches_and_reviews_stay_in_their_organisation(server: Server) 
         assert south.get(f"/api/probes/{sha}/image").status_code in (200, 404)
         listed = south.get("/api/searches").json()["searches"]
         assert search_id not in [s["id"] for s in listed]
-        assert search_id not in [s["id"] for s in s_rev.get("/api/reviews").json()["searches"]]
-        assert search_id in [s["id"] for s in n_rev.get("/api/reviews").json()["searches"]]
+        assert search_id not in [s["id"] for s in s_rev.get("/api/reviews/queue").json()["searches"]]
+        assert search_id in [s["id"] for s in n_rev.get("/api/reviews/queue").json()["searches"]]
         face_id = made["result"]["candidates"][0]["face_id"]
         refused = s_rev.post(f"/api/searches/{search_id}/reviews",
                              json={"face_id": face_id, "decision": "confirm", "note": "x"})
@@ -215,7 +215,8 @@ def test_auditors_read_their_organisation_and_oversight_every_one(server: Server
     north, south, everything = events("n-auditor"), events("s-auditor"), events("overseer")
     assert north and {e["org"] for e in north} == {"north"}
     assert south and {e["org"] for e in south} == {"south"}
-    assert {e["actor"] for e in north if e["action"] == "search"} == {"n-analyst"}
+    searchers = {e["actor"] for e in north if e["action"] == "search"}
+    assert "n-analyst" in searchers and not searchers & {"s-analyst", "s-admin"}
     ids = {e["id"] for e in everything}
     assert {e["id"] for e in north} < ids and {e["id"] for e in south} < ids
     # Sharing is recorded in both organisations' logs.
