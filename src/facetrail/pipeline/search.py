@@ -194,6 +194,8 @@ def _finish(
                 "top": request.top,
                 "model": model.key,
                 "gallery_faces": gallery,
+                **({"allowed_faces": len(request.allowed)}
+                   if request.allowed is not None else {}),
             },
         )
     )
