@@ -173,8 +173,9 @@ def test_probes_searches_and_reviews_stay_in_their_organisation(server: Server) 
         assert south.get(f"/api/probes/{sha}/image").status_code in (200, 404)
         listed = south.get("/api/searches").json()["searches"]
         assert search_id not in [s["id"] for s in listed]
-        assert search_id not in [s["id"] for s in s_rev.get("/api/reviews/queue").json()["searches"]]
-        assert search_id in [s["id"] for s in n_rev.get("/api/reviews/queue").json()["searches"]]
+        queue = "/api/reviews/queue"
+        assert search_id not in [s["id"] for s in s_rev.get(queue).json()["searches"]]
+        assert search_id in [s["id"] for s in n_rev.get(queue).json()["searches"]]
         face_id = made["result"]["candidates"][0]["face_id"]
         refused = s_rev.post(f"/api/searches/{search_id}/reviews",
                              json={"face_id": face_id, "decision": "confirm", "note": "x"})

@@ -141,10 +141,11 @@ def test_an_image_is_stored_whole_with_exact_embeddings(store: Store) -> None:
 
 def test_runs_are_listed_with_their_paths_status_and_counts(store: Store) -> None:
     source = store.add_source(spec(), "alice")
-    first = store.start_run(source.id, ["/data/src"], "alice")
+    first = store.start_run(source.id, ["/data/src"], "alice", "host-a:1:x", utc_now())
     counts = RunCounts(items=3, images_new=2, duplicates=1, skipped=0, faces=4, errors=1)
     store.finish_run(first, "completed", counts)
-    second = store.start_run(source.id, ["/data/src/more", "/data/x"], "bob")
+    second = store.start_run(source.id, ["/data/src/more", "/data/x"], "bob", "host-b:2:y",
+                             utc_now())
     done, running = store.runs()
     assert (done.id, done.source, done.paths, done.status, done.counts) == (
         first, "src", ("/data/src",), "completed", counts)
@@ -152,6 +153,7 @@ def test_runs_are_listed_with_their_paths_status_and_counts(store: Store) -> Non
     assert (running.id, running.paths, running.status, running.finished_at) == (
         second, ("/data/src/more", "/data/x"), "running", None)
     assert running.counts == RunCounts()
+
 
 def test_embeddings_come_in_batches_after_an_id(store: Store) -> None:
     for i in range(5):

@@ -52,7 +52,7 @@ from facetrail.faces.cache import write_atomically
 from facetrail.faces.user import user_model_from_json
 from facetrail.index import VectorIndex, open_index
 from facetrail.jobs import Jobs
-from facetrail.orgs import DEFAULT_ORG, Visibility
+from facetrail.orgs import DEFAULT_ORG, DEFAULT_ORG_ID, Visibility
 from facetrail.pipeline.analyze import Analyzer
 from facetrail.pipeline.ingest import Ingest, Progress
 from facetrail.pipeline.reembed import Reembed, ReembedProgress, ReembedReport
@@ -390,6 +390,7 @@ class Facetrail:
         row = self.store.set_retention(name, retention_days)
         self.store.append_audit(
             AuditEvent(actor=actor or os_user(), action="source.retention", purpose=row.purpose,
+                       org=row.org,
                        details={"source": row.name, "retention_days": row.retention_days,
                                 "was": before.retention_days})
         )
@@ -412,7 +413,7 @@ class Facetrail:
             self.index.sync()
         self.store.append_audit(
             AuditEvent(
-                actor=actor, action="ingest", purpose=row.purpose,
+                actor=actor, action="ingest", purpose=row.purpose, org=row.org,
                 details={"source": row.name, "run_id": report.run_id,
                          "paths": [str(p) for p in targets] if targets else [row.uri],
                          "images_new": report.images_new, "faces": report.faces,
@@ -736,7 +737,7 @@ class Facetrail:
         user = self.store.get_user(name)
         revoked = self.store.revoke_tokens(user.id)
         self.store.append_audit(
-            AuditEvent(actor=actor or os_user(), action="user.revoke",
+            AuditEvent(actor=actor or os_user(), action="user.revoke", org=user.org,
                        details={"user": user.name, "tokens_revoked": revoked})
         )
         return revoked
@@ -748,7 +749,7 @@ class Facetrail:
         token = new_secret()
         self.store.add_token(user.id, secret_hash(token))
         self.store.append_audit(
-            AuditEvent(actor=actor or os_user(), action="user.rotate",
+            AuditEvent(actor=actor or os_user(), action="user.rotate", org=user.org,
                        details={"user": user.name, "tokens_revoked": revoked})
         )
         return token
@@ -760,7 +761,10 @@ class Facetrail:
         organisation's; oversight and the local operator read every one."""
         query = query or AuditQuery()
         if actor is not None and not actor.sees_every_org:
-            query = replace(query, org=actor.org)
+            # The deployment's own events (organisations, face models) are the default
+            # organisation's to read too: a single-team deployment reads its whole log.
+            query = replace(query, org=actor.org,
+                            with_deployment=actor.org_id == DEFAULT_ORG_ID)
         return self.store.audit_rows(query)
 
     def verify_audit(self) -> Verification:

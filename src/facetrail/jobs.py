@@ -42,7 +42,7 @@ class Jobs:
         row = self.store.get_source(source)
         job = self.store.add_job(row.id, paths, actor)
         self.store.append_audit(
-            AuditEvent(actor=actor, action="ingest.start", purpose=row.purpose,
+            AuditEvent(actor=actor, action="ingest.start", purpose=row.purpose, org=row.org,
                        details={"job_id": job.id, "source": row.name,
                                 "paths": list(paths) or [row.uri]})
         )
@@ -56,6 +56,7 @@ class Jobs:
         job = self.store.update_job(job_id, status="cancelled")
         self.store.append_audit(
             AuditEvent(actor=actor, action="ingest.cancel",
+                       org=self.store.get_source(job.source).org,
                        details={"job_id": job_id, "source": job.source})
         )
         return job

@@ -138,6 +138,8 @@ class AuditQuery:
     limit: int | None = None
     org: str | None = None
     """Only the events of this organisation."""
+    with_deployment: bool = False
+    """With ``org``: also the deployment's own events (those of no organisation)."""
 
 
 @dataclass(frozen=True)

@@ -198,7 +198,7 @@ def start_session(request: Request, response: Response, token: str) -> tuple[Pri
     )
     principal = _principal(credential)
     store.append_audit(
-        AuditEvent(actor=principal.name, action="login",
+        AuditEvent(actor=principal.name, action="login", org=principal.org,
                    details={"role": principal.role, "via": "session"})
     )
     request.state.csrf_token = csrf
@@ -213,7 +213,8 @@ def end_session(request: Request, response: Response) -> None:
         credential = store.session(secret_hash(session_id), utc_now())
         store.end_session(secret_hash(session_id))
         if credential is not None:
-            store.append_audit(AuditEvent(actor=credential.user.name, action="logout"))
+            store.append_audit(AuditEvent(actor=credential.user.name, action="logout",
+                                          org=credential.user.org))
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
 
 

@@ -36,12 +36,14 @@ class AuditTables(SQLCore):
         where: list[str] = ["id > ?"]
         args: list[Any] = [q.after_id]
         for column, value, op in (("actor", q.actor, "="), ("case_ref", q.case_ref, "="),
-                                  ("action", q.action, "="), ("org", q.org, "="),
-                                  ("at", q.since, ">="),
+                                  ("action", q.action, "="), ("at", q.since, ">="),
                                   ("at", q.until, "<")):
             if value is not None:
                 where.append(f"{column} {op} ?")
                 args.append(value)
+        if q.org is not None:
+            where.append("(org = ? OR org IS NULL)" if q.with_deployment else "org = ?")
+            args.append(q.org)
         sql = f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id"
         if q.limit is not None:
             sql += f" LIMIT {int(q.limit)}"
