@@ -355,9 +355,20 @@ class Facetrail:
         """Cancel a queued job; a running one stops at its next progress write."""
         return self._jobs.cancel(job_id, actor or os_user())
 
-    def run_job(self, job_id: int, stopping: Callable[[], bool] = lambda: False) -> JobRow:
-        """Run a queued or interrupted job to its end (or until ``stopping()``)."""
-        return self._jobs.run(job_id, stopping)
+    def claim_job(self, holder: str) -> JobRow | None:
+        """Claim for the runner ``holder`` the oldest job it may run (queued, or left by a
+        runner that died); None if there is none (facetrail.jobs: leases)."""
+        return self._jobs.claim(holder)
+
+    def renew_job(self, job_id: int, holder: str) -> bool:
+        """Renew ``holder``'s lease on a job it runs; False if it lost it or the job ended."""
+        return self._jobs.renew(job_id, holder)
+
+    def run_job(self, job_id: int, holder: str,
+                stopping: Callable[[], bool] = lambda: False) -> JobRow:
+        """Run a job ``holder`` claimed to its end (or until ``stopping()``), while the
+        caller renews the lease."""
+        return self._jobs.run(job_id, holder, stopping)
 
     def jobs(self, *, unfinished: bool = False, limit: int = 200) -> list[JobRow]:
         """Newest first; ``unfinished``: the queued and running ones, oldest first."""
