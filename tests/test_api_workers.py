@@ -132,6 +132,35 @@ def test_when_the_server_running_a_job_is_killed_the_other_finishes_it(
     assert audit_actions(other).count("ingest") == 1  # the killed run never finished
 
 
+def test_a_server_stopped_during_a_job_leaves_no_ingest_worker_behind(
+    pg_home: tuple[Path, str, dict[str, str]], tmp_path: Path
+) -> None:
+    home, url, tokens = pg_home
+    server = Server(home, tokens, env={"FACETRAIL_STORE_URL": url}, ingest_workers=2).start()
+    try:
+        assert server.proc is not None
+        with server.client("admin") as admin:
+            add_source(admin, "big", photos(tmp_path, "big", 160))
+            job_id = admin.post("/api/jobs", json={"source": "big"}).json()["job"]["id"]
+            wait_for(admin, job_id, lambda j: j["progress"].get("images_new", 0) >= 3)
+        pool = children(server.proc.pid)
+        assert len(pool) >= 2, pool  # the ingest's worker processes
+        server.stop()  # SIGTERM: the job is interrupted and the server ends
+        deadline = time.monotonic() + 30
+        while left := {p for p in pool if _alive(p)}:
+            assert time.monotonic() < deadline, f"left behind: {left}"
+            time.sleep(0.2)
+    finally:
+        server.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_serve_workers_runs_processes_on_one_port_and_replaces_a_dead_one(
     pg_home: tuple[Path, str, dict[str, str]],
 ) -> None:

@@ -64,6 +64,8 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     serve_args: tuple[str, ...] = ()
     """More options of ``facetrail serve``, e.g. ('--workers', '2')."""
+    ingest_workers: int = 1
+    """Worker processes of the server's ingest jobs (1: the job's own thread)."""
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
@@ -80,7 +82,8 @@ class Server:
         self.log = self.home.parent / f"server-{self.port}.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "facetrail", "--home", str(self.home), "--workers", "1",
+                [sys.executable, "-m", "facetrail", "--home", str(self.home),
+                 "--workers", str(self.ingest_workers),
                  "serve", "--port", str(self.port), *self.serve_args],
                 stdout=out, stderr=subprocess.STDOUT, env=env,
             )

@@ -6,6 +6,9 @@ every model: clipping boxes to the image, quality scoring and the order of faces
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Collection
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -108,12 +111,25 @@ def sharpness(chip: np.ndarray) -> float:
 _worker_analyzer: Analyzer | None = None
 
 
-def init_worker(settings_json: str, model_name: str, user: UserModel | None = None) -> None:
+def init_worker(settings_json: str, model_name: str, user: UserModel | None = None,
+                parent: int | None = None) -> None:
     global _worker_analyzer
+    if parent is not None:
+        threading.Thread(target=_exit_without, args=(parent,), name="facetrail-parent",
+                         daemon=True).start()
     settings = Settings.model_validate_json(settings_json)
     analyzer = Analyzer(settings, make_model(model_name, settings, user))
     analyzer.model.load()
     _worker_analyzer = analyzer
+
+
+def _exit_without(parent: int) -> None:
+    """End this worker once its parent is gone. A parent killed, or ended by a signal while
+    its pool was still shutting down (a server stopped during an ingest job), leaves its
+    workers waiting for work forever otherwise."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def worker_pool(analyzer: Analyzer, workers: int) -> ProcessPoolExecutor:
@@ -123,7 +139,8 @@ def worker_pool(analyzer: Analyzer, workers: int) -> ProcessPoolExecutor:
         max_workers=workers or None,
         mp_context=get_context("spawn"),
         initializer=init_worker,
-        initargs=(analyzer.settings.model_dump_json(), analyzer.model.name, analyzer.model.user),
+        initargs=(analyzer.settings.model_dump_json(), analyzer.model.name, analyzer.model.user,
+                  os.getpid()),
     )
 
 
