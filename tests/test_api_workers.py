@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PEOPLE, run_cli
+from facetrail.web.server import _listen
 from stores import new_database, raw_sql
 from test_api_jobs import FINAL, add_source, wait_for
 from webserver import Server, add_users
@@ -196,3 +198,13 @@ def _is_worker(pid: int) -> bool:
         return b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
+def test_the_shared_socket_says_it_is_tcp() -> None:
+    """asyncio turns Nagle's algorithm off only on sockets created as IPPROTO_TCP; without it
+    every search over `serve --workers` waited about 50 ms more (bench/server_throughput.py)."""
+    sock = _listen("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
