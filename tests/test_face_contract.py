@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from conftest import FACES, PEOPLE
 from facetrail.faces import Detector, Embedder, make_detector, make_embedder, shipped
-from facetrail.faces.base import LANDMARK_SCHEMES, METRICS
+from facetrail.faces.base import LANDMARK_SCHEMES, METRICS, Detection
 from facetrail.faces.onnx_embedder import OnnxChipEmbedder
 from facetrail.imaging import DecodedImage, decode
 from facetrail.settings import Settings
@@ -90,3 +91,72 @@ def test_an_embedder_declares_its_space_and_keeps_it(embedder: Embedder) -> None
     distance = [float(np.linalg.norm(vectors[0] - v)) for v in vectors[1:]]
     assert distance[0] < distance[1]  # the same person is nearer than another
     assert embedder.embed([]).shape == (0, info.dim)
+
+
+def _loaded(model: object) -> object:
+    """What a back end's ``load`` made (its session, or its dlib objects)."""
+    state = vars(model)
+    return next(state[k] for k in ("_session", "_models", "_describer") if k in state)
+
+
+def _at_once(threads: int, work: Callable[[int], object]) -> list[object]:
+    """``work(i)`` for i in range(threads), on that many threads started together."""
+    start = threading.Barrier(threads)
+    results: list[object] = [None] * threads
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = work(i)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    pool = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert not errors, errors
+    return results
+
+
+@pytest.mark.parametrize("name", list(DETECTORS))
+def test_a_detector_loads_once_and_detects_in_many_threads_at_once(name: str) -> None:
+    """A server's requests share one detector: its first use loads it once, and detections
+    made at the same time are those made one by one."""
+    detector = DETECTORS[name]()
+    images = [_image(p) for p in sorted(PEOPLE.glob("*/*.jpg"))[:3]]
+    images.append(_image(FACES / "group" / "kit_with_rose.jpg"))
+
+    def detect(i: int) -> tuple[object, list[list[Detection]]]:
+        found = [detector.detect(images[(i + k) % len(images)]) for k in range(len(images))]
+        return _loaded(detector), found
+
+    results = _at_once(6, detect)
+    assert len({id(loaded) for loaded, _ in results}) == 1
+    alone = [detector.detect(image) for image in images]
+    for i, (_, found) in enumerate(results):
+        assert found == [alone[(i + k) % len(images)] for k in range(len(images))]
+
+
+@pytest.mark.parametrize("name", list(EMBEDDERS))
+def test_an_embedder_loads_once_and_embeds_in_many_threads_at_once(name: str) -> None:
+    embedder = EMBEDDERS[name]()
+    detector = DETECTORS[PAIRING[embedder.info.landmarks]]()
+    chips = []
+    for photo in sorted(PEOPLE.glob("*/*.jpg"))[:4]:
+        image = _image(photo)
+        chips += embedder.align(image.pixels, detector.detect(image))[:1]
+    fresh = EMBEDDERS[name]()  # not loaded yet: its first use is from every thread at once
+
+    def embed(i: int) -> tuple[object, np.ndarray]:
+        out = fresh.embed(chips[i % len(chips):] + chips[:i % len(chips)])
+        return _loaded(fresh), out
+
+    results = _at_once(6, embed)
+    assert len({id(loaded) for loaded, _ in results}) == 1
+    alone = fresh.embed(chips)
+    for i, (_, out) in enumerate(results):
+        k = i % len(chips)
+        np.testing.assert_allclose(out, np.concatenate([alone[k:], alone[:k]]), atol=1e-5)

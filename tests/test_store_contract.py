@@ -4,8 +4,10 @@ PostgreSQL server). A new store passes this suite or it is not done."""
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -308,6 +310,74 @@ def test_jobs_record_attempts_runs_and_their_end(store: Store) -> None:
     assert store.list_jobs(unfinished=True) == [] and store.list_jobs()[0].attempts == 2
     with pytest.raises(NotFoundError):
         store.get_job(10**6)
+
+
+def test_a_job_has_one_holder_until_its_lease_goes_stale(store: Store) -> None:
+    source = store.add_source(spec(), "alice")
+    job = store.add_job(source.id, [], "alice")
+    assert (job.holder, job.heartbeat_at) == (None, None)
+    past, future = "2000-01-01T00:00:00.000000Z", "2999-01-01T00:00:00.000000Z"
+    claimed = store.claim_job(job.id, "a", past)
+    assert claimed is not None and (claimed.status, claimed.holder, claimed.attempts) == (
+        "running", "a", 1)
+    assert claimed.heartbeat_at is not None and claimed.started_at is not None
+    # Held with a fresh heartbeat: nobody else gets it, and only its holder renews it.
+    assert store.claim_job(job.id, "b", past) is None
+    assert store.renew_job(job.id, "a") and not store.renew_job(job.id, "b")
+    # A holder known to be dead is taken over whatever its heartbeat.
+    assert store.claim_job(job.id, "b", past, gone="nobody") is None
+    taken = store.claim_job(job.id, "b", past, gone="a")
+    assert taken is not None and (taken.holder, taken.attempts) == ("b", 2)
+    assert not store.renew_job(job.id, "a")  # "a" lost it: it must stop
+    # A heartbeat older than stale_before is a dead runner's.
+    taken = store.claim_job(job.id, "c", future)
+    assert taken is not None and taken.holder == "c" and taken.started_at == claimed.started_at
+    # A released lease is claimable at once; releasing someone else's does nothing.
+    store.release_job(job.id, "b")
+    assert store.get_job(job.id).heartbeat_at is not None
+    store.release_job(job.id, "c")
+    assert store.get_job(job.id).heartbeat_at is None
+    again = store.claim_job(job.id, "d", past)
+    assert again is not None and again.holder == "d" and again.attempts == 4
+    # Finished or cancelled jobs are never claimed, and their lease is not renewed.
+    store.update_job(job.id, status="cancelled")
+    assert not store.renew_job(job.id, "d")
+    assert store.claim_job(job.id, "e", future) is None
+    assert store.get_job(job.id).holder == "d"  # who ran it last stays on the record
+    with pytest.raises(NotFoundError):
+        store.claim_job(10**6, "a", past)
+
+
+def _claim(url: str, job_id: int, holder: str, go: Any, won: Any) -> None:
+    store = open_store(url)
+    try:
+        go.wait()
+        if store.claim_job(job_id, holder, "2000-01-01T00:00:00.000000Z") is not None:
+            won.put(holder)
+    finally:
+        store.close()
+
+
+def test_of_runners_claiming_a_job_at_once_one_gets_it(url: str) -> None:
+    store = open_store(url)
+    try:
+        job = store.add_job(store.add_source(spec(), "alice").id, [], "alice")
+        context = multiprocessing.get_context("spawn")
+        go, won = context.Event(), context.Queue()
+        procs = [context.Process(target=_claim, args=(url, job.id, f"r{k}", go, won))
+                 for k in range(4)]
+        for proc in procs:
+            proc.start()
+        time.sleep(3)  # every runner has opened its store and waits
+        go.set()
+        for proc in procs:
+            proc.join(timeout=120)
+            assert proc.exitcode == 0
+        winner = won.get(timeout=10)
+        assert store.get_job(job.id).holder == winner
+        assert store.get_job(job.id).attempts == 1
+    finally:
+        store.close()
 
 
 # -- audit -----------------------------------------------------------------------------------

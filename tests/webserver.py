@@ -46,10 +46,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def add_users(home: Path) -> dict[str, str]:
-    """The accounts of ROLE_USERS in ``home``; returns user name -> token."""
+def add_users(home: Path, store_url: str | None = None) -> dict[str, str]:
+    """The accounts of ROLE_USERS in ``home`` (in ``store_url``, else its store in this test
+    run); returns user name -> token."""
     tokens: dict[str, str] = {}
-    with facetrail.open(home, store_url=store_url_of(home)) as engine:
+    with facetrail.open(home, store_url=store_url or store_url_of(home)) as engine:
         for name, role in ROLE_USERS.items():
             tokens[name] = engine.add_user(name, role, actor="tests")[1]
         engine.revoke_user("revoked", actor="tests")
@@ -61,6 +62,10 @@ class Server:
     home: Path
     tokens: dict[str, str]
     env: dict[str, str] = field(default_factory=dict)
+    serve_args: tuple[str, ...] = ()
+    """More options of ``facetrail serve``, e.g. ('--workers', '2')."""
+    ingest_workers: int = 1
+    """Worker processes of the server's ingest jobs (1: the job's own thread)."""
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
@@ -77,8 +82,9 @@ class Server:
         self.log = self.home.parent / f"server-{self.port}.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "facetrail", "--home", str(self.home), "--workers", "1",
-                 "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "facetrail", "--home", str(self.home),
+                 "--workers", str(self.ingest_workers),
+                 "serve", "--port", str(self.port), *self.serve_args],
                 stdout=out, stderr=subprocess.STDOUT, env=env,
             )
         deadline = time.monotonic() + 120

@@ -10,7 +10,6 @@ account's, or the local operator's) cannot search and review one search.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from facetrail.errors import (
     OwnSearchReviewError,
     PolicyError,
 )
+from facetrail.faces.cache import write_atomically
 from facetrail.imaging import sha256_hex
 from facetrail.records import ProbeFace, SearchResult
 from facetrail.store import ProbeRow, ReviewRow, SearchRow
@@ -67,11 +67,8 @@ class Casework:
         sha = sha256_hex(data)
         analysis = self.engine.analyzer(data, sha, embed=())  # its faces, not their vectors
         path = self._probe_path(sha)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+        if not path.exists():  # the same probe may be uploaded by two requests at once
+            write_atomically(path, lambda tmp: tmp.write_bytes(data))
         self.store.add_probe(
             ProbeRow(
                 sha256=sha, bytes=len(data), width=analysis.width, height=analysis.height,

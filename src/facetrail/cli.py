@@ -1161,12 +1161,15 @@ def audit_export(
 @main.command()
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1: this machine).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Default 8000.")
+@click.option(
+    "--workers", "processes", type=click.IntRange(min=1), default=1, show_default=True,
+    help="Server processes sharing the port; more than 1 needs a PostgreSQL store. (Not "
+    "'facetrail --workers', the ingest worker processes of each server's jobs.)",
+)
 @click.pass_obj
-def serve(obj: dict[str, Any], host: str | None, port: int | None) -> None:
+def serve(obj: dict[str, Any], host: str | None, port: int | None, processes: int) -> None:
     """Run the HTTP API and web app. OpenAPI documentation is at /docs."""
-    import uvicorn
-
-    from facetrail.web import create_app
+    from facetrail.web.server import serve as run_server
 
     overrides = dict(obj["overrides"])
     if host is not None:
@@ -1174,5 +1177,4 @@ def serve(obj: dict[str, Any], host: str | None, port: int | None) -> None:
     if port is not None:
         overrides["port"] = port
     settings = load_settings(obj["home"], **overrides)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="info")
+    run_server(settings, processes, say=lambda line: click.echo(line, err=True))

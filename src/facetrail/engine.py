@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
@@ -123,6 +124,8 @@ class Facetrail:
         self.home.mkdir(parents=True, exist_ok=True)
         self.store: Store = open_store(settings.store_url or default_store_url(self.home))
         self._gallery_sizes: dict[tuple[float, int], int] = {}
+        # Threads (a server's requests) may first use the index together: it is opened once.
+        self._opening = threading.Lock()
         try:
             self.model_name = self._active_model()
             self.analyzer = Analyzer(settings, self.face_model(self.model_name))
@@ -184,10 +187,19 @@ class Facetrail:
     def model_id(self) -> int:
         return self.store.model_id(self.model)
 
-    @cached_property
+    @property
     def index(self) -> VectorIndex:
-        """The vector index (of ``index_backend``), caught up with the store when first used."""
-        return open_index(self.settings, self.store, self.model, self.model_id)
+        """The vector index (of ``index_backend``), caught up with the store when first used;
+        opened once however many threads first ask for it together. It is kept in
+        ``__dict__``, as a cached property would be (``close`` and ``use_model`` look there)."""
+        index: VectorIndex | None = self.__dict__.get("index")
+        if index is None:
+            with self._opening:
+                index = self.__dict__.get("index")
+                if index is None:
+                    index = open_index(self.settings, self.store, self.model, self.model_id)
+                    self.__dict__["index"] = index
+        return index
 
     @cached_property
     def calibration(self) -> Calibration | None:
@@ -237,12 +249,14 @@ class Facetrail:
         if allowed is not None:
             return min(len(allowed), self.gallery_faces(min_quality))
         quality = self.settings.min_quality if min_quality is None else min_quality
-        key = (quality, self.index.size)
-        if key not in self._gallery_sizes:
+        size = self.index.size
+        key = (quality, size)
+        known = self._gallery_sizes.get(key)  # another thread may clear the dict meanwhile
+        if known is None:
+            known = min(size, self.store.searchable_faces(self.model_id, quality))
             self._gallery_sizes.clear()
-            self._gallery_sizes[key] = min(self.index.size,
-                                           self.store.searchable_faces(self.model_id, quality))
-        return self._gallery_sizes[key]
+            self._gallery_sizes[key] = known
+        return known
 
     def default_threshold(self, min_quality: float | None = None,
                           allowed: np.ndarray | None = None
@@ -436,9 +450,20 @@ class Facetrail:
         """Cancel a queued job; a running one stops at its next progress write."""
         return self._jobs.cancel(job_id, actor or os_user())
 
-    def run_job(self, job_id: int, stopping: Callable[[], bool] = lambda: False) -> JobRow:
-        """Run a queued or interrupted job to its end (or until ``stopping()``)."""
-        return self._jobs.run(job_id, stopping)
+    def claim_job(self, holder: str) -> JobRow | None:
+        """Claim for the runner ``holder`` the oldest job it may run (queued, or left by a
+        runner that died); None if there is none (facetrail.jobs: leases)."""
+        return self._jobs.claim(holder)
+
+    def renew_job(self, job_id: int, holder: str) -> bool:
+        """Renew ``holder``'s lease on a job it runs; False if it lost it or the job ended."""
+        return self._jobs.renew(job_id, holder)
+
+    def run_job(self, job_id: int, holder: str,
+                stopping: Callable[[], bool] = lambda: False) -> JobRow:
+        """Run a job ``holder`` claimed to its end (or until ``stopping()``), while the
+        caller renews the lease."""
+        return self._jobs.run(job_id, holder, stopping)
 
     def jobs(self, *, unfinished: bool = False, limit: int = 200) -> list[JobRow]:
         """Newest first; ``unfinished``: the queued and running ones, oldest first."""

@@ -1,16 +1,28 @@
 """Ingest jobs: ingests queued to run in the background, kept in the store so that one left
-queued or running when its runner stopped runs again when it starts (ingest is idempotent, so
-what was done is skipped).
+queued or running when its runner stopped runs again (ingest is idempotent, so what was done
+is skipped).
 
-The engine owns them (``Facetrail.add_job``, ``cancel_job``, ``run_job``); a runner (the web
-server's thread) only decides when ``run_job`` is called. Cancelling is recorded in the store,
-so a job cancelled from another process stops at its next progress write.
+The engine owns them (``Facetrail.add_job``, ``cancel_job``, ``claim_job``, ``run_job``); a
+runner (each web server process has one) only decides when to claim and run them. Several
+runners share one store, so a job is run under a lease: a runner *claims* it (it becomes the
+job's holder), renews the lease every ``HEARTBEAT_SECONDS`` while it runs it, and gives it up
+when it stops. A job whose holder stopped renewing for ``LEASE_SECONDS`` (a killed process, a
+lost host), or whose holder is known to be dead (a process of this host that no longer
+exists), is claimed again by another runner. Runners compare their own clocks with the
+heartbeats of others: hosts' clocks must agree to well within ``LEASE_SECONDS``.
+
+Cancelling is recorded in the store, so a job cancelled from another process stops at its next
+progress write; so does a job whose lease another runner took over.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +38,38 @@ UNFINISHED = ("queued", "running")
 FINISHED = ("completed", "failed", "cancelled")
 PROGRESS_EVERY = 0.5
 """Seconds between progress writes to the store (and checks for a cancel)."""
+HEARTBEAT_SECONDS = 5.0
+"""How often a runner renews the lease of the job it runs."""
+LEASE_SECONDS = 30.0
+"""A running job whose lease was not renewed for this long lost its runner."""
+
+
+def new_holder() -> str:
+    """A runner's name on the leases it takes: ``host:pid:token``, unique to the runner."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def holder_gone(holder: str | None) -> bool:
+    """The lease holder ran in a process of this host that no longer exists. (A holder on
+    another host, or whose process id is in use again, is waited for until its lease is
+    stale.)"""
+    host, _, rest = (holder or "").partition(":")
+    pid = rest.partition(":")[0]
+    if os.name != "posix" or host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it exists, as another user's process
+    return False
+
+
+def utc_ago(seconds: float) -> str:
+    """The UTC time ``seconds`` ago, written as ``audit.utc_now`` writes times."""
+    then = datetime.now(UTC) - timedelta(seconds=seconds)
+    return then.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class _Stop(KeyboardInterrupt):
@@ -61,15 +105,35 @@ class Jobs:
         )
         return job
 
-    def run(self, job_id: int, stopping: Callable[[], bool] = lambda: False) -> JobRow:
-        """Run a queued (or interrupted) job through ``Facetrail.ingest`` as its creator, and
-        record how it ended. When ``stopping()`` turns true the ingest is interrupted and the
-        job stays 'running', to run again at the runner's next start."""
+    def claim(self, holder: str) -> JobRow | None:
+        """Claim for ``holder`` the oldest job it may run: a queued one, or one whose runner
+        died. None: there is none."""
+        stale = utc_ago(LEASE_SECONDS)
+        for job in self.store.list_jobs(unfinished=True):
+            gone = job.holder if job.status == "running" and holder_gone(job.holder) else None
+            held = (job.status == "running" and job.heartbeat_at is not None
+                    and job.heartbeat_at >= stale and gone is None)
+            if held:
+                continue  # alive elsewhere: spare the store a write
+            claimed = self.store.claim_job(job.id, holder, stale, gone)
+            if claimed is not None:
+                return claimed
+        return None
+
+    def renew(self, job_id: int, holder: str) -> bool:
+        """Renew ``holder``'s lease on a job it runs; False if it lost it (or the job ended)."""
+        return self.store.renew_job(job_id, holder)
+
+    def run(self, job_id: int, holder: str,
+            stopping: Callable[[], bool] = lambda: False) -> JobRow:
+        """Run a job ``holder`` claimed through ``Facetrail.ingest`` as its creator, and record
+        how it ended; the caller renews the lease meanwhile. When ``stopping()`` turns true
+        the ingest is interrupted, the job stays 'running' and its lease is given up, for
+        any runner to claim. A job ``holder`` does not hold is returned as it is."""
         store = self.store
         job = store.get_job(job_id)
-        if job.status not in UNFINISHED:
+        if job.status != "running" or job.holder != holder:
             return job
-        job = store.update_job(job_id, status="running", started=True)
         last = 0.0
 
         def progress(counts: RunCounts, total: int | None) -> None:
@@ -79,8 +143,9 @@ class Jobs:
             now = time.monotonic()
             if now - last >= PROGRESS_EVERY:
                 last = now
-                if store.update_job(job_id, progress=_progress(counts, total)).status != "running":
-                    raise _Stop  # cancelled meanwhile
+                row = store.update_job(job_id, progress=_progress(counts, total))
+                if row.status != "running" or row.holder != holder:
+                    raise _Stop  # cancelled, or taken over by another runner meanwhile
 
         try:
             report = self.engine.ingest(
@@ -88,13 +153,15 @@ class Jobs:
                 actor=job.created_by,
             )
         except _Stop:
-            return store.get_job(job_id)  # cancelled, or resumes at the next start
+            store.release_job(job_id, holder)  # if it is still this runner's
+            return store.get_job(job_id)  # cancelled, taken over, or to be claimed again
         except FacetrailError as exc:
             return store.update_job(job_id, status="failed", error=f"{exc.code}: {exc}")
         except Exception as exc:  # a job must fail visibly, never kill its runner
             return store.update_job(job_id, status="failed",
                                     error=f"{type(exc).__name__}: {exc}")
-        cancelled = store.get_job(job_id).status != "running"  # as it finished
+        now = store.get_job(job_id)  # as it finished
+        cancelled = now.status != "running" or now.holder != holder
         return store.update_job(
             job_id, status=None if cancelled else "completed", run_id=report.run_id,
             progress={**serialize.ingest_report(report), "total": report.items},

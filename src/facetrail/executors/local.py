@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
+import time
 from collections.abc import Callable, Collection
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -21,9 +23,21 @@ R = TypeVar("R")
 _started: Callable[[Any], Any] | None = None
 
 
-def _start(worker: Worker[Any, Any]) -> None:
+def _start(worker: Worker[Any, Any], parent: int | None = None) -> None:
     global _started
+    if parent is not None:
+        threading.Thread(target=_exit_without, args=(parent,), name="facetrail-parent",
+                         daemon=True).start()
     _started = worker.start()
+
+
+def _exit_without(parent: int) -> None:
+    """End this worker once its parent is gone. A parent killed, or ended by a signal while
+    its pool was still shutting down (a server stopped during an ingest job), leaves its
+    workers waiting for work forever otherwise."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
 
 
 def _run(task: Any) -> Any:
@@ -40,7 +54,7 @@ class LocalExecutor(Generic[T, R]):
         self.slots = 2 * count
         self._pool = ProcessPoolExecutor(
             max_workers=count, mp_context=get_context("spawn"), initializer=_start,
-            initargs=(worker,),
+            initargs=(worker, os.getpid()),
         )
         self._futures: dict[Handle, Future[R]] = {}
         self._numbers = itertools.count()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,11 +13,11 @@ from pathlib import Path
 def write_atomically(target: Path, write: Callable[[Path], object]) -> Path:
     """Have ``write`` fill a temporary file next to ``target``, then rename it to ``target``.
 
-    Worker processes that start together may build the same file at once: each writes its own
+    Processes, or threads of one, may write the same file at once: each writes its own
     temporary file, and a reader only ever sees a missing or a complete ``target``.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     write(partial)
     partial.replace(target)
     return target

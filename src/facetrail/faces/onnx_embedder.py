@@ -8,6 +8,7 @@ metric. ``check`` runs the graph once and says plainly what does not fit.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ class OnnxChipEmbedder:
         self._float = True
         self._batch = 1
         self._dim = 0
+        self._loading = threading.Lock()
 
     @property
     def info(self) -> EmbedderInfo:
@@ -62,9 +64,15 @@ class OnnxChipEmbedder:
         )
 
     def load(self) -> None:
-        """Read and verify the file, open it, and check its input and output shapes."""
+        """Read and verify the file, open it, and check its input and output shapes. Threads
+        calling it together load once; the session is in use only once it passed the checks."""
         if self._session is not None:
             return
+        with self._loading:
+            if self._session is None:
+                self._load()
+
+    def _load(self) -> None:
         data = read_verified(self.model, self.sha256)
         require_onnxruntime()
         onnx = import_onnx()
@@ -78,13 +86,13 @@ class OnnxChipEmbedder:
             raise ConfigError(f"{self.model}: an embedder takes one input (the chips), this "
                               f"graph takes {len(inputs)}")
         self._shape(inputs[0])
-        self._session = onnx_session(data, self.threads, str(self.model))
-        out = self._run([np.zeros((self.input_size, self.input_size, 3), np.uint8)])
+        session = onnx_session(data, self.threads, str(self.model))
+        out = self._run([np.zeros((self.input_size, self.input_size, 3), np.uint8)], session)
         if out.ndim != 2 or out.shape[0] != 1 or not 2 <= out.shape[1] <= MAX_DIM:
-            self._session = None
             raise ConfigError(f"{self.model}: an embedder gives one vector per chip, shape "
                               f"(1, dim); this graph gives {tuple(out.shape)}")
         self._dim = int(out.shape[1])
+        self._session = session
 
     def _shape(self, value: Any) -> None:
         """Layout, element type and batch size from the graph's input, or a ConfigError."""
@@ -111,7 +119,7 @@ class OnnxChipEmbedder:
         self._batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else MAX_BATCH
         self._input = value.name
 
-    def _run(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+    def _run(self, chips: Sequence[np.ndarray], session: Any = None) -> np.ndarray:
         batch = np.stack(chips)
         if self.channels == "bgr":
             batch = batch[..., ::-1]
@@ -121,7 +129,8 @@ class OnnxChipEmbedder:
             blob = (np.ascontiguousarray(batch, dtype=np.float32) - self.mean) / self.std
         else:
             blob = np.ascontiguousarray(batch, dtype=np.uint8)
-        out = np.asarray(self._session.run(None, {self._input: blob})[0], dtype=np.float32)
+        run = (session or self._session).run
+        out = np.asarray(run(None, {self._input: blob})[0], dtype=np.float32)
         if out.ndim > 2 and int(np.prod(out.shape[2:])) == 1:
             out = out.reshape(len(chips), -1)  # (N, dim, 1, 1) from a final convolution
         return out

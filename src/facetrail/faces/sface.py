@@ -27,6 +27,7 @@ about 1.1 s of CPU, in every ingest worker and every CLI search; opening the kep
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,7 @@ class SFaceEmbedder:
         self.threads = threads
         self.models_dir = models_dir
         self._session: Any = None
+        self._loading = threading.Lock()
 
     @property
     def info(self) -> EmbedderInfo:
@@ -95,24 +97,28 @@ class SFaceEmbedder:
 
         Raises ConfigError when the file is unreadable, its sha256 is not ``sha256`` or it is
         not an SFace-like graph, and MissingExtraError when onnx or onnxruntime is missing.
+        Threads calling it together load once; the session then runs for all of them at once.
         """
         if self._session is not None:
             return
-        data = shipped.read_verified(self.model, self.sha256)
-        require_onnxruntime()
+        with self._loading:
+            if self._session is not None:
+                return
+            data = shipped.read_verified(self.model, self.sha256)
+            require_onnxruntime()
 
-        def build() -> bytes:
-            onnx = import_onnx()
-            try:
-                return bytes(derive(onnx.load_from_string(data)).SerializeToString())
-            except Exception as exc:  # protobuf's errors are untyped
-                raise ConfigError(
-                    f"the face model {self.model} is not an SFace graph: {exc}"
-                ) from exc
+            def build() -> bytes:
+                onnx = import_onnx()
+                try:
+                    return bytes(derive(onnx.load_from_string(data)).SerializeToString())
+                except Exception as exc:  # protobuf's errors are untyped
+                    raise ConfigError(
+                        f"the face model {self.model} is not an SFace graph: {exc}"
+                    ) from exc
 
-        derived = derived_graph(self.models_dir, f"sface-{self.sha256[:16]}-d{DERIVATION}.onnx",
-                                build)
-        self._session = onnx_session(derived, self.threads, f"the face model {self.model}")
+            derived = derived_graph(self.models_dir,
+                                    f"sface-{self.sha256[:16]}-d{DERIVATION}.onnx", build)
+            self._session = onnx_session(derived, self.threads, f"the face model {self.model}")
 
     def align(self, pixels: np.ndarray, detections: Sequence[Detection]) -> list[np.ndarray]:
         """The 112x112 uint8 RGB ArcFace chip of each detection (``five`` landmarks), in order.

@@ -90,6 +90,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,7 @@ class YuNetDetector:
         self.name = name
         self.models_dir = models_dir
         self._session: Any = None
+        self._loading = threading.Lock()
 
     @property
     def info(self) -> DetectorInfo:
@@ -241,19 +243,23 @@ class YuNetDetector:
         """Verify the model file, make its input size symbolic in memory and open a session.
 
         Raises ConfigError when the file is missing, damaged (sha256), not ONNX or not
-        YuNet-shaped, and MissingExtraError when onnx or onnxruntime is not installed.
+        YuNet-shaped, and MissingExtraError when onnx or onnxruntime is not installed. Threads
+        calling it together load once; the session then runs for all of them at once.
         """
         if self._session is not None:
             return
-        data = shipped.read_verified(self.model, self.sha256)
-        require_onnxruntime()
+        with self._loading:
+            if self._session is not None:
+                return
+            data = shipped.read_verified(self.model, self.sha256)
+            require_onnxruntime()
 
-        def build() -> bytes:
-            return _any_size(import_onnx(), data, self.model)
+            def build() -> bytes:
+                return _any_size(import_onnx(), data, self.model)
 
-        graph = derived_graph(self.models_dir, f"yunet-{self.sha256[:16]}-d{DERIVATION}.onnx",
-                              build)
-        self._session = onnx_session(graph, self.threads, f"the face detector {self.model}")
+            graph = derived_graph(self.models_dir,
+                                  f"yunet-{self.sha256[:16]}-d{DERIVATION}.onnx", build)
+            self._session = onnx_session(graph, self.threads, f"the face detector {self.model}")
 
     def detect(self, image: DecodedImage) -> list[Detection]:
         """Every face in ``image``, best score first; boxes and landmarks in its pixels."""

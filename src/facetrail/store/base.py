@@ -231,6 +231,10 @@ class JobRow:
     run_ids: tuple[int, ...]
     progress: dict[str, Any]
     error: str | None
+    holder: str | None = None
+    """The runner that holds (or last held) the job's lease, e.g. 'host:pid:token'."""
+    heartbeat_at: str | None = None
+    """When that runner last said it was alive (UTC); None: nobody holds the lease."""
 
 
 @dataclass(frozen=True)
@@ -409,7 +413,12 @@ class CaseStore(Protocol):
 
 
 class JobStore(Protocol):
-    """Ingest jobs started over HTTP."""
+    """Ingest jobs started over HTTP, and the leases that let one runner among many run each.
+
+    A runner (a server process) *claims* a job, which makes it the job's holder, and renews
+    the lease with a heartbeat while it runs it. A running job whose heartbeat is old lost its
+    runner (a killed process, a lost host) and can be claimed again. Times are UTC strings as
+    ``audit.utc_now`` writes them, which sort as they compare."""
 
     def add_job(self, source_id: int, paths: Sequence[str], actor: str) -> JobRow: ...
     def get_job(self, job_id: int) -> JobRow: ...
@@ -418,6 +427,22 @@ class JobStore(Protocol):
         self, job_id: int, *, status: str | None = None, progress: dict[str, Any] | None = None,
         run_id: int | None = None, error: str | None = None, started: bool = False,
     ) -> JobRow: ...
+    def claim_job(
+        self, job_id: int, holder: str, stale_before: str, gone: str | None = None
+    ) -> JobRow | None:
+        """Make ``holder`` the runner of a job that is queued, or running with no heartbeat,
+        a heartbeat older than ``stale_before``, or the holder ``gone`` (known to be dead).
+        The job becomes 'running' and the claim counts an attempt. Atomic: of runners
+        claiming one job at once, one gets it. None: the job is held or finished."""
+        ...
+    def renew_job(self, job_id: int, holder: str) -> bool:
+        """The heartbeat of a job ``holder`` runs; False if it no longer does (another runner
+        took the job over, or it was cancelled or finished)."""
+        ...
+    def release_job(self, job_id: int, holder: str) -> None:
+        """Give up the lease of a job left running (a runner stopping): any runner may claim
+        it at once. Nothing happens if ``holder`` no longer holds it."""
+        ...
 
 
 class AuditStore(Protocol):

@@ -1,14 +1,20 @@
 """Sources and ingest jobs over HTTP, and the web server's job runner.
 
-Jobs are the engine's (``Facetrail.add_job``, ``cancel_job``, ``run_job``); the runner runs
-them one at a time on a background thread, each on its own store connection, and queues the
-ones a previous server left unfinished when it starts.
+Jobs are the engine's (``Facetrail.add_job``, ``claim_job``, ``run_job``, ``cancel_job``). Every
+server process has one runner: it claims jobs from the store (a job submitted here at once,
+any other every ``POLL_SECONDS``), so that with several processes or hosts over one store each
+job runs in exactly one of them, and one whose runner died is picked up by another
+(``facetrail.jobs``: leases). Jobs run one at a time on the runner's thread, through the
+process's engine (its models, its index, a store connection of the thread's own), at a lower
+CPU priority than searches: a search never waits for an ingest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import queue
+import os
+import sys
 import threading
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,7 +22,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from facetrail import serialize
-from facetrail.engine import Facetrail
+from facetrail.jobs import FINISHED, HEARTBEAT_SECONDS, new_holder
 from facetrail.store import JobRow
 from facetrail.web.auth import Principal, require
 from facetrail.web.deps import Svc
@@ -29,50 +35,95 @@ log = logging.getLogger(__name__)
 
 Admin = Annotated[Principal, Depends(require("admin"))]
 
+POLL_SECONDS = 2.0
+"""How often an idle runner looks in the store for jobs to claim, and for jobs that other
+processes finished (whose faces its index then takes in)."""
+JOB_NICENESS = 10
+"""How much lower than the server's the CPU priority of the job thread is (Linux: per thread;
+the ingest's worker processes inherit it). At 10 a busy ingest gets about a tenth of a core a
+search wants (bench/server_throughput.py)."""
+
 
 class JobRunner:
     def __init__(self, service: Service) -> None:
         self.service = service
-        self._queue: queue.Queue[int | None] = queue.Queue()
+        self.holder = new_holder()
+        self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._running: int | None = None
+        self._finished: set[int] | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        """Start the worker and queue the jobs a previous server left unfinished."""
-        for job in self.service.engine.jobs(unfinished=True):
-            self._queue.put(job.id)
-        self._thread = threading.Thread(target=self._work, name="facetrail-jobs", daemon=True)
-        self._thread.start()
+        """Start the job thread and the heartbeat of the leases it takes."""
+        self._threads = [
+            threading.Thread(target=self._work, name="facetrail-jobs", daemon=True),
+            threading.Thread(target=self._beat, name="facetrail-jobs-heartbeat", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
-        """Interrupt the running job, leaving it to resume at the next start."""
+        """Interrupt the running job and give up its lease, for any runner to claim."""
         self._stopping.set()
-        self._queue.put(None)
-        if self._thread is not None:
-            self._thread.join(timeout=120)
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=120)
 
     def submit(self, source: str, paths: list[str], actor: str) -> JobRow:
         job = self.service.engine.add_job(source, paths, actor=actor)
-        self._queue.put(job.id)
+        self._wake.set()
         return job
 
     def _work(self) -> None:
+        _lower_priority()
+        engine = self.service.engine
         while not self._stopping.is_set():
-            job_id = self._queue.get()
-            if job_id is None:
-                return
             try:
-                self._run(job_id)
-            except Exception:  # the store failed under the job: keep serving the others
-                log.exception("ingest job %s could not be recorded", job_id)
+                job = engine.claim_job(self.holder)
+                if job is None:
+                    self._catch_up()
+                    self._wake.wait(POLL_SECONDS)
+                    self._wake.clear()
+                    continue
+                self._running = job.id
+                try:
+                    engine.run_job(job.id, self.holder, stopping=self._stopping.is_set)
+                finally:
+                    self._running = None
+            except Exception:  # the store failed under the runner: keep serving, try again
+                log.exception("the job runner could not claim or record a job")
+                self._stopping.wait(POLL_SECONDS)
 
-    def _run(self, job_id: int) -> None:
-        # The job reads and writes the store on its own connection, not the server's.
-        with Facetrail(self.service.settings) as engine:
-            job = engine.run_job(job_id, stopping=self._stopping.is_set)
-        if job.status == "completed":
-            with self.service.lock:
-                self.service.engine.index.sync()
+    def _beat(self) -> None:
+        while not self._stopping.wait(HEARTBEAT_SECONDS):
+            job_id = self._running
+            if job_id is None:
+                continue
+            try:
+                # False: cancelled or taken over; the job stops at its next progress write.
+                self.service.engine.renew_job(job_id, self.holder)
+            except Exception:
+                log.exception("the lease of ingest job %s could not be renewed", job_id)
+
+    def _catch_up(self) -> None:
+        """Bring the index up to the store when jobs ended since the last look (run here, they
+        were synced as they ended; run by another process, their faces are new here)."""
+        engine = self.service.engine
+        finished = {j.id for j in engine.jobs(limit=50) if j.status in FINISHED}
+        if self._finished is None or finished - self._finished:
+            engine.index.sync()  # the first time, it opens the index before a search needs it
+        self._finished = finished
+
+
+def _lower_priority() -> None:
+    """Lower this thread's CPU priority by ``JOB_NICENESS`` (Linux; elsewhere priorities are
+    per process and are left alone)."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid)
+                           + JOB_NICENESS)
 
 
 # -- sources ---------------------------------------------------------------------------------

@@ -1,4 +1,17 @@
-"""What the HTTP layer holds for its lifetime: the engine, the lock around it, the job runner."""
+"""What the HTTP layer holds for its lifetime: the engine, the rate limits, the job runner.
+
+Requests run on uvicorn's thread pool and share one engine, with no lock around it: searches,
+probe uploads and the job runner's ingests and index syncs run at the same time.
+
+- The face models run concurrently: an ONNX Runtime session's ``run`` is thread-safe, each
+  model loads once per process (under its own lock, on first use), and dlib's detectors,
+  which keep per-call state, take their own lock (``faces/dlib_backend.py``).
+- The store gives every thread its own connection; the database orders writes.
+- The engine opens the vector index once, however many threads first ask for it.
+- ``VectorIndex.search`` is assumed safe while the same index is synced, added to, removed
+  from or optimised by another thread (the job runner): the index guarantees it, swapping or
+  extending its structures without making searches wait.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +32,6 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = Facetrail(settings)
-        # The vector index must not be searched while it is extended, and the analyzer holds
-        # one model: face detection, searches and index updates take turns.
-        self.lock = threading.Lock()
         self.rate = RateLimiter(settings.search_rate, settings.search_rate_window)
         # Finding faces in a probe costs about what a search does: the same rate, its own count,
         # so that the web app's two steps (upload, then search) are still one search.
@@ -37,24 +47,22 @@ class Service:
         probe_sha256: str | None = None, upload: bytes | None = None,
         top: int | None = None, threshold: float | None = None,
     ) -> SearchRow:
-        """Search one face of a stored probe, or of ``upload`` kept as a probe first: counted
-        against the user's search rate, and run in turn with detection and index updates."""
+        """Search one face of a stored probe, or of ``upload`` kept as a probe first, counted
+        against the user's search rate."""
         self.rate.check(actor.name)
         probe = upload if upload is not None else probe_sha256
         if probe is None:
             raise InputError("a search needs a stored probe or an upload")
-        with self.lock:
-            return self.engine.search_probes(
-                [probe], face=face, case_ref=case_ref, purpose=purpose, top=top,
-                threshold=threshold, actor=actor,
-            ).record
+        return self.engine.search_probes(
+            [probe], face=face, case_ref=case_ref, purpose=purpose, top=top,
+            threshold=threshold, actor=actor,
+        ).record
 
     def keep_probe(self, data: bytes, actor: Actor) -> ProbeRow:
-        """Keep an uploaded probe and find its faces: counted against the user's probe upload
-        rate, and run in turn with searches (the analyzer holds one model)."""
+        """Keep an uploaded probe and find its faces, counted against the user's probe upload
+        rate."""
         self.probe_rate.check(actor.name)
-        with self.lock:
-            return self.engine.keep_probe(data, actor=actor)
+        return self.engine.keep_probe(data, actor=actor)
 
     def stop(self) -> None:
         self.jobs.stop()

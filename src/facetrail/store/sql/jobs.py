@@ -1,4 +1,10 @@
-"""Ingest jobs started over HTTP; they run in the background and resume after restarts."""
+"""Ingest jobs started over HTTP; they run in the background and resume after restarts.
+
+A job's lease (``holder``, ``heartbeat_at``) is taken and renewed by conditional UPDATEs whose
+row count says whether they matched: one statement each, so two runners claiming a job at once
+cannot both get it (SQLite runs writes one at a time; PostgreSQL re-checks the condition of a
+waiting UPDATE against the row the other one committed).
+"""
 
 from __future__ import annotations
 
@@ -74,6 +80,35 @@ class JobTables(SQLCore):
                     db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*args, job_id))
         return self.get_job(job_id)
 
+    def claim_job(
+        self, job_id: int, holder: str, stale_before: str, gone: str | None = None
+    ) -> JobRow | None:
+        now = utc_now()
+        with self._tx() as db:
+            claimed = db.execute(
+                "UPDATE jobs SET status='running', holder=?, heartbeat_at=?,"
+                " attempts=attempts+1, started_at=coalesce(started_at, ?)"
+                " WHERE id=? AND (status='queued' OR (status='running' AND"
+                " (heartbeat_at IS NULL OR heartbeat_at < ? OR holder = ?)))",
+                (holder, now, now, job_id, stale_before, gone),
+            ).rowcount
+        job = self.get_job(job_id)  # raises NotFoundError for an unknown job
+        return job if claimed == 1 else None
+
+    def renew_job(self, job_id: int, holder: str) -> bool:
+        with self._tx() as db:
+            return db.execute(
+                "UPDATE jobs SET heartbeat_at=? WHERE id=? AND holder=? AND status='running'",
+                (utc_now(), job_id, holder),
+            ).rowcount == 1
+
+    def release_job(self, job_id: int, holder: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET heartbeat_at=NULL WHERE id=? AND holder=? AND status='running'",
+                (job_id, holder),
+            )
+
 
 def _job_row(row: Any) -> JobRow:
     return JobRow(
@@ -81,5 +116,6 @@ def _job_row(row: Any) -> JobRow:
         status=row["status"], created_by=row["created_by"], created_at=row["created_at"],
         started_at=row["started_at"], finished_at=row["finished_at"],
         attempts=row["attempts"], run_ids=tuple(json.loads(row["run_ids"])),
-        progress=json.loads(row["progress"]), error=row["error"],
+        progress=json.loads(row["progress"]), error=row["error"], holder=row["holder"],
+        heartbeat_at=row["heartbeat_at"],
     )
