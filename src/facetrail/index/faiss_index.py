@@ -31,7 +31,6 @@ The ``faiss`` back end of ``VectorIndex`` (``index/base.py``); open it with
 from __future__ import annotations
 
 import json
-import os
 import re
 import threading
 import time
@@ -44,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from facetrail.faces.base import ModelInfo
+from facetrail.faces.cache import write_atomically
 from facetrail.index import ann
 from facetrail.index.ann import IndexPolicy, Tuning
 from facetrail.index.locking import ReadWriteLock
@@ -166,10 +166,10 @@ class FaissIndex:
         if not self._dirty and self._index_path().exists() and self.meta_path.exists():
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self._index_path()
-        tmp = path.with_name(path.name + ".tmp")
-        self._faiss.write_index(self._index, str(tmp))
-        os.replace(tmp, path)
+        # Several server processes may keep one data directory's index: each writes a file
+        # of its own and renames it, so a reader never sees a torn one.
+        write_atomically(self._index_path(),
+                         lambda tmp: self._faiss.write_index(self._index, str(tmp)))
         self._write_meta()
         self._dirty = False
 
@@ -185,9 +185,7 @@ class FaissIndex:
             meta["tuning"] = {"nprobe": self._tuning.nprobe,
                               "ef_search": self._tuning.ef_search,
                               "shortlist_factor": self._tuning.shortlist_factor}
-        tmp_meta = self.meta_path.with_name(self.meta_path.name + ".tmp")
-        tmp_meta.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp_meta, self.meta_path)
+        write_atomically(self.meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
 
     # -- keeping up with the store ----------------------------------------------------------------
     def sync(self) -> int:
