@@ -11,6 +11,8 @@ import facetrail
 from conftest import PEOPLE, run_cli
 from facetrail.audit import GENESIS, AuditEvent, chain_hash
 from facetrail.engine import Facetrail
+from facetrail.errors import InputError
+from facetrail.store import AuditQuery
 from stores import drop_audit_guards, raw_sql, store_url_of
 
 
@@ -139,3 +141,30 @@ def test_cli_searches_join_the_chain_and_export_filters(gallery: Facetrail, tmp_
     assert events[1]["prev_hash"] != events[0]["hash"]  # the CASE-B search lies between them
     later = run_cli(home, "audit", "export", "--since", "2999-01-01").stdout
     assert later == ""
+
+
+def test_export_dates_are_parsed_checked_and_made_utc(home: Path) -> None:
+    for bad in ("yesterday", "2026-13-45", "2026-02-30T25:61:00Z"):
+        proc = run_cli(home, "audit", "export", "--since", bad, check=False)
+        assert proc.returncode != 0 and proc.stdout == "", bad
+        assert "is not a date or time" in proc.stderr and bad in proc.stderr
+    everything = run_cli(home, "audit", "export", "--since", "2000-01-01").stdout
+    assert len(everything.splitlines()) == 6
+    first = json.loads(everything.splitlines()[0])["at"]
+    # The same moment written with an offset, or as a date, selects the same events.
+    hour, rest = first[11:13], first[13:19]
+    shifted = f"{first[:10]}T{(int(hour) + 1) % 24:02d}{rest}+01:00"
+    if int(hour) < 23:
+        assert run_cli(home, "audit", "export", "--since", shifted).stdout == everything
+    assert run_cli(home, "audit", "export", "--until", first[:10]).stdout == ""
+    with facetrail.open(home) as engine:
+        assert len(engine.audit_events(AuditQuery(since=first[:19] + "Z"))) == 6
+
+
+def test_a_threshold_is_a_score(home: Path) -> None:
+    proc = run_cli(home, "search", str(PEOPLE / "Ashanti" / "Ashanti_0001.jpg"),
+                   "--case", "C", "--purpose", "p", "--threshold", "2", check=False)
+    assert proc.returncode == 2 and "-1" in proc.stderr
+    with facetrail.open(home) as engine, pytest.raises(InputError, match="-1 to 1"):
+        engine.search(PEOPLE / "Ashanti" / "Ashanti_0001.jpg", case_ref="C", purpose="p",
+                      threshold=2.0)

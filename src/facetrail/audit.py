@@ -12,7 +12,7 @@ import getpass
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 GENESIS = "0" * 64
@@ -20,6 +20,26 @@ GENESIS = "0" * 64
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def utc_bound(text: str, what: str = "a time") -> str:
+    """``text`` (an ISO 8601 date, or date and time with ``Z``, an offset, or none for UTC) as
+    the UTC time the log stores, to compare with events' times; InputError if it is not one."""
+    from facetrail.errors import InputError
+
+    value = text.strip()
+    try:
+        if len(value) == 10:
+            moment = datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
+        else:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    except ValueError:
+        raise InputError(
+            f"{what} {text!r} is not a date or time; use ISO 8601 such as 2026-11-01, "
+            "2026-11-01T09:30:00Z or 2026-11-01T10:30:00+01:00"
+        ) from None
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def os_user() -> str:

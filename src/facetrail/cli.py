@@ -487,8 +487,9 @@ def reembed(engine: Facetrail, target: str, as_json: bool) -> None:
 @click.option("--case", "case_ref", required=True, help="Case reference; recorded in the audit.")
 @click.option("--purpose", required=True, help="Why this search is made; recorded in the audit.")
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Candidates per face.")
-@click.option("--threshold", type=float, default=None,
-              help="Minimum score (default: calibrated for the gallery size, at least 0.45).")
+@click.option("--threshold", type=click.FloatRange(-1.0, 1.0), default=None,
+              help="Minimum score, -1 to 1 (default: calibrated for the gallery size, at least "
+              "the model's floor).")
 @click.option("--min-quality", type=click.FloatRange(0, 1), default=None,
               help="Leave out indexed faces of lower quality (default 0.1; 0 includes all).")
 @click.option("--include-low-quality", is_flag=True,

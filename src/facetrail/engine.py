@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from facetrail.accounts import ROLES, Actor, new_secret, secret_hash
-from facetrail.audit import AuditEvent, Verification, os_user, verify
+from facetrail.audit import AuditEvent, Verification, os_user, utc_bound, verify
 from facetrail.calibration import Calibration, shipped_default
 from facetrail.casework import Casework, KeptSearch, SearchRecord
 from facetrail.errors import (
@@ -35,6 +35,7 @@ from facetrail.errors import (
     ConflictError,
     FacetrailError,
     ForbiddenError,
+    InputError,
     NotFoundError,
     PolicyError,
     StoreError,
@@ -494,6 +495,8 @@ class Facetrail:
         who = actor if isinstance(actor, Actor) else Actor.local()
         if isinstance(actor, str):
             who = Actor(actor)
+        if threshold is not None and not -1.0 <= threshold <= 1.0:
+            raise InputError(f"a threshold is a score from -1 to 1, not {threshold}")
         allowed = self.visibility.allowed_faces(who.org_id, self.model_id)
         data = probe.read_bytes() if isinstance(probe, str | Path) else probe
         more = tuple(p.read_bytes() if isinstance(p, str | Path) else p for p in more_probes)
@@ -785,6 +788,12 @@ class Facetrail:
         """Audit events matching ``query``: an organisation's auditor reads its own
         organisation's; oversight and the local operator read every one."""
         query = query or AuditQuery()
+        # Times are compared as the log stores them: parsed, checked and made UTC first.
+        query = replace(
+            query,
+            since=utc_bound(query.since, "--since") if query.since else None,
+            until=utc_bound(query.until, "--until") if query.until else None,
+        )
         if actor is not None and not actor.sees_every_org:
             # The deployment's own events (organisations, face models) are the default
             # organisation's to read too: a single-team deployment reads its whole log.
