@@ -102,11 +102,13 @@ def test_cli_searches_cover_only_the_organisations_sources(home: Path) -> None:
     assert jolie_numbers(south["candidates"]) == {4, 5, 6, 101, 102}
     seen = {a["source"] for c in north["candidates"] for a in c["appearances"]}
     assert seen <= {"north-photos", "south-shared"}
-    # The default organisation owns nothing here: its search has no gallery, and says so.
+    # The default organisation owns nothing here: its search has no gallery, and says so
+    # rather than reading as "nobody matched".
     empty = run_cli(home, "search", str(PROBE), "--case", "C", "--purpose", "p", "--json",
                     check=False)
-    assert empty.returncode == 0, empty.stderr
-    assert json.loads(empty.stdout)["candidates"] == []
+    assert empty.returncode != 0
+    error = json.loads(empty.stdout)["error"]
+    assert error["code"] == "empty_gallery" and "'default'" in error["message"]
 
 
 def test_top_k_is_filled_with_allowed_candidates(home: Path) -> None:

@@ -152,3 +152,13 @@ def test_low_quality_faces_are_left_out_unless_asked_for(gallery: Facetrail) -> 
     assert [c.face_id for c in gated.candidates] == kept
     assert all(c.quality >= gallery.settings.min_quality for c in gated.candidates)
     assert [c.rank for c in gated.candidates] == [1, 2, 3]
+
+
+def test_a_search_of_an_empty_gallery_says_so(tmp_path: Path) -> None:
+    """A mistyped --home makes a new, empty data directory: its search is not a negative
+    result."""
+    proc = run_cli(tmp_path / "mistyped", "search", str(PEOPLE / "Ashanti" / "Ashanti_0001.jpg"),
+                   "--case", "C", "--purpose", "p", check=False)
+    assert proc.returncode != 0 and "no candidate" not in proc.stdout
+    assert "nothing to search: no face is indexed" in proc.stderr
+    assert "--home" in proc.stderr

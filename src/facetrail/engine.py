@@ -33,9 +33,9 @@ from facetrail.casework import Casework, KeptSearch, SearchRecord
 from facetrail.errors import (
     ConfigError,
     ConflictError,
+    EmptyGalleryError,
     FacetrailError,
     ForbiddenError,
-    InputError,
     NotFoundError,
     PolicyError,
     StoreError,
@@ -495,9 +495,18 @@ class Facetrail:
         who = actor if isinstance(actor, Actor) else Actor.local()
         if isinstance(actor, str):
             who = Actor(actor)
-        if threshold is not None and not -1.0 <= threshold <= 1.0:
-            raise InputError(f"a threshold is a score from -1 to 1, not {threshold}")
         allowed = self.visibility.allowed_faces(who.org_id, self.model_id)
+        if self.index.size == 0:
+            raise EmptyGalleryError(
+                f"nothing to search: no face is indexed in {self.store.where}; register and "
+                "ingest a source first ('facetrail sources add', 'facetrail ingest'), or check "
+                "that --home and --store name the data you meant"
+            )
+        if allowed is not None and len(allowed) == 0:
+            raise EmptyGalleryError(
+                f"nothing to search: the organisation {who.org!r} owns, and has been shared, "
+                "no source with an indexed face"
+            )
         data = probe.read_bytes() if isinstance(probe, str | Path) else probe
         more = tuple(p.read_bytes() if isinstance(p, str | Path) else p for p in more_probes)
         quality = min_quality if min_quality is not None else self.settings.min_quality

@@ -10,7 +10,8 @@
     │   │   └── OwnSearchReviewError   a review of one's own search (two-person rule)
     │   └── RateLimitError       too many searches in the current window
     ├── NotFoundError            a named source, face or image does not exist
-    ├── ConflictError            something with that name already exists
+    ├── ConflictError            something with that name already exists, or the state forbids it
+    │   └── EmptyGalleryError    a search of a gallery with no face to return
     ├── InputError               an item could not be ingested or a probe could not be used
     │   ├── ImageError           not an image, truncated, corrupt, zero bytes
     │   │   └── ImageTooLargeError   over the byte, pixel or dimension limits
@@ -56,6 +57,13 @@ class NotFoundError(FacetrailError):
 
 class ConflictError(FacetrailError):
     code = "conflict"
+
+
+class EmptyGalleryError(ConflictError):
+    """Nothing to search: no face is indexed, or none the organisation may see. Said plainly,
+    so that it never reads as "nobody matched"."""
+
+    code = "empty_gallery"
 
 
 class InputError(FacetrailError):
