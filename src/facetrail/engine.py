@@ -496,6 +496,8 @@ class Facetrail:
         if isinstance(actor, str):
             who = Actor(actor)
         allowed = self.visibility.allowed_faces(who.org_id, self.model_id)
+        if self.index.size == 0 and self.store.face_count(self.model_id)[0] > 0:
+            self.index.sync()  # another process ingested since this one opened the index
         if self.index.size == 0:
             raise EmptyGalleryError(
                 f"nothing to search: no face is indexed in {self.store.where}; register and "
