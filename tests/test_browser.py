@@ -82,7 +82,12 @@ def server(gallery_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     inbox.write_text(f"path,source_url\n{PEOPLE / 'Ashanti' / 'Ashanti_0001.jpg'},\n"
                      ",https://elsewhere.example.net/only-a-url.jpg\n")
     add_source(home, "inbox", inbox, kind="manifest")
-    add_source(home, "later", FACES / "unknown")
+    later = root / "later"  # new images (trailing bytes differ), enough to cancel a job midway
+    later.mkdir()
+    photo = (PEOPLE / "Ashanti" / "Ashanti_0001.jpg").read_bytes()
+    for i in range(120):
+        (later / f"copy_{i:03d}.jpg").write_bytes(photo + f"copy {i}".encode())
+    add_source(home, "later", later)
     server = Server(home, add_users(home)).start()
     try:
         yield server
