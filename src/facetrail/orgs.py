@@ -23,7 +23,7 @@ from dataclasses import replace
 import numpy as np
 
 from facetrail.errors import NotFoundError
-from facetrail.records import Appearance, Candidate, SearchResult
+from facetrail.records import Appearance, SearchResult
 from facetrail.store import SourceRow, Store
 
 DEFAULT_ORG = "default"
@@ -81,7 +81,3 @@ class Visibility:
     def check_probe(self, sha256: str, org_id: int) -> None:
         if org_id not in self.store.probe_org_ids(sha256):
             raise NotFoundError(f"no probe with sha256 {sha256}; upload it first")
-
-
-def candidate_allowed(candidate: Candidate, names: set[str]) -> bool:
-    return any(a.source in names for a in candidate.appearances)
