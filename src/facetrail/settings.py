@@ -135,6 +135,30 @@ class Settings(BaseSettings):
     )
     top: int = Field(default=20, ge=1, description="Default number of candidates.")
 
+    # The rights of the people in the photos (docs/rights.md).
+    optout_threshold: float | None = Field(
+        default=None,
+        description="Score at or above which an indexed or newly ingested face matches an "
+        "opt-out template: it is erased, suppressed at ingest and left out of results. Unset: "
+        "the face model's floor (0.40 for SFace, 0.45 for dlib), the score at which a search "
+        "would show it as a lead (docs/rights.md gives the measured rates).",
+    )
+    probe_retention_days: int = Field(
+        default=2, ge=1,
+        description="Days an uploaded probe photo is kept; 'retention sweep' then deletes its "
+        "bytes (the search records keep its hash).",
+    )
+    search_retention_days: int = Field(
+        default=7, ge=1,
+        description="Days a kept search result and its reviews are kept before 'retention "
+        "sweep' deletes them (the audit log keeps the fact of the search).",
+    )
+    sweep_minutes: float = Field(
+        default=60.0, ge=0.0,
+        description="'facetrail serve' runs the retention sweep this often (0: never; run "
+        "'facetrail retention sweep' from a scheduler instead).",
+    )
+
     # Calibrated scores (docs/calibration.md).
     fpir_target: float = Field(
         default=0.01,

@@ -277,7 +277,7 @@ class FaissIndex:
     def remove(self, face_ids: np.ndarray | Sequence[int]) -> int:
         """Remove faces from the index by face id, without a rebuild; the index is saved.
         Returns how many it held. (Approximate tiers keep the float32 row on disk until the
-        next rebuild, but never return the id again.)"""
+        next rebuild, zeroed, and never return the id again.)"""
         ids = np.ascontiguousarray(np.asarray(face_ids, dtype=np.int64))
         if not len(ids):
             return 0
@@ -285,6 +285,7 @@ class FaissIndex:
             gone = self._removed
             if self._vectors is not None:
                 gone = np.union1d(gone, ids[self._vectors.contains(ids)])
+                self._vectors.scrub(ids)
             sizes = ann.list_sizes(self._index) if self._vectors is not None else None
             with self._lock.exclusive():
                 removed = (int(self._index.remove_ids(self._faiss.IDSelectorBatch(ids)))

@@ -5,8 +5,9 @@ little-endian int64 face ids, row by row in the order they were appended. Only r
 a shortlist are read, so the operating system keeps in memory just the pages searches touch:
 the file costs disk (4 x dim + 8 bytes per face), not RAM.
 
-A face removed from the index keeps its row here until the next rebuild; the approximate
-index no longer returns its id, so the row is never read.
+A face removed from the index keeps its row here until the next rebuild, but its vector is
+overwritten with zeros in place (``scrub``): an erased face leaves no copy in the file. The
+approximate index no longer returns its id, so the row is never read.
 """
 
 from __future__ import annotations
@@ -94,6 +95,24 @@ class VectorFile:
         self._map_empty()
         for path in (self.vectors_path, self.ids_path):
             path.unlink(missing_ok=True)
+
+    def scrub(self, face_ids: np.ndarray) -> int:
+        """Overwrite the vectors of ``face_ids`` with zeros in the file, and sync it to disk.
+        Returns how many rows were overwritten."""
+        face_ids = np.asarray(face_ids, dtype=np.int64)
+        held = face_ids[self.contains(face_ids)]
+        if not len(held):
+            return 0
+        at = np.searchsorted(self._sorted, held)
+        rows = at if self._order is None else self._order[at]
+        zeros = bytes(4 * self.dim)
+        with self.vectors_path.open("r+b") as fh:
+            for row in np.sort(rows):
+                fh.seek(int(row) * 4 * self.dim)
+                fh.write(zeros)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return len(held)
 
     def at(self, rows: np.ndarray | slice) -> np.ndarray:
         """The vectors of the given rows (row numbers, not face ids)."""

@@ -238,6 +238,73 @@ class JobRow:
 
 
 @dataclass(frozen=True)
+class EraseSelector:
+    """What an erasure starts from: faces by id, images by sha256 (every model's analysis of
+    them), and a source's appearances (those first ingested before ``created_before`` only,
+    when it is given: retention). Images left with no appearance go with their faces."""
+
+    face_ids: tuple[int, ...] = ()
+    sha256s: tuple[str, ...] = ()
+    source_id: int | None = None
+    created_before: str | None = None
+
+
+@dataclass(frozen=True)
+class ErasureScope:
+    """Everything an erasure removes, found before anything is removed (``--dry-run``)."""
+
+    faces: tuple[int, ...]
+    images: tuple[int, ...]
+    """Image rows (one per face model an image was analysed with)."""
+    sha256s: tuple[str, ...]
+    """The sha256 of those images, for their cached thumbnails and the audit event."""
+    appearances: tuple[int, ...]
+    searches: tuple[int, ...]
+    """Kept searches that returned one of the faces: their candidates become tombstones."""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.faces or self.images or self.appearances)
+
+    def counts(self) -> dict[str, int]:
+        return {"faces": len(self.faces), "images": len(set(self.sha256s)),
+                "appearances": len(self.appearances), "searches": len(self.searches)}
+
+
+@dataclass(frozen=True)
+class ErasureRow:
+    id: int
+    at: str
+    actor: str
+    kind: str
+    target: str
+    reason: str
+    counts: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """What is left of an erased face: when and why it was erased, nothing of the face."""
+
+    face_id: int
+    erasure_id: int
+    at: str
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class OptoutRow:
+    reference: str
+    note: str
+    photos: int
+    templates: int
+    created_at: str
+    created_by: str
+    org: str
+
+
+@dataclass(frozen=True)
 class SourceStats:
     source: str
     kind: str
@@ -455,6 +522,41 @@ class AuditStore(Protocol):
         ...
 
 
+class RightsStore(Protocol):
+    """Erasure with tombstones, opt-out templates, retention of probes and kept searches."""
+
+    def erasure_scope(self, selector: EraseSelector) -> ErasureScope: ...
+    def erase(self, scope: ErasureScope, *, kind: str, target: str, reason: str, actor: str,
+              block_images: bool = False, remove_source: int | None = None) -> ErasureRow:
+        """Remove everything ``scope`` names in one transaction, leave tombstones of its
+        faces, and turn them into tombstones in kept search results. ``block_images``: the
+        images are never ingested again. ``remove_source``: the source row goes too."""
+        ...
+    def scrub(self) -> list[str]:
+        """Make deleted rows unrecoverable from the store's files (free pages, the write-ahead
+        log). Returns what was done, or what could not be, in words."""
+        ...
+    def erasures(self, limit: int = 200) -> list[ErasureRow]: ...
+    def tombstones(self, face_ids: Sequence[int]) -> dict[int, Tombstone]: ...
+    def erased_boxes(self, sha256: str) -> list[tuple[int, int, int, int]]: ...
+    def erased_image(self, sha256: str) -> bool: ...
+    def embeddings(self, face_ids: Sequence[int]) -> dict[int, np.ndarray]: ...
+    def add_optout(self, reference: str, note: str, photos: int, actor: str, org_id: int,
+                   templates: Sequence[tuple[int, str, np.ndarray]]) -> OptoutRow:
+        """Templates are (model id, photo sha256, embedding)."""
+        ...
+    def optouts(self) -> list[OptoutRow]: ...
+    def remove_optout(self, reference: str) -> OptoutRow: ...
+    def optout_templates(self, model_id: int) -> tuple[list[str], np.ndarray]:
+        """(reference of each row, the templates as rows of a float32 matrix)."""
+        ...
+    def expire_probes(self, before: str) -> list[str]:
+        """Mark probes uploaded before ``before`` expired; returns their sha256."""
+        ...
+    def expiring_searches(self, before: str) -> list[int]: ...
+    def delete_searches(self, search_ids: Sequence[int]) -> int: ...
+
+
 class OrgStore(Protocol):
     """Organisations and the sources shared between them."""
 
@@ -481,7 +583,7 @@ class OrgStore(Protocol):
         ...
 
 
-class Store(OrgStore, SourceStore, ModelStore, IngestStore, FaceStore, AccountStore,
+class Store(RightsStore, OrgStore, SourceStore, ModelStore, IngestStore, FaceStore, AccountStore,
             CaseStore, JobStore, AuditStore, Protocol):
     """Every section; one implementation per engine (SQLite, PostgreSQL)."""
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from facetrail.errors import MissingExtraError, StoreError
 from facetrail.store.sql import SQLStore
 
-MIGRATIONS = {v: f"pg_schema_v{v}.sql" for v in range(1, 8)}
+MIGRATIONS = {v: f"pg_schema_v{v}.sql" for v in range(1, 9)}
 _AUDIT_LOCK = 0x66616365  # advisory lock keys of this store: "face", "facf"
 _MIGRATION_LOCK = 0x66616366
 _PLACEHOLDER = re.compile(r"\?")
@@ -104,6 +104,35 @@ class PostgresDialect:
     def migrating(self, conn: Any) -> Iterator[None]:
         """Nothing to relax: PostgreSQL changes constraints in place."""
         yield
+
+
+    def scrub(self, conn: Any) -> list[str]:
+        """VACUUM FULL writes the tables that hold biometric data anew (plain VACUUM leaves
+        dead rows' bytes in free space), VACUUM cleans the others; then the WAL is switched
+        and a checkpoint taken, after which the segments that logged the erased rows are no
+        longer needed: with ``wal_recycle = off`` they are removed, otherwise renamed and
+        overwritten as the log moves on. Switching and checkpointing need the rights of a
+        superuser or of ``pg_checkpoint``; when refused, the report says so."""
+        done: list[str] = []
+        psycopg = self._psycopg
+        for statement, says in SCRUB_STEPS:
+            try:
+                conn.execute(statement)
+                done.append(says)
+            except psycopg.Error as exc:
+                first = str(exc).strip().splitlines()[0]
+                done.append(f"not done: {says} ({first})")
+        return done
+
+
+SCRUB_STEPS = (
+    ("VACUUM (FULL) faces, optout_templates",
+     "faces and opt-out templates rewritten (VACUUM FULL)"),
+    ("VACUUM images, appearances, searches, search_candidates, erased_faces",
+     "other tables vacuumed"),
+    ("SELECT pg_switch_wal()", "write-ahead log switched to a new segment"),
+    ("CHECKPOINT", "checkpoint taken; older log segments released"),
+)
 
 
 class PostgresStore(SQLStore):

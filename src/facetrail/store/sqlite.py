@@ -9,6 +9,7 @@ what orders audit appends.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -18,7 +19,7 @@ from typing import Any
 from facetrail.errors import StoreError
 from facetrail.store.sql import SQLStore
 
-MIGRATIONS = {v: f"schema_v{v}.sql" for v in range(1, 8)}
+MIGRATIONS = {v: f"schema_v{v}.sql" for v in range(1, 9)}
 """Schema version -> script that brings the previous version to it."""
 
 
@@ -39,6 +40,9 @@ class SQLiteDialect:
         # commits, never consistency.
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
+        # Deleted content is overwritten with zeros, in its page and in freed pages: an erased
+        # face leaves no bytes in the file once the write-ahead log is checkpointed (scrub).
+        db.execute("PRAGMA secure_delete=ON")
         return db
 
     def sql(self, statement: str) -> str:
@@ -76,6 +80,24 @@ class SQLiteDialect:
             yield
         finally:
             conn.execute("PRAGMA foreign_keys=ON")
+
+
+    def scrub(self, conn: Any) -> list[str]:
+        """Copy the log's pages (deleted content zeroed, ``secure_delete``) into the file and
+        truncate the log, which still holds the pages as they were before the erase. A
+        reader in the middle of a transaction holds the checkpoint back: tried again."""
+        for attempt in range(SCRUB_ATTEMPTS):
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return [f"{self.path.name}: deleted content zeroed (secure_delete); "
+                        "write-ahead log checkpointed and truncated"]
+            time.sleep(0.05 * (attempt + 1))
+        return [f"{self.path.name}: deleted content zeroed (secure_delete), but the "
+                "write-ahead log could not be truncated while other readers were busy; "
+                "it is on the next checkpoint (run the erase again, or stop the server)"]
+
+
+SCRUB_ATTEMPTS = 20
 
 
 class SQLiteStore(SQLStore):

@@ -66,6 +66,12 @@ class Dialect(Protocol):
         """Around the migration transaction (which must check what it relaxes itself)."""
         ...
 
+    def scrub(self, conn: Any) -> list[str]:
+        """Outside a transaction: make deleted rows unrecoverable from the engine's files
+        (free space in pages, the write-ahead log). Returns what was done, in words, and
+        what could not be."""
+        ...
+
 
 class Conn:
     """One DB-API connection, with the dialect's placeholders and one integrity error."""
@@ -96,7 +102,7 @@ class Conn:
 class SQLCore:
     """Connections (one per thread), transactions and migrations over a ``Dialect``."""
 
-    SCHEMA_VERSION = 7
+    SCHEMA_VERSION = 8
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
