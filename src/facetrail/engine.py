@@ -20,6 +20,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ from facetrail.pipeline.ingest import Ingest, Progress
 from facetrail.pipeline.reembed import Reembed, ReembedProgress, ReembedReport
 from facetrail.pipeline.search import SearchRequest, search
 from facetrail.records import IngestReport, SearchResult
+from facetrail.rights import ErasureReport, OptoutReport, Rights, SweepReport
 from facetrail.settings import Settings, load_settings
 from facetrail.sources import KINDS
 from facetrail.sources.readback import image_bytes
@@ -68,6 +70,7 @@ from facetrail.store import (
     ErrorRow,
     FaceRow,
     JobRow,
+    OptoutRow,
     ProbeRow,
     ReviewRow,
     SearchRow,
@@ -75,6 +78,7 @@ from facetrail.store import (
     SourceSpec,
     Store,
     StoreStats,
+    Tombstone,
     UserRow,
     default_store_url,
     open_store,
@@ -136,6 +140,7 @@ class Facetrail:
         self.visibility = Visibility(self.store)
         self._casework = Casework(self)
         self._jobs = Jobs(self)
+        self._rights = Rights(self)
 
     def __enter__(self) -> Facetrail:
         return self
@@ -423,7 +428,8 @@ class Facetrail:
         row = self.store.get_source(source)
         actor = actor or os_user()
         targets = [Path(p).expanduser().resolve() for p in paths] if paths else None
-        report = Ingest(self.store, self.settings, self.analyzer).run(row, targets, actor, progress)
+        report = Ingest(self.store, self.settings, self.analyzer, self._rights.suppress).run(
+            row, targets, actor, progress)
         if "index" in self.__dict__:
             self.index.sync()
         self.store.append_audit(
@@ -472,6 +478,56 @@ class Facetrail:
 
     def job(self, job_id: int) -> JobRow:
         return self.store.get_job(job_id)
+
+    # -- the rights of the people in the photos (facetrail.rights) ------------------------
+    def erase_faces(self, face_ids: Sequence[int], *, reason: str, actor: Actor | None = None,
+                    dry_run: bool = False) -> ErasureReport:
+        """Erase faces by id: from the store, the indexes, caches and kept results."""
+        return self._rights.erase_face(face_ids, reason=reason, actor=actor or Actor.local(),
+                                       dry_run=dry_run)
+
+    def erase_image(self, sha256: str, *, reason: str, actor: Actor | None = None,
+                    dry_run: bool = False) -> ErasureReport:
+        """Erase an image, all its faces and appearances; it is never ingested again."""
+        return self._rights.erase_image(sha256, reason=reason, actor=actor or Actor.local(),
+                                        dry_run=dry_run)
+
+    def erase_photos(self, photos: Sequence[bytes | Path], *, reason: str,
+                     threshold: float | None = None, actor: Actor | None = None,
+                     dry_run: bool = False) -> ErasureReport:
+        """Erase every face matching the person in ``photos`` at ``threshold`` or above
+        (default: ``optout_threshold``); faces just under it are reported as borderline."""
+        return self._rights.erase_photos(_read_all(photos), reason=reason,
+                                         threshold=threshold, actor=actor or Actor.local(),
+                                         dry_run=dry_run)
+
+    def remove_source(self, name: str, *, reason: str, actor: Actor | None = None,
+                      dry_run: bool = False) -> ErasureReport:
+        """Remove a source: what only it reached is erased, its appearances elsewhere go."""
+        return self._rights.remove_source(name, reason=reason, actor=actor or Actor.local(),
+                                          dry_run=dry_run)
+
+    def add_optout(self, photos: Sequence[bytes | Path], *, reference: str, note: str = "",
+                   actor: Actor | None = None, dry_run: bool = False) -> OptoutReport:
+        """Keep templates of a person's face (never the photos) under ``reference``, erase
+        every face that matches them, and suppress matching faces from now on."""
+        return self._rights.add_optout(_read_all(photos), reference=reference, note=note,
+                                       actor=actor or Actor.local(), dry_run=dry_run)
+
+    def optouts(self, *, actor: Actor | None = None) -> list[OptoutRow]:
+        return self._rights.optouts(actor or Actor.local())
+
+    def remove_optout(self, reference: str, *, actor: Actor | None = None) -> OptoutRow:
+        return self._rights.remove_optout(reference, actor=actor or Actor.local())
+
+    def sweep(self, *, as_of: datetime | None = None, dry_run: bool = False,
+              actor: Actor | None = None) -> SweepReport:
+        """Erase what is past its retention by ``as_of`` (default: now): sources'
+        appearances, probes' bytes, kept searches."""
+        return self._rights.sweep(actor=actor or Actor.local(), as_of=as_of, dry_run=dry_run)
+
+    def tombstones(self, face_ids: Sequence[int]) -> dict[int, Tombstone]:
+        return self.store.tombstones(face_ids)
 
     # -- search -----------------------------------------------------------------------------
     def search(
@@ -525,7 +581,7 @@ class Facetrail:
             face=face, all_faces=all_faces, more_probes=more,
             fusion=fusion or self.settings.fusion, calibration=self.calibration,
             fpir_target=self.settings.fpir_target, threshold_rule=rule,
-            calibrated_threshold=calibrated,
+            calibrated_threshold=calibrated, exclude=self._rights.opted_out,
         )
         result = search(request, self.analyzer, self.index, self.store)
         return self.visibility.result(result, who.org_id) if allowed is not None else result
@@ -708,7 +764,7 @@ class Facetrail:
             raise PolicyError(f"{self.home} already uses the face model {target!r}")
         target_id = self.store.model_id(model.model)
         report = Reembed(self.store, self.settings, self.model_id, Analyzer(self.settings, model),
-                         target_id).run(progress)
+                         target_id, self._rights.suppress).run(progress)
         open_index(self.settings, self.store, model.model, target_id).close()
         self.store.append_audit(AuditEvent(
             actor=actor or os_user(), action="model.reembed",
@@ -832,3 +888,7 @@ def open(home: str | Path | None = None, **overrides: Any) -> Facetrail:  # noqa
     Without ``home``, ``FACETRAIL_HOME`` or else the platform's user data directory is used.
     """
     return Facetrail(load_settings(home, **overrides))
+
+
+def _read_all(photos: Sequence[bytes | Path]) -> list[bytes]:
+    return [p.read_bytes() if isinstance(p, Path) else p for p in photos]

@@ -230,6 +230,8 @@ class IngestReport:
     faces: int
     errors: int
     seconds: float
+    suppressed: int = 0
+    """Faces left out because they match an opt-out or were erased (and erased images)."""
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ def ingest_report(r: IngestReport) -> dict[str, Any]:
     return {
         "run_id": r.run_id, "source": r.source, "items": r.items, "images_new": r.images_new,
         "duplicates": r.duplicates, "skipped": r.skipped, "faces": r.faces,
-        "errors": r.errors, "seconds": r.seconds,
+        "errors": r.errors, "suppressed": r.suppressed, "seconds": r.seconds,
     }
 
 

@@ -38,12 +38,22 @@ from facetrail.pipeline.analyze import (
     Task,
     analysis_executor,
 )
-from facetrail.records import ImageRef, IngestReport, Located, Provenance, SourceFailure
+from facetrail.records import (
+    ImageAnalysis,
+    ImageRef,
+    IngestReport,
+    Located,
+    Provenance,
+    SourceFailure,
+)
 from facetrail.settings import Settings
 from facetrail.sources import SourceItem, guess_kind, make_source
 from facetrail.sources.base import SeenCheck
 from facetrail.store import RunCounts, SourceRow, Store
 
+Suppress = Callable[[ImageAnalysis, int], tuple[ImageAnalysis, int]]
+"""Given an image's analysis and the model id, the analysis without the faces that must not
+be stored (they match an opt-out, or were erased from the image), and how many those were."""
 Progress = Callable[[RunCounts, int | None], None]
 """Called as items are counted, with the expected number of items when it is known."""
 FoundAt = tuple[Provenance, str | None]
@@ -65,10 +75,12 @@ Key = str | _Listed
 
 
 class Ingest:
-    def __init__(self, store: Store, settings: Settings, analyzer: Analyzer) -> None:
+    def __init__(self, store: Store, settings: Settings, analyzer: Analyzer,
+                 suppress: Suppress | None = None) -> None:
         self.store = store
         self.settings = settings
         self.analyzer = analyzer
+        self.suppress = suppress
         self.model_id = store.model_id(analyzer.model.model)
 
     def run(
@@ -104,7 +116,7 @@ class Ingest:
         return IngestReport(
             run_id=run_id, source=source.name, items=c.items, images_new=c.images_new,
             duplicates=c.duplicates, skipped=c.skipped, faces=c.faces, errors=c.errors,
-            seconds=round(time.perf_counter() - started, 3),
+            suppressed=c.suppressed, seconds=round(time.perf_counter() - started, 3),
         )
 
     def _estimate(self, source: SourceRow, targets: list[Path]) -> int | None:
@@ -224,6 +236,9 @@ class _RunState:
             self.pending[sha].append(found)
             self.bump(duplicates=1, **counted)
             return True
+        if self.store.erased_image(sha):  # erased by name: never ingested again
+            self.bump(suppressed=1, **counted)
+            return True
         if self.store.has_image(sha, self.ingest.model_id):
             added = self.store.add_appearances(
                 sha, self.ingest.model_id, self.source.id, self.run_id, [found]
@@ -239,12 +254,15 @@ class _RunState:
             self.failed(found, outcome)
             return
         assert isinstance(outcome, Analysed)
+        analysis, suppressed = outcome.analysis, 0
+        if self.ingest.suppress is not None:
+            analysis, suppressed = self.ingest.suppress(analysis, self.ingest.model_id)
         self.store.add_image(
-            outcome.analysis, outcome.size, self.ingest.model_id,
+            analysis, outcome.size, self.ingest.model_id,
             self.ingest.analyzer.model.detector.info.name, self.source.id,
             self.run_id, found,
         )
-        self.bump(images_new=1, faces=len(outcome.analysis.faces))
+        self.bump(images_new=1, faces=len(analysis.faces), suppressed=suppressed)
 
     def failed(self, found: list[FoundAt], exc: Exception, context: str = "") -> None:
         """Record why the copies ``found`` of an image could not be ingested."""

@@ -26,6 +26,7 @@ from facetrail.pipeline.analyze import (
     Task,
     analysis_executor,
 )
+from facetrail.pipeline.ingest import Suppress
 from facetrail.settings import Settings
 from facetrail.sources.readback import locate
 from facetrail.store.base import Store
@@ -70,7 +71,8 @@ class ReembedReport:
 
 class Reembed:
     def __init__(self, store: Store, settings: Settings, from_model: int, target: Analyzer,
-                 target_model: int) -> None:
+                 target_model: int, suppress: Suppress | None = None) -> None:
+        self.suppress = suppress
         self.store = store
         self.settings = settings
         self.from_model = from_model
@@ -94,12 +96,15 @@ class Reembed:
         with dispatch:
             for sha, outcome in dispatch.run(self._jobs()):
                 if isinstance(outcome, Analysed):
+                    analysis = outcome.analysis
+                    if self.suppress is not None:  # faces erased from the image stay erased
+                        analysis, _ = self.suppress(analysis, self.target_model)
                     self.store.add_moved_image(
-                        outcome.analysis, outcome.size, self.target_model,
+                        analysis, outcome.size, self.target_model,
                         self.target.model.detector.info.name, self.from_model,
                     )
                     report.moved += 1
-                    report.faces += len(outcome.analysis.faces)
+                    report.faces += len(analysis.faces)
                 elif isinstance(outcome, UnreadableError):
                     report.unreadable.append(sha)
                 elif isinstance(outcome, WorkerLost):

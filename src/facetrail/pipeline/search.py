@@ -7,6 +7,7 @@ means identical vectors (docs/scores.md). Candidates are leads for a person to c
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -56,6 +57,8 @@ class SearchRequest:
     candidates come back when there are that many. None: every face."""
     org: str | None = None
     """The organisation the search is made for, recorded in its audit event."""
+    exclude: Callable[[Sequence[int]], set[int]] | None = None
+    """Of the face ids given, those a search must never return (faces matching an opt-out)."""
 
 
 FUSIONS = ("mean", "max")
@@ -229,8 +232,10 @@ def _nearest(
         pairs = [(int(i), float(d)) for d, i in zip(distances[0], ids[0], strict=True) if i >= 0]
         within = [(i, d) for i, d in pairs if model.score(d) >= request.threshold]
         rows = store.faces([i for i, _ in within])
+        left_out = request.exclude(list(rows)) if request.exclude is not None else set()
         kept = [
-            (rows[i], d) for i, d in within if i in rows and rows[i].quality >= request.min_quality
+            (rows[i], d) for i, d in within
+            if i in rows and i not in left_out and rows[i].quality >= request.min_quality
         ]
         # Fewer than k back: no more faces (allowed ones, under a filter) to find.
         exhausted = len(within) < len(pairs) or len(pairs) < k or len(pairs) >= index.size

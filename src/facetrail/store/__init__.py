@@ -13,9 +13,13 @@ from facetrail.errors import ConfigError
 from facetrail.store.base import (
     AuditQuery,
     Credential,
+    EraseSelector,
+    ErasureRow,
+    ErasureScope,
     ErrorRow,
     FaceRow,
     JobRow,
+    OptoutRow,
     ProbeRow,
     ReviewRow,
     RunCounts,
@@ -26,13 +30,15 @@ from facetrail.store.base import (
     SourceStats,
     Store,
     StoreStats,
+    Tombstone,
     UserRow,
 )
 
 __all__ = [
-    "STORE_SCHEMES", "AuditQuery", "Credential", "ErrorRow", "FaceRow", "JobRow", "ProbeRow",
-    "ReviewRow", "RunCounts", "RunRow", "SearchRow", "SourceRow", "SourceSpec", "SourceStats",
-    "Store", "StoreStats", "UserRow", "default_store_url", "open_store",
+    "STORE_SCHEMES", "AuditQuery", "Credential", "EraseSelector", "ErasureRow", "ErasureScope",
+    "ErrorRow", "FaceRow", "JobRow", "OptoutRow", "ProbeRow", "ReviewRow", "RunCounts",
+    "RunRow", "SearchRow", "SourceRow", "SourceSpec", "SourceStats", "Store", "StoreStats",
+    "Tombstone", "UserRow", "default_store_url", "open_store",
 ]
 
 STORE_SCHEMES = ("sqlite", "postgresql")

@@ -105,6 +105,9 @@ class RunCounts:
     skipped: int = 0
     faces: int = 0
     errors: int = 0
+    suppressed: int = 0
+    """Faces not stored: they match an opt-out, or were erased from their image; and images
+    not ingested because they were erased by name."""
 
 
 @dataclass(frozen=True)
@@ -553,6 +556,7 @@ class RightsStore(Protocol):
     def expire_probes(self, before: str) -> list[str]:
         """Mark probes uploaded before ``before`` expired; returns their sha256."""
         ...
+    def expiring_probes(self, before: str) -> list[str]: ...
     def expiring_searches(self, before: str) -> list[int]: ...
     def delete_searches(self, search_ids: Sequence[int]) -> int: ...
 

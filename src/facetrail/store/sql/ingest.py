@@ -71,16 +71,17 @@ class IngestTables(CatalogTables):
         with self._tx() as db:
             db.execute(
                 "UPDATE ingest_runs SET status=?, finished_at=?, items=?, images_new=?,"
-                " duplicates=?, skipped=?, faces=?, errors=? WHERE id=?",
+                " duplicates=?, skipped=?, faces=?, errors=?, suppressed=? WHERE id=?",
                 (status, utc_now(), counts.items, counts.images_new, counts.duplicates,
-                 counts.skipped, counts.faces, counts.errors, run_id),
+                 counts.skipped, counts.faces, counts.errors, counts.suppressed, run_id),
             )
 
     def runs(self) -> list[RunRow]:
         """Every ingest run, oldest first."""
         rows = self._db.execute(
             "SELECT r.id, s.name, r.paths, r.status, r.started_at, r.finished_at, r.items,"
-            " r.images_new, r.duplicates, r.skipped, r.faces, r.errors FROM ingest_runs r"
+            " r.images_new, r.duplicates, r.skipped, r.faces, r.errors, r.suppressed"
+            " FROM ingest_runs r"
             " JOIN sources s ON s.id = r.source_id ORDER BY r.id"
         ).fetchall()
         return [

@@ -265,6 +265,11 @@ class RightsTables(SQLCore):
                 " RETURNING sha256", (utc_now(), before)).fetchall()
         return sorted(str(r[0]) for r in rows)
 
+    def expiring_probes(self, before: str) -> list[str]:
+        return [str(r[0]) for r in self._db.execute(
+            "SELECT sha256 FROM probes WHERE expired_at IS NULL AND created_at < ?"
+            " ORDER BY sha256", (before,))]
+
     def expiring_searches(self, before: str) -> list[int]:
         return [int(r[0]) for r in self._db.execute(
             "SELECT id FROM searches WHERE created_at < ? ORDER BY id", (before,))]

@@ -1,0 +1,401 @@
+"""The rights of the people in the photos: erasure, opt-out by face, enforced retention.
+
+Erasure removes a face from everything that holds it (docs/rights.md): the store (then
+scrubbed, so no deleted row survives in free pages or the write-ahead log), every index (the
+active model's by id, with its re-rank rows zeroed; other models' derived index files are
+deleted, to be rebuilt from the store), cached thumbnails and crops, and kept search results,
+where the candidate becomes a tombstone. The audit event names face ids and hashes, never
+pixels or vectors.
+
+An opt-out keeps templates of a person's face (never their photo) and erases every face
+that matches one; from then on ingest suppresses matching faces and searches leave them out,
+even faces indexed elsewhere before the opt-out existed. Retention erases what a source has
+held for longer than its period, probes past theirs, and kept searches past theirs.
+
+These are the deployment's duties as controller: the local operator and admins of the
+'default' organisation carry them out.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from facetrail import imaging
+from facetrail.accounts import Actor
+from facetrail.audit import AuditEvent
+from facetrail.errors import InputError, NoFaceError, NotFoundError, PolicyError
+from facetrail.faces import DEFAULT_FLOOR
+from facetrail.faces.base import score_of
+from facetrail.orgs import DEFAULT_ORG_ID
+from facetrail.records import ImageAnalysis
+from facetrail.store import EraseSelector, ErasureScope, OptoutRow
+
+if TYPE_CHECKING:
+    from facetrail.engine import Facetrail
+
+ERASE_KINDS = ("face", "image", "source", "photo", "optout", "retention")
+REVIEW_BAND = 0.10
+"""Faces scoring this far below the opt-out threshold are shown for review, not erased."""
+
+
+@dataclass(frozen=True)
+class Match:
+    face_id: int
+    score: float
+
+
+@dataclass(frozen=True)
+class ErasureReport:
+    kind: str
+    target: str
+    reason: str
+    dry_run: bool
+    faces: tuple[int, ...]
+    sha256s: tuple[str, ...]
+    counts: dict[str, int]
+    erasure_id: int | None = None
+    index_removed: int = 0
+    files_removed: int = 0
+    scrubbed: tuple[str, ...] = ()
+    matches: tuple[Match, ...] = ()
+    """For an erasure by photo: the faces that matched, with their scores."""
+    borderline: tuple[Match, ...] = ()
+    """Faces scoring just under the threshold: not erased, to be reviewed."""
+
+
+@dataclass(frozen=True)
+class OptoutReport:
+    optout: OptoutRow | None
+    """None on a dry run."""
+    erasure: ErasureReport
+
+
+@dataclass(frozen=True)
+class SourceExpiry:
+    source: str
+    retention_days: int | None
+    cutoff: str | None
+    """Appearances first ingested before this expire; None: no retention set."""
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    as_of: str
+    dry_run: bool
+    sources: tuple[SourceExpiry, ...]
+    probes: int
+    searches: int
+    erasures: tuple[ErasureReport, ...]
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class Rights:
+    def __init__(self, engine: Facetrail) -> None:
+        self.engine = engine
+        self.store = engine.store
+
+    # -- who may ------------------------------------------------------------------------------
+    @staticmethod
+    def check(actor: Actor) -> None:
+        if actor.org_id != DEFAULT_ORG_ID or actor.role not in (None, "admin"):
+            raise PolicyError("erasure, opt-out, subject access and retention are the "
+                              "deployment's duties: an admin of the 'default' organisation, or "
+                              "the operator on the command line, carries them out")
+
+    @property
+    def threshold(self) -> float:
+        configured = self.engine.settings.optout_threshold
+        return configured if configured is not None else DEFAULT_FLOOR[self.engine.model.metric]
+
+    # -- erasure ------------------------------------------------------------------------------
+    def erase(self, selector: EraseSelector, *, kind: str, target: str, reason: str,
+              actor: Actor, dry_run: bool = False, block_images: bool = False,
+              remove_source: int | None = None, matches: Sequence[Match] = (),
+              borderline: Sequence[Match] = ()) -> ErasureReport:
+        self.check(actor)
+        if not reason.strip():
+            raise PolicyError("an erasure needs a reason (--reason)")
+        scope = self.store.erasure_scope(selector)
+        # Images that keep some of their faces: their thumbnails show the erased ones.
+        touched = {row.image.sha256 for row in self.store.faces(list(scope.faces)).values()}
+        report = ErasureReport(kind=kind, target=target, reason=reason.strip(),
+                               dry_run=dry_run, faces=scope.faces,
+                               sha256s=scope.sha256s, counts=scope.counts(),
+                               matches=tuple(matches), borderline=tuple(borderline))
+        if dry_run:
+            return report
+        if scope.empty and remove_source is None:
+            self._audit(report, actor)
+            return report
+        row = self.store.erase(scope, kind=kind, target=target, reason=reason.strip(),
+                               actor=actor.name, block_images=block_images,
+                               remove_source=remove_source)
+        removed = self._remove_from_indexes(scope)
+        files = self._remove_files(scope, touched | set(scope.sha256s))
+        scrubbed = tuple(self.store.scrub())
+        report = replace(report, erasure_id=row.id, index_removed=removed,
+                         files_removed=files, scrubbed=scrubbed)
+        self._audit(report, actor)
+        return report
+
+    def _remove_from_indexes(self, scope: ErasureScope) -> int:
+        if not scope.faces:
+            return 0
+        engine = self.engine
+        removed = engine.index.remove(np.asarray(scope.faces, dtype=np.int64))
+        # Other models' indexes are derived files: deleted, and rebuilt from the store when
+        # their model is in use again.
+        for model_id, key, _ in self.store.models():
+            if model_id != engine.model_id:
+                stale = engine.home / "index" / key
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+        return removed
+
+    def _remove_files(self, scope: ErasureScope, shas: set[str]) -> int:
+        cache = self.engine.home / "cache"
+        removed = 0
+        for sha in shas:
+            for path in (cache / "thumbs" / f"{sha}.jpg",):
+                if path.exists():
+                    path.unlink()
+                    removed += 1
+        crops = cache / "crops"
+        if crops.is_dir():
+            for face_id in scope.faces:
+                for path in crops.glob(f"{face_id}-*.jpg"):
+                    path.unlink()
+                    removed += 1
+        return removed
+
+    def _audit(self, report: ErasureReport, actor: Actor) -> None:
+        self.store.append_audit(AuditEvent(
+            actor=actor.name, action="erase", org=actor.org,
+            details={"kind": report.kind, "target": report.target, "reason": report.reason,
+                     "erasure_id": report.erasure_id, **report.counts,
+                     "face_ids": list(report.faces), "image_sha256s": list(report.sha256s),
+                     "index_removed": report.index_removed,
+                     "files_removed": report.files_removed}))
+
+    def erase_face(self, face_ids: Sequence[int], *, reason: str, actor: Actor,
+                   dry_run: bool = False) -> ErasureReport:
+        target = ",".join(str(i) for i in face_ids)
+        return self.erase(EraseSelector(face_ids=tuple(face_ids)), kind="face", target=target,
+                          reason=reason, actor=actor, dry_run=dry_run)
+
+    def erase_image(self, sha256: str, *, reason: str, actor: Actor,
+                    dry_run: bool = False) -> ErasureReport:
+        sha = sha256.strip().lower()
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise InputError(f"{sha256!r} is not a sha256 (64 hexadecimal digits)")
+        if not self.store.image_appearances(sha) and not self.store.erasure_scope(
+                EraseSelector(sha256s=(sha,))).images:
+            raise NotFoundError(f"no image with sha256 {sha} in the store")
+        return self.erase(EraseSelector(sha256s=(sha,)), kind="image", target=sha,
+                          reason=reason, actor=actor, dry_run=dry_run, block_images=True)
+
+    def remove_source(self, name: str, *, reason: str, actor: Actor,
+                      dry_run: bool = False) -> ErasureReport:
+        source = self.store.get_source(name)
+        return self.erase(EraseSelector(source_id=source.id), kind="source", target=name,
+                          reason=reason, actor=actor, dry_run=dry_run,
+                          remove_source=None if dry_run else source.id)
+
+    def erase_photos(self, photos: Sequence[bytes], *, reason: str, actor: Actor,
+                     threshold: float | None = None, dry_run: bool = False,
+                     kind: str = "photo", target: str | None = None) -> ErasureReport:
+        """Erase every face that matches the person in ``photos`` (their largest face each)."""
+        templates = self.templates(photos)
+        strict = self.threshold if threshold is None else threshold
+        found = self.matches(templates, strict - REVIEW_BAND)
+        matches = [m for m in found if m.score >= strict]
+        borderline = [m for m in found if m.score < strict]
+        shas = ",".join(imaging.sha256_hex(p)[:16] for p in photos)
+        return self.erase(EraseSelector(face_ids=tuple(m.face_id for m in matches)),
+                          kind=kind, target=target or shas, reason=reason, actor=actor,
+                          dry_run=dry_run, matches=matches, borderline=borderline)
+
+    # -- matching a person ----------------------------------------------------------------------
+    def templates(self, photos: Sequence[bytes]) -> np.ndarray:
+        """The embedding of the largest face of each photo, with the active model."""
+        if not photos:
+            raise InputError("give at least one photo of the person")
+        vectors = []
+        for i, data in enumerate(photos):
+            analysis = self.engine.analyzer(data, imaging.sha256_hex(data), embed=(0,))
+            if not analysis.faces:
+                raise NoFaceError(f"no face was found in photo {i + 1}; send a clearer one")
+            vectors.append(analysis.faces[0].embedding)
+        return np.stack(vectors).astype(np.float32)
+
+    def matches(self, templates: np.ndarray, threshold: float) -> list[Match]:
+        """Every indexed face scoring at least ``threshold`` against any template, best
+        first (the index is asked for more neighbours until one falls under it)."""
+        index = self.engine.index
+        if index.size == 0 and self.store.face_count(self.engine.model_id)[0]:
+            index.sync()
+        best: dict[int, float] = {}
+        metric = self.engine.model.metric
+        for query in templates:
+            k = min(64, max(index.size, 1))
+            while True:
+                distances, ids = index.search(query[None, :], k)
+                scores = np.asarray(score_of(distances[0], metric))
+                for face_id, score in zip(ids[0], scores, strict=True):
+                    if face_id >= 0 and score >= threshold:
+                        best[int(face_id)] = max(best.get(int(face_id), -2.0), float(score))
+                if len(ids[0]) < k or k >= index.size or scores[-1] < threshold:
+                    break
+                k *= 4
+        return [Match(i, round(s, 4)) for i, s in sorted(best.items(), key=lambda x: -x[1])]
+
+    # -- opt-out --------------------------------------------------------------------------------
+    def add_optout(self, photos: Sequence[bytes], *, reference: str, note: str, actor: Actor,
+                   dry_run: bool = False) -> OptoutReport:
+        self.check(actor)
+        if not reference.strip():
+            raise PolicyError("an opt-out needs the request's reference (--reference)")
+        templates = self.templates(photos)
+        erasure = self.erase_photos(photos, reason=f"opt-out {reference.strip()}", actor=actor,
+                                    dry_run=dry_run, kind="optout", target=reference.strip())
+        if dry_run:
+            return OptoutReport(None, erasure)
+        shas = [imaging.sha256_hex(p) for p in photos]
+        row = self.store.add_optout(
+            reference.strip(), note.strip(), len(photos), actor.name, actor.org_id,
+            [(self.engine.model_id, sha, v) for sha, v in zip(shas, templates, strict=True)])
+        self.store.append_audit(AuditEvent(
+            actor=actor.name, action="optout.add", org=actor.org,
+            details={"reference": row.reference, "photos": row.photos,
+                     "photo_sha256s": shas, "erasure_id": erasure.erasure_id,
+                     "faces_erased": len(erasure.faces),
+                     "borderline": len(erasure.borderline)}))
+        return OptoutReport(row, erasure)
+
+    def optouts(self, actor: Actor) -> list[OptoutRow]:
+        self.check(actor)
+        return self.store.optouts()
+
+    def remove_optout(self, reference: str, *, actor: Actor) -> OptoutRow:
+        self.check(actor)
+        row = self.store.remove_optout(reference)
+        self.store.scrub()
+        self.store.append_audit(AuditEvent(
+            actor=actor.name, action="optout.remove", org=actor.org,
+            details={"reference": row.reference, "templates": row.templates}))
+        return row
+
+    def opted_out(self, face_ids: Sequence[int]) -> set[int]:
+        """Which of ``face_ids`` match an opt-out template of the active model."""
+        if not face_ids:
+            return set()
+        _, matrix = self.store.optout_templates(self.engine.model_id)
+        if not len(matrix):
+            return set()
+        stored = self.store.embeddings(face_ids)
+        if not stored:
+            return set()
+        ids = list(stored)
+        vectors = np.stack([stored[i] for i in ids])
+        return {ids[row] for row in np.flatnonzero(self._best(vectors, matrix) >= self.threshold)}
+
+    def _best(self, vectors: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+        """Each vector's best score against the templates."""
+        distances = np.linalg.norm(vectors[:, None, :] - matrix[None, :, :], axis=2)
+        return np.asarray(score_of(distances, self.engine.model.metric)).max(axis=1)
+
+    def suppress(self, analysis: ImageAnalysis, model_id: int) -> tuple[ImageAnalysis, int]:
+        """``analysis`` without the faces that match an opt-out, or lie where a face of the
+        image was erased; and how many were left out."""
+        faces = list(analysis.faces)
+        if not faces:
+            return analysis, 0
+        keep = np.ones(len(faces), bool)
+        _, matrix = self.store.optout_templates(model_id)
+        if len(matrix) and matrix.shape[1] == len(faces[0].embedding):
+            vectors = np.stack([f.embedding for f in faces]).astype(np.float32)
+            keep &= self._best(vectors, matrix) < self.threshold
+        for box in self.store.erased_boxes(analysis.sha256):
+            keep &= np.array([overlap(f.box, box) < 0.5 for f in faces])
+        if keep.all():
+            return analysis, 0
+        kept = tuple(f for f, k in zip(faces, keep, strict=True) if k)
+        return replace(analysis, faces=kept), int((~keep).sum())
+
+    # -- retention ------------------------------------------------------------------------------
+    def sweep(self, *, actor: Actor, as_of: datetime | None = None,
+              dry_run: bool = False) -> SweepReport:
+        self.check(actor)
+        now = as_of or datetime.now(UTC)
+        settings = self.engine.settings
+        expiries: list[SourceExpiry] = []
+        erasures: list[ErasureReport] = []
+        for source in self.store.list_sources():
+            if source.retention_days is None:
+                expiries.append(SourceExpiry(source.name, None, None, {}))
+                continue
+            cutoff = iso(now - timedelta(days=source.retention_days))
+            selector = EraseSelector(source_id=source.id, created_before=cutoff)
+            report = self.erase(selector, kind="retention", target=source.name,
+                                reason=f"retention of {source.retention_days} days",
+                                actor=actor, dry_run=True)
+            if report.counts["appearances"] and not dry_run:
+                report = self.erase(selector, kind="retention", target=source.name,
+                                    reason=f"retention of {source.retention_days} days",
+                                    actor=actor)
+                erasures.append(report)
+            expiries.append(SourceExpiry(source.name, source.retention_days, cutoff,
+                                         report.counts))
+        probe_cutoff = iso(now - timedelta(days=settings.probe_retention_days))
+        search_cutoff = iso(now - timedelta(days=settings.search_retention_days))
+        searches = self.store.expiring_searches(search_cutoff)
+        if dry_run:
+            probes = self.store.expiring_probes(probe_cutoff)
+            n_probes = len(probes)
+        else:
+            n_probes = self._expire_probes(probe_cutoff)
+            if searches:
+                self.store.delete_searches(searches)
+            if n_probes or searches:
+                self.store.scrub()
+        swept = SweepReport(iso(now), dry_run, tuple(expiries), n_probes, len(searches),
+                            tuple(erasures))
+        self.store.append_audit(AuditEvent(
+            actor=actor.name, action="retention.sweep", org=actor.org,
+            details={"as_of": swept.as_of, "dry_run": dry_run,
+                     "sources": {e.source: e.counts for e in expiries if e.counts},
+                     "no_retention": [e.source for e in expiries if e.retention_days is None],
+                     "probes": n_probes, "searches": len(searches),
+                     "erasure_ids": [e.erasure_id for e in erasures]}))
+        return swept
+
+    def _expire_probes(self, cutoff: str) -> int:
+        shas = self.store.expire_probes(cutoff)
+        home = self.engine.home
+        for sha in shas:
+            (home / "probes" / sha[:2] / sha).unlink(missing_ok=True)
+            crops = home / "cache" / "probe-crops"
+            if crops.is_dir():
+                for path in crops.glob(f"{sha}-*.jpg"):
+                    path.unlink()
+        return len(shas)
+
+
+def overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0, min(ay + ah, by + bh) - max(ay, by))
+    union = aw * ah + bw * bh - w * h
+    return w * h / union if union > 0 else 0.0
