@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
@@ -25,6 +23,7 @@ from rich.table import Table
 from facetrail import serialize
 from facetrail.accounts import ROLES, Actor
 from facetrail.casework import DECISIONS
+from facetrail.cli_common import F, emit_json, json_option, with_engine
 from facetrail.engine import Facetrail
 from facetrail.errors import FacetrailError
 from facetrail.faces.base import SCORE_MEANING
@@ -35,37 +34,10 @@ from facetrail.settings import load_settings
 from facetrail.sources import KINDS
 from facetrail.store import AuditQuery, JobRow, RunCounts, SearchRow, UserRow
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 LEADS_NOTICE = (
     "These candidates are investigative leads, not identifications. A trained person must "
     "review every one before any action is taken."
 )
-
-
-def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(f)
-
-
-def with_engine(f: F) -> F:
-    """Open the engine from the group's --home for the command, and close it after."""
-
-    wants_actor = "actor" in inspect.signature(f).parameters
-
-    @click.pass_obj
-    @functools.wraps(f)
-    def wrapper(obj: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        settings = load_settings(obj["home"], **obj["overrides"])
-        with Facetrail(settings) as engine:
-            if wants_actor:  # the local operator, acting for the group's --org
-                kwargs["actor"] = engine.actor(org=obj["org"])
-            return f(engine, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 class FacetrailGroup(click.Group):
