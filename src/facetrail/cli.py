@@ -24,6 +24,8 @@ from facetrail import serialize
 from facetrail.accounts import ROLES, Actor
 from facetrail.casework import DECISIONS
 from facetrail.cli_common import F, emit_json, json_option, with_engine
+from facetrail.cli_rights import COMMANDS as RIGHTS_COMMANDS
+from facetrail.cli_rights import echo_erasure
 from facetrail.engine import Facetrail
 from facetrail.errors import FacetrailError
 from facetrail.faces.base import SCORE_MEANING
@@ -95,14 +97,16 @@ def sources() -> None:
 @click.option("--uri", required=True, help="Folder, manifest file, or WARC/WACZ file or folder.")
 @click.option("--lawful-basis", required=True, help="Legal basis for holding and searching it.")
 @click.option("--purpose", required=True, help="What the collection is held for.")
-@click.option("--retention-days", type=click.IntRange(min=1), default=None)
+@click.option("--retention-days", type=click.IntRange(min=1), required=True,
+              help="Days an appearance is kept after it was first ingested; "
+              "'facetrail retention sweep' erases what is older.")
 @click.option("--org", "owner", default=None,
               help="The organisation that owns it (default: the one you act for).")
 @json_option
 @with_engine
 def sources_add(
     engine: Facetrail, name: str, kind: str, uri: str, lawful_basis: str, purpose: str,
-    retention_days: int | None, owner: str | None, as_json: bool, actor: Actor,
+    retention_days: int, owner: str | None, as_json: bool, actor: Actor,
 ) -> None:
     """Register a source with its lawful basis, purpose and retention."""
     row = engine.add_source(
@@ -209,23 +213,36 @@ def orgs_list(engine: Facetrail, as_json: bool) -> None:
 
 @sources.command("retention")
 @click.argument("name")
-@click.argument("days", metavar="DAYS|none")
+@click.argument("days", type=click.IntRange(min=1))
 @json_option
 @with_engine
-def sources_retention(engine: Facetrail, name: str, days: str, as_json: bool) -> None:
-    """Change how long source NAME's data is kept: DAYS, or 'none' for no limit."""
-    if days.lower() == "none":
-        retention: int | None = None
-    elif days.isdigit():
-        retention = int(days)
-    else:
-        raise click.BadParameter(f"{days!r} is not a number of days or 'none'", param_hint="DAYS")
-    row = engine.set_retention(name, retention)
+def sources_retention(engine: Facetrail, name: str, days: int, as_json: bool) -> None:
+    """Change how long source NAME's appearances are kept after their first ingest (DAYS);
+    'facetrail retention sweep' erases what is older."""
+    row = engine.set_retention(name, days)
     if as_json:
         emit_json(serialize.source(row))
     else:
-        kept = f"for {row.retention_days} days" if row.retention_days else "with no time limit"
-        click.echo(f"source {row.name!r} is now kept {kept}")
+        click.echo(f"source {row.name!r} is now kept for {row.retention_days} days")
+
+
+@sources.command("remove")
+@click.argument("name")
+@click.option("--reason", required=True, help="Why; kept with the erasure and audited.")
+@click.option("--dry-run", is_flag=True, help="Show what would be erased; erase nothing.")
+@json_option
+@with_engine
+def sources_remove(engine: Facetrail, name: str, reason: str, dry_run: bool, as_json: bool,
+                   actor: Actor) -> None:
+    """Remove source NAME: everything only it reached is erased (faces, images), its
+    appearances of images others also reached go, and the source is unregistered."""
+    report = engine.remove_source(name, reason=reason, actor=actor, dry_run=dry_run)
+    if as_json:
+        emit_json(serialize.erasure(report))
+    else:
+        echo_erasure(report)
+        if not dry_run:
+            click.echo(f"source {name!r} removed")
 
 
 # -- ingest ----------------------------------------------------------------------------------
@@ -260,6 +277,9 @@ def ingest(engine: Facetrail, target: str, source_name: str | None, as_json: boo
         f"{report.images_new} new images, {report.duplicates} duplicates, "
         f"{report.skipped} unchanged, {report.faces} faces, {report.errors} errors"
     )
+    if report.suppressed:
+        click.echo(f"{report.suppressed} face(s) or image(s) suppressed: they match an opt-out "
+                   "or were erased, and were not stored")
     if report.errors:
         click.echo(f"see them with: facetrail errors --source {report.source}")
 
@@ -1151,3 +1171,7 @@ def serve(obj: dict[str, Any], host: str | None, port: int | None, processes: in
         overrides["port"] = port
     settings = load_settings(obj["home"], **overrides)
     run_server(settings, processes, say=lambda line: click.echo(line, err=True))
+
+
+for _command in RIGHTS_COMMANDS:
+    main.add_command(_command)

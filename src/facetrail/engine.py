@@ -287,7 +287,7 @@ class Facetrail:
         *,
         lawful_basis: str,
         purpose: str,
-        retention_days: int | None,
+        retention_days: int,
         actor: str | None = None,
         org: str = DEFAULT_ORG,
     ) -> SourceRow:
@@ -299,6 +299,9 @@ class Facetrail:
         for field, value in (("lawful basis", lawful_basis), ("purpose", purpose)):
             if not value.strip():
                 raise PolicyError(f"a source needs a {field}")
+        if retention_days is None or retention_days < 1:
+            raise PolicyError("a source needs a retention period of at least 1 day "
+                              "(--retention-days): how long its data may be kept")
         path = Path(uri).expanduser().resolve()
         if not path.exists():
             raise NotFoundError(f"{path} does not exist")
@@ -401,11 +404,11 @@ class Facetrail:
         return Actor(name or os_user(), org=row.name, org_id=row.id)
 
     def set_retention(
-        self, name: str, retention_days: int | None, *, actor: str | None = None
+        self, name: str, retention_days: int, *, actor: str | None = None
     ) -> SourceRow:
-        """Change how long a source's data is kept, in days (None: no limit)."""
-        if retention_days is not None and retention_days < 1:
-            raise PolicyError(f"retention is at least 1 day, or none; not {retention_days}")
+        """Change how long a source's data is kept, in days."""
+        if retention_days is None or retention_days < 1:
+            raise PolicyError(f"retention is at least 1 day; not {retention_days}")
         before = self.store.get_source(name)
         row = self.store.set_retention(name, retention_days)
         self.store.append_audit(

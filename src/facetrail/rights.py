@@ -32,6 +32,7 @@ from facetrail.audit import AuditEvent
 from facetrail.errors import InputError, NoFaceError, NotFoundError, PolicyError
 from facetrail.faces import DEFAULT_FLOOR
 from facetrail.faces.base import score_of
+from facetrail.index import VectorIndex
 from facetrail.orgs import DEFAULT_ORG_ID
 from facetrail.records import ImageAnalysis
 from facetrail.store import EraseSelector, ErasureScope, OptoutRow
@@ -137,10 +138,11 @@ class Rights:
         if scope.empty and remove_source is None:
             self._audit(report, actor)
             return report
+        index = self.engine.index  # opened (and caught up) before the faces leave the store
         row = self.store.erase(scope, kind=kind, target=target, reason=reason.strip(),
                                actor=actor.name, block_images=block_images,
                                remove_source=remove_source)
-        removed = self._remove_from_indexes(scope)
+        removed = self._remove_from_indexes(index, scope)
         files = self._remove_files(scope, touched | set(scope.sha256s))
         scrubbed = tuple(self.store.scrub())
         report = replace(report, erasure_id=row.id, index_removed=removed,
@@ -148,11 +150,11 @@ class Rights:
         self._audit(report, actor)
         return report
 
-    def _remove_from_indexes(self, scope: ErasureScope) -> int:
+    def _remove_from_indexes(self, index: VectorIndex, scope: ErasureScope) -> int:
         if not scope.faces:
             return 0
         engine = self.engine
-        removed = engine.index.remove(np.asarray(scope.faces, dtype=np.int64))
+        removed = index.remove(np.asarray(scope.faces, dtype=np.int64))
         # Other models' indexes are derived files: deleted, and rebuilt from the store when
         # their model is in use again.
         for model_id, key, _ in self.store.models():

@@ -22,7 +22,8 @@ from facetrail.records import (
     ProbeInfo,
     SearchResult,
 )
-from facetrail.store import ErrorRow, JobRow, ReviewRow, SearchRow, SourceRow
+from facetrail.rights import ErasureReport, OptoutReport, SweepReport
+from facetrail.store import ErrorRow, JobRow, OptoutRow, ReviewRow, SearchRow, SourceRow
 from facetrail.store.base import OrgRow, ShareRow
 
 SEARCH_SCHEMA = "facetrail.search/1"
@@ -223,3 +224,36 @@ def _cell(value: object) -> object:
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
+
+
+def erasure(r: ErasureReport) -> dict[str, Any]:
+    return {
+        "kind": r.kind, "target": r.target, "reason": r.reason, "dry_run": r.dry_run,
+        "erasure_id": r.erasure_id, "counts": dict(r.counts), "face_ids": list(r.faces),
+        "image_sha256s": list(r.sha256s), "index_removed": r.index_removed,
+        "files_removed": r.files_removed, "scrubbed": list(r.scrubbed),
+        "matches": [{"face_id": m.face_id, "score": m.score} for m in r.matches],
+        "borderline": [{"face_id": m.face_id, "score": m.score} for m in r.borderline],
+    }
+
+
+def optout(o: OptoutRow) -> dict[str, Any]:
+    return {"reference": o.reference, "note": o.note, "photos": o.photos,
+            "templates": o.templates, "created_at": o.created_at, "created_by": o.created_by,
+            "org": o.org}
+
+
+def sweep(r: SweepReport) -> dict[str, Any]:
+    return {
+        "as_of": r.as_of, "dry_run": r.dry_run,
+        "sources": [{"source": e.source, "retention_days": e.retention_days,
+                     "cutoff": e.cutoff, "counts": dict(e.counts)} for e in r.sources],
+        "no_retention": [e.source for e in r.sources if e.retention_days is None],
+        "probes": r.probes, "searches": r.searches,
+        "erasures": [erasure(e) for e in r.erasures],
+    }
+
+
+def optout_report(r: OptoutReport) -> dict[str, Any]:
+    return {"optout": optout(r.optout) if r.optout is not None else None,
+            "erasure": erasure(r.erasure)}

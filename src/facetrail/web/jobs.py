@@ -133,11 +133,12 @@ class SourceIn(BaseModel):
     uri: str = Field(min_length=1, description="Folder, manifest, or WARC/WACZ on the server.")
     lawful_basis: str = Field(min_length=1)
     purpose: str = Field(min_length=1)
-    retention_days: int | None = Field(default=None, ge=1)
+    retention_days: int = Field(ge=1, description="Days an appearance is kept after its "
+                                "first ingest; the retention sweep erases what is older.")
 
 
 class RetentionIn(BaseModel):
-    retention_days: int | None = Field(ge=1)
+    retention_days: int = Field(ge=1)
 
 
 @router.get("/sources", tags=["sources"])
@@ -165,7 +166,7 @@ def add_source(body: SourceIn, who: Admin, service: Svc) -> dict[str, Any]:
 
 @router.patch("/sources/{name}", tags=["sources"])
 def set_retention(name: str, body: RetentionIn, who: Admin, service: Svc) -> dict[str, Any]:
-    """Change how long a source's data is kept (null: no limit)."""
+    """Change how long a source's data is kept, in days."""
     service.engine.source(name, actor=who.actor, owned=True)
     row = service.engine.set_retention(name, body.retention_days, actor=who.name)
     return {"source": serialize.source(row)}

@@ -1,4 +1,5 @@
-"""What the HTTP layer holds for its lifetime: the engine, the rate limits, the job runner.
+"""What the HTTP layer holds for its lifetime: the engine, the rate limits, the job runner,
+the scheduled retention sweep.
 
 Requests run on uvicorn's thread pool and share one engine, with no lock around it: searches,
 probe uploads and the job runner's ingests and index syncs run at the same time.
@@ -26,6 +27,7 @@ from facetrail.errors import InputError, RateLimitError
 from facetrail.settings import Settings
 from facetrail.store import ProbeRow, SearchRow
 from facetrail.web.jobs import JobRunner
+from facetrail.web.sweeper import Sweeper
 
 
 class Service:
@@ -38,9 +40,11 @@ class Service:
         self.probe_rate = RateLimiter(settings.search_rate, settings.search_rate_window,
                                       "probe uploads")
         self.jobs = JobRunner(self)
+        self.sweeper = Sweeper(self.engine)
 
     def start(self) -> None:
         self.jobs.start()
+        self.sweeper.start()
 
     def search(
         self, actor: Actor, face: int, *, case_ref: str, purpose: str,
@@ -65,6 +69,7 @@ class Service:
         return self.engine.keep_probe(data, actor=actor)
 
     def stop(self) -> None:
+        self.sweeper.stop()
         self.jobs.stop()
         self.engine.close()
 

@@ -187,8 +187,12 @@ class RightsTables(SQLCore):
         return out
 
     def erased_boxes(self, sha256: str) -> list[tuple[int, int, int, int]]:
-        rows = self._db.execute("SELECT box FROM erased_faces WHERE image_sha256=?",
-                                (sha256,)).fetchall()
+        # Faces erased by name stay erased; those that expired or went with their source may
+        # come back with a new ingest, as a new holding.
+        rows = self._db.execute(
+            "SELECT t.box FROM erased_faces t JOIN erasures e ON e.id = t.erasure_id"
+            " WHERE t.image_sha256=? AND e.kind IN ('face', 'photo', 'optout', 'image')",
+            (sha256,)).fetchall()
         return [tuple(json.loads(r[0])) for r in rows]
 
     def erased_image(self, sha256: str) -> bool:
