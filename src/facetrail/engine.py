@@ -792,6 +792,14 @@ class Facetrail:
                 f"--model {name}' first (images no longer readable stay behind; --force "
                 "switches anyway)"
             )
+        uncovered = self._rights.uncovered_optouts(target_id)
+        if uncovered and not force:
+            raise PolicyError(
+                f"{len(uncovered)} opt-out(s) ({', '.join(uncovered[:5])}) have no template for "
+                f"{name!r}: their photos were not kept, so they cannot be made again. Ask the "
+                "people for new photos and add the opt-outs with this model after the switch "
+                "(--force switches anyway; until then they are not applied)"
+            )
         previous = self.model_name
         self.store.set_setting(ACTIVE_MODEL, name)
         self.store.append_audit(AuditEvent(

@@ -297,6 +297,11 @@ class Rights:
             details={"reference": row.reference, "templates": row.templates}))
         return row
 
+    def uncovered_optouts(self, model_id: int) -> list[str]:
+        """References of opt-outs with no template for ``model_id``."""
+        covered = set(self.store.optout_templates(model_id)[0])
+        return [o.reference for o in self.store.optouts() if o.reference not in covered]
+
     def opted_out(self, face_ids: Sequence[int]) -> set[int]:
         """Which of ``face_ids`` match an opt-out template of the active model."""
         if not face_ids:
