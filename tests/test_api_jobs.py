@@ -146,12 +146,16 @@ def test_cancel_and_retention(server: Server, collection: Path) -> None:
         assert admin.patch("/api/sources/nope", json={"retention_days": 5}).status_code == 404
         bad_kind = admin.post("/api/sources", json={
             "name": "x", "kind": "ftp", "uri": str(collection), "lawful_basis": "b",
-            "purpose": "p"})
+            "purpose": "p", "retention_days": 30})
         assert bad_kind.status_code == 422
         missing = admin.post("/api/sources", json={
             "name": "y", "kind": "folder", "uri": str(collection / "nope"),
-            "lawful_basis": "b", "purpose": "p"})
+            "lawful_basis": "b", "purpose": "p", "retention_days": 30})
         assert missing.status_code == 404
+        no_retention = admin.post("/api/sources", json={
+            "name": "y", "kind": "folder", "uri": str(collection), "lawful_basis": "b",
+            "purpose": "p"})
+        assert no_retention.status_code == 422
     with server.client("auditor") as auditor:
         events = auditor.get("/api/audit", params={"actor": "admin"}).json()["events"]
     assert [e["action"] for e in events] == [

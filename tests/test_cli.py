@@ -23,7 +23,7 @@ def test_home_from_flag_then_environment_then_platform_dir(tmp_path: Path) -> No
     base = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
     base["XDG_DATA_HOME"] = str(tmp_path / "xdg")
     args = ("sources", "add", "s", "--kind", "folder", "--uri", str(PEOPLE / "Ashanti"),
-            "--lawful-basis", "b", "--purpose", "p")
+            "--lawful-basis", "b", "--purpose", "p", "--retention-days", "30")
 
     facetrail(*args, env=base)
     assert (tmp_path / "xdg" / "facetrail" / "facetrail.db").exists()

@@ -103,7 +103,10 @@ class VectorFile:
         held = face_ids[self.contains(face_ids)]
         if not len(held):
             return 0
-        at = np.searchsorted(self._sorted, held)
+        # Every row of each id: a face removed and added back has an older row too.
+        first = np.searchsorted(self._sorted, held, side="left")
+        last = np.searchsorted(self._sorted, held, side="right")
+        at = np.concatenate([np.arange(a, b) for a, b in zip(first, last, strict=True)])
         rows = at if self._order is None else self._order[at]
         zeros = bytes(4 * self.dim)
         with self.vectors_path.open("r+b") as fh:
@@ -124,13 +127,13 @@ class VectorFile:
         if self.rows == 0:
             return np.zeros(len(face_ids), bool)
         ids = self._sorted
-        at = np.minimum(np.searchsorted(ids, face_ids), self.rows - 1)
+        at = self._last(face_ids)
         return np.asarray(ids[at] == face_ids)
 
     def lookup(self, face_ids: np.ndarray) -> np.ndarray:
         """The vectors of ``face_ids``, shape (len, dim), in that order."""
         ids = self._sorted
-        at = np.minimum(np.searchsorted(ids, face_ids), max(self.rows - 1, 0))
+        at = self._last(face_ids)
         if self.rows == 0 or not np.array_equal(ids[at], face_ids):
             raise StoreError(
                 f"the vector file {self.vectors_path} is out of step with the index; "
@@ -138,6 +141,13 @@ class VectorFile:
             )
         rows = at if self._order is None else self._order[at]
         return np.asarray(self._vectors[rows])
+
+    def _last(self, face_ids: np.ndarray) -> np.ndarray:
+        """Where in the sorted ids each of ``face_ids`` is, at its latest row (a face removed
+        and added back has two; the sort is stable, so the later one comes last); where it
+        would be when it has none."""
+        return np.clip(np.searchsorted(self._sorted, face_ids, side="right") - 1, 0,
+                       max(self.rows - 1, 0))
 
     def _map(self, rows: int, ascending: bool | None = None) -> None:
         """Map ``rows`` rows; ``ascending`` says whether the ids are known to be ascending
