@@ -20,6 +20,7 @@ from facetrail.store.base import (
     ReviewRow,
     RunCounts,
     RunRow,
+    RunScope,
     SearchRow,
     SourceRow,
     SourceSpec,
@@ -31,8 +32,8 @@ from facetrail.store.base import (
 
 __all__ = [
     "STORE_SCHEMES", "AuditQuery", "Credential", "ErrorRow", "FaceRow", "JobRow", "ProbeRow",
-    "ReviewRow", "RunCounts", "RunRow", "SearchRow", "SourceRow", "SourceSpec", "SourceStats",
-    "Store", "StoreStats", "UserRow", "default_store_url", "open_store",
+    "ReviewRow", "RunCounts", "RunRow", "RunScope", "SearchRow", "SourceRow", "SourceSpec",
+    "SourceStats", "Store", "StoreStats", "UserRow", "default_store_url", "open_store",
 ]
 
 STORE_SCHEMES = ("sqlite", "postgresql")
