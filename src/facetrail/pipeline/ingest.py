@@ -101,8 +101,8 @@ class Ingest:
             try:
                 state.consume(self._items(source, targets, state.unchanged))
                 state.flush()
-                gone = self.store.mark_gone(source.id, run_id, self._scopes(source, targets))
-                state.counts = replace(state.counts, gone=gone)
+                missing = self.store.mark_gone(source.id, run_id, self._scopes(source, targets))
+                state.counts = replace(state.counts, gone=missing)
                 status = "completed"
             except KeyboardInterrupt:
                 status = "interrupted"
