@@ -60,6 +60,7 @@ def test_manifest_provenance_comes_back_with_a_match(tmp_path: Path) -> None:
         "page_url": "https://example.org/story",
         "page_urls": ["https://example.org/story", "https://example.org/gallery"],
         "captured_at": "2025-05-01T12:00:00Z", "title": "Press photo", "record_id": None,
+        "gone_at": None,
     }
 
 

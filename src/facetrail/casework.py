@@ -118,6 +118,7 @@ class Casework:
         threshold: float | None = None,
         min_quality: float | None = None,
         fusion: str | None = None,
+        history: bool = False,
     ) -> KeptSearch:
         """Search stored probes (sha256) or new ones (bytes, kept first); the search is
         audited and kept as a record. Several probes are photos of one person."""
@@ -144,7 +145,7 @@ class Casework:
             more_probes=[self.probe_bytes(s, actor) for s in shas[1:]],
             case_ref=case_ref, purpose=purpose, top=top, threshold=threshold,
             min_quality=min_quality, face=face, all_faces=all_faces, fusion=fusion,
-            actor=actor,
+            actor=actor, history=history,
         )
         # A face found for several probe faces (all faces searched) is one candidate to
         # review, under its best score.

@@ -275,7 +275,8 @@ def ingest(engine: Facetrail, target: str, source_name: str | None, as_json: boo
     click.echo(
         f"ingested {report.source!r} in {report.seconds:.1f}s: {report.items} items, "
         f"{report.images_new} new images, {report.duplicates} duplicates, "
-        f"{report.skipped} unchanged, {report.faces} faces, {report.errors} errors"
+        f"{report.skipped} unchanged, {report.faces} faces, {report.errors} errors, "
+        f"{report.gone} gone"
     )
     if report.suppressed:
         click.echo(f"{report.suppressed} face(s) or image(s) suppressed: they match an opt-out "
@@ -491,12 +492,15 @@ def reembed(engine: Facetrail, target: str, as_json: bool) -> None:
 @click.option("--all-faces", is_flag=True, help="Search every face of the probe.")
 @click.option("--fusion", type=click.Choice(["mean", "max"]), default=None,
               help="With several probe photos of one person: how they are combined.")
+@click.option("--history", is_flag=True,
+              help="Also find images no longer where they were seen (shown as gone).")
 @json_option
 @with_engine
 def search(
     engine: Facetrail, probes: tuple[Path, ...], case_ref: str, purpose: str, top: int | None,
     threshold: float | None, min_quality: float | None, include_low_quality: bool,
-    face: int | None, all_faces: bool, fusion: str | None, as_json: bool, actor: Actor,
+    face: int | None, all_faces: bool, fusion: str | None, history: bool, as_json: bool,
+    actor: Actor,
 ) -> None:
     """Find indexed faces like the one in PROBES. Several PROBES are photos of one person,
     searched together. Results are leads, not identifications: the search is kept as a case
@@ -506,7 +510,7 @@ def search(
     kept = engine.search_probes(
         [p.read_bytes() for p in probes], case_ref=case_ref, purpose=purpose, top=top,
         threshold=threshold, min_quality=min_quality, face=face, all_faces=all_faces,
-        fusion=fusion, actor=actor,
+        fusion=fusion, actor=actor, history=history,
     )
     if as_json:
         emit_json({**serialize.search_result(kept.result), "search_id": kept.record.id})
@@ -568,7 +572,7 @@ def print_search(result: SearchResult) -> None:
             f"{box:<22} {c.image.sha256[:16]} ({c.image.width}x{c.image.height})"
         )
         for a in c.appearances:
-            echo(f"{'':>12}seen in {a.source}: {a.location}")
+            echo(f"{'':>12}{seen_in(a.source, a.location, a.gone_at)}")
             if a.source_url:
                 echo(f"{'':>14}image url: {a.source_url}")
             for page in a.page_urls:
@@ -577,6 +581,13 @@ def print_search(result: SearchResult) -> None:
                 echo(f"{'':>14}captured:  {a.captured_at}")
     echo("")
     echo(f"audit record #{result.audit_id} written (case and purpose recorded).")
+
+
+def seen_in(source: str, location: str, gone_at: str | None) -> str:
+    """Where an image was seen; one no longer there says since when."""
+    if gone_at is None:
+        return f"seen in {source}: {location}"
+    return f"was in {source}: {location} (gone since {gone_at})"
 
 
 def threshold_line(result: SearchResult) -> str:
@@ -684,7 +695,7 @@ def print_record(search: SearchRow, record: dict[str, Any]) -> None:
         echo(f"{c['rank']:>4} score {c['score']:.3f}  face {c['face_id']}  image "
              f"{c['image']['sha256'][:16]}")
         for a in c["appearances"]:
-            echo(f"{'':>8}seen in {a['source']}: {a['location']}")
+            echo(f"{'':>8}{seen_in(a['source'], a['location'], a.get('gone_at'))}")
         for r in c["reviews"]:
             echo(f"{'':>8}{r['decision']} by {r['reviewer']} at {r['at']}: {r['note']}")
 

@@ -547,10 +547,12 @@ class Facetrail:
         actor: str | Actor | None = None,
         more_probes: Iterable[bytes | Path] = (),
         fusion: str | None = None,
+        history: bool = False,
     ) -> SearchResult:
         """Search ``probe``; with ``more_probes`` (further photos of the same person), the
         largest face of every photo is searched as one person (``fusion``). Only faces the
-        actor's organisation may see are searched (the local operator's: 'default')."""
+        actor's organisation may see are searched (the local operator's: 'default'). With
+        ``history``, images no longer where they were seen are found too (docs/provenance.md)."""
         who = actor if isinstance(actor, Actor) else Actor.local()
         if isinstance(actor, str):
             who = Actor(actor)
@@ -584,7 +586,7 @@ class Facetrail:
             face=face, all_faces=all_faces, more_probes=more,
             fusion=fusion or self.settings.fusion, calibration=self.calibration,
             fpir_target=self.settings.fpir_target, threshold_rule=rule,
-            calibrated_threshold=calibrated, exclude=self._rights.opted_out,
+            calibrated_threshold=calibrated, exclude=self._rights.opted_out, history=history,
         )
         result = search(request, self.analyzer, self.index, self.store)
         return self.visibility.result(result, who.org_id) if allowed is not None else result
@@ -614,13 +616,14 @@ class Facetrail:
         min_quality: float | None = None,
         fusion: str | None = None,
         actor: Actor | None = None,
+        history: bool = False,
     ) -> KeptSearch:
         """``search`` of kept probes (a sha256 each, or bytes kept first), itself kept as a
         case record whose candidates can be reviewed. Several probes: one person's photos."""
         return self._casework.search(
             probes, actor or Actor.local(), case_ref=case_ref, purpose=purpose, face=face,
             all_faces=all_faces, top=top, threshold=threshold, min_quality=min_quality,
-            fusion=fusion,
+            fusion=fusion, history=history,
         )
 
     def searches(

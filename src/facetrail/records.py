@@ -36,6 +36,10 @@ class Provenance:
     title: str | None = None
     record_id: str | None = None
     """WARC-Record-ID for archive records."""
+    listing: str | None = None
+    """The manifest or web archive (its resolved path) that listed this copy; None for a file
+    found by walking a folder. A re-ingest of a manifest or an archive finds out what it no
+    longer lists by this."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,9 @@ class Appearance:
     captured_at: str | None
     title: str | None = None
     record_id: str | None = None
+    gone_at: str | None = None
+    """ISO 8601 UTC time a re-ingest found the image no longer there (the file deleted or
+    replaced, the manifest row or archive record gone); None: still where it was seen."""
 
     @property
     def page_url(self) -> str | None:
@@ -232,6 +239,8 @@ class IngestReport:
     seconds: float
     suppressed: int = 0
     """Faces left out because they match an opt-out or were erased (and erased images)."""
+    gone: int = 0
+    """Appearances the run found no longer there (docs/provenance.md)."""
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ def appearance(a: Appearance) -> dict[str, Any]:
         "captured_at": a.captured_at,
         "title": a.title,
         "record_id": a.record_id,
+        "gone_at": a.gone_at,
     }
 
 
@@ -112,7 +113,7 @@ def ingest_report(r: IngestReport) -> dict[str, Any]:
     return {
         "run_id": r.run_id, "source": r.source, "items": r.items, "images_new": r.images_new,
         "duplicates": r.duplicates, "skipped": r.skipped, "faces": r.faces,
-        "errors": r.errors, "suppressed": r.suppressed, "seconds": r.seconds,
+        "errors": r.errors, "suppressed": r.suppressed, "gone": r.gone, "seconds": r.seconds,
     }
 
 
@@ -194,7 +195,7 @@ def case_report(case_ref: str, searches: Sequence[dict[str, Any]]) -> dict[str, 
 REPORT_COLUMNS = (
     "search_id", "searched_at", "analyst", "case_ref", "purpose", "probe_sha256", "probe_face",
     "rank", "face_id", "score", "image_sha256", "source", "location", "source_url", "page_url",
-    "captured_at", "decisions",
+    "captured_at", "decisions", "gone_at",
 )
 
 
@@ -214,7 +215,7 @@ def case_report_csv(searches: Sequence[dict[str, Any]]) -> str:
                     meta["purpose"], meta["probe_sha256"], meta["probe_face"], c["rank"],
                     c["face_id"], c["score"], c["image"]["sha256"], a.get("source"),
                     a.get("location"), a.get("source_url"), a.get("page_url"),
-                    a.get("captured_at"), decisions,
+                    a.get("captured_at"), decisions, a.get("gone_at"),
                 )])
     return out.getvalue()
 

@@ -11,6 +11,10 @@ Streaming: at most ``slots`` tasks are in flight (twice the workers), so memory 
 with the collection. Idempotent: images are keyed by sha256, appearances by (source,
 location, image). Each image is committed in one transaction with its faces and appearances,
 so a kill at any moment loses at most the images in flight, which the next run redoes.
+
+Provenance stays true: a completed run marks gone what it no longer found under its targets
+(a file deleted or replaced, a manifest row or archive record that went); what comes back is
+current again (docs/provenance.md).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from facetrail.records import (
 from facetrail.settings import Settings
 from facetrail.sources import SourceItem, guess_kind, make_source
 from facetrail.sources.base import SeenCheck
-from facetrail.store import RunCounts, SourceRow, Store
+from facetrail.store import RunCounts, RunScope, SourceRow, Store
 
 Suppress = Callable[[ImageAnalysis, int], tuple[ImageAnalysis, int]]
 """Given an image's analysis and the model id, the analysis without the faces that must not
@@ -58,6 +62,8 @@ Progress = Callable[[RunCounts, int | None], None]
 """Called as items are counted, with the expected number of items when it is known."""
 FoundAt = tuple[Provenance, str | None]
 """Where a copy of an image was found, and that location's fingerprint."""
+TOUCH_BATCH = 512
+"""Unchanged locations recorded as found in one transaction."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,6 +112,9 @@ class Ingest:
         with Heartbeat(lambda: self.store.renew_run(run_id, holder), lease / 4):
             try:
                 state.consume(self._items(source, targets, state.unchanged))
+                state.flush()
+                missing = self.store.mark_gone(source.id, run_id, self._scopes(source, targets))
+                state.counts = replace(state.counts, gone=missing)
                 status = "completed"
             except KeyboardInterrupt:
                 status = "interrupted"
@@ -116,8 +125,17 @@ class Ingest:
         return IngestReport(
             run_id=run_id, source=source.name, items=c.items, images_new=c.images_new,
             duplicates=c.duplicates, skipped=c.skipped, faces=c.faces, errors=c.errors,
-            suppressed=c.suppressed, seconds=round(time.perf_counter() - started, 3),
+            suppressed=c.suppressed, gone=c.gone,
+            seconds=round(time.perf_counter() - started, 3),
         )
+
+    def _scopes(self, source: SourceRow, targets: list[Path]) -> list[RunScope]:
+        """What the targets cover; one that does not exist covers nothing (an unmounted disk
+        is an error of the run, not the loss of everything on it)."""
+        return [
+            RunScope(str(t.resolve()), listed=self._kind(source, t) != "folder")
+            for t in targets if t.exists()
+        ]
 
     def _estimate(self, source: SourceRow, targets: list[Path]) -> int | None:
         total = 0
@@ -171,13 +189,24 @@ class _RunState:
         self.counts = RunCounts()
         self.pending: dict[str, list[FoundAt]] = {}
         """sha256 of each image being analysed -> every copy of it found meanwhile."""
+        self.touched: list[tuple[str, str, str | None]] = []
+        """Unchanged locations found since the last ``flush``: (location, fingerprint,
+        listing)."""
 
-    def unchanged(self, location: str, fingerprint: str) -> bool:
+    def unchanged(self, provenance: Provenance, fingerprint: str) -> bool:
         """The SeenCheck given to sources: counts an unchanged, already ingested location."""
-        if self.store.seen(self.source.id, location, fingerprint):
+        if self.store.seen(self.source.id, provenance.location, fingerprint):
+            self.touched.append((provenance.location, fingerprint, provenance.listing))
+            if len(self.touched) >= TOUCH_BATCH:
+                self.flush()
             self.bump(items=1, skipped=1)
             return True
         return False
+
+    def flush(self) -> None:
+        """Record the unchanged locations found as found by this run."""
+        self.store.touch(self.source.id, self.run_id, self.touched)
+        self.touched = []
 
     def bump(self, **deltas: int) -> None:
         self.counts = replace(

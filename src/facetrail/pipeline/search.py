@@ -27,7 +27,7 @@ from facetrail.records import (
     ProbeInfo,
     SearchResult,
 )
-from facetrail.store import Store
+from facetrail.store import FaceRow, Store
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,10 @@ class SearchRequest:
     """The organisation the search is made for, recorded in its audit event."""
     exclude: Callable[[Sequence[int]], set[int]] | None = None
     """Of the face ids given, those a search must never return (faces matching an opt-out)."""
+    history: bool = False
+    """Also return faces of images no longer where they were seen, with those appearances
+    (``gone_at`` set). Without it, a candidate's image is current somewhere, and only its
+    current appearances are listed."""
 
 
 FUSIONS = ("mean", "max")
@@ -199,6 +203,7 @@ def _finish(
                 "gallery_faces": gallery,
                 **({"allowed_faces": len(request.allowed)}
                    if request.allowed is not None else {}),
+                **({"history": True} if request.history else {}),
             },
         )
     )
@@ -217,13 +222,20 @@ def _calibrated(c: Candidate, cal: Calibration, gallery_faces: int) -> Candidate
                    expected_false=gallery_faces * est.fmr)
 
 
+def _current(row: FaceRow) -> FaceRow | None:
+    """``row`` with only the appearances where its image still is; None if it is nowhere."""
+    seen = tuple(a for a in row.appearances if a.gone_at is None)
+    return replace(row, appearances=seen) if seen else None
+
+
 def _nearest(
     request: SearchRequest, probe_face: int, query: np.ndarray, index: VectorIndex, store: Store,
     model: ModelInfo,
 ) -> list[Candidate]:
     """The ``top`` nearest faces at or above the threshold and the quality floor.
 
-    Faces under the quality floor are skipped, so the index is asked for more neighbours
+    Faces under the quality floor are skipped, and, unless the request asks for history,
+    faces of images no longer where they were seen; so the index is asked for more neighbours
     until ``top`` pass or a neighbour falls under the threshold or the index is exhausted.
     """
     k = request.top if request.min_quality <= 0 else request.top * 2 + 16
@@ -233,6 +245,9 @@ def _nearest(
         within = [(i, d) for i, d in pairs if model.score(d) >= request.threshold]
         rows = store.faces([i for i, _ in within])
         left_out = request.exclude(list(rows)) if request.exclude is not None else set()
+        if not request.history:
+            rows = {i: current for i, row in rows.items()
+                    if (current := _current(row)) is not None}
         kept = [
             (rows[i], d) for i, d in within
             if i in rows and i not in left_out and rows[i].quality >= request.min_quality

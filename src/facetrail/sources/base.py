@@ -13,8 +13,9 @@ from typing import Protocol
 
 from facetrail.records import ImageRecord, ImageRef, Located, Provenance, SourceFailure
 
-SeenCheck = Callable[[str, str], bool]
-"""``seen(location, fingerprint)`` is True when that location, unchanged, is already ingested.
+SeenCheck = Callable[[Provenance, str], bool]
+"""``seen(provenance, fingerprint)`` is True when the item's location, unchanged, is already
+ingested.
 
 Sources call it before reading bytes they can skip cheaply."""
 
@@ -43,7 +44,7 @@ def file_fingerprint(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def never_seen(location: str, fingerprint: str) -> bool:
+def never_seen(provenance: Provenance, fingerprint: str) -> bool:
     return False
 
 
@@ -57,5 +58,5 @@ def local_item(
         reason = f"{context}cannot read file: {exc.strerror or exc}"
         yield SourceFailure(provenance.location, "unreadable", reason)
         return
-    if not seen(provenance.location, fingerprint):
+    if not seen(provenance, fingerprint):
         yield ImageRef(provenance, Located(str(file)), fingerprint, context)

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from facetrail.records import Provenance
+from facetrail.records import Provenance, SourceFailure
 from facetrail.sources.base import IMAGE_SUFFIXES, SeenCheck, SourceItem, local_item
 
 
@@ -16,20 +16,34 @@ class FolderSource:
 
     def items(self, path: Path, seen: SeenCheck) -> Iterator[SourceItem]:
         for file in _image_files(path.resolve()):
-            yield from local_item(file, Provenance(location=str(file)), seen)
+            if isinstance(file, SourceFailure):
+                yield file
+            else:
+                yield from local_item(file, Provenance(location=str(file)), seen)
 
     def estimate(self, path: Path) -> int | None:
-        return sum(1 for _ in _image_files(path.resolve()))
+        return sum(1 for f in _image_files(path.resolve()) if isinstance(f, Path))
 
 
-
-def _image_files(root: Path) -> Iterator[Path]:
+def _image_files(root: Path) -> Iterator[Path | SourceFailure]:
+    """Image files under ``root``, and a failure for each folder that cannot be listed (its
+    files are not gone: a re-ingest must not take them for deleted)."""
     if root.is_file():
         yield root
         return
+    unlisted: list[OSError] = []
     # Sorted walk keeps runs reproducible; symlinked directories are not followed (loops).
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlisted.append):
+        yield from _unlisted(unlisted)
         dirnames.sort()
         for name in sorted(filenames):
             if Path(name).suffix.lower() in IMAGE_SUFFIXES:
                 yield Path(dirpath) / name
+    yield from _unlisted(unlisted)
+
+
+def _unlisted(errors: list[OSError]) -> Iterator[SourceFailure]:
+    while errors:
+        exc = errors.pop(0)
+        yield SourceFailure(str(exc.filename), "unreadable",
+                            f"cannot list folder: {exc.strerror or exc}")

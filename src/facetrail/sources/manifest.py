@@ -50,6 +50,7 @@ class ManifestSource:
                 page_urls=_page_urls(row),
                 captured_at=_text(row.get("captured_at")),
                 title=_text(row.get("title")),
+                listing=str(manifest),
             )
             yield from local_item(file, provenance, seen, context=f"{where}: ")
 

@@ -60,7 +60,8 @@ class WarcSource:
             yield from self._wacz(archive, fingerprint, seen)
             return
         pages = _embedding_pages(lambda: archive.open("rb"))
-        yield from _images(lambda: archive.open("rb"), str(archive), pages, fingerprint, seen)
+        yield from _images(lambda: archive.open("rb"), str(archive), str(archive), pages,
+                           fingerprint, seen)
 
     def _wacz(self, archive: Path, fingerprint: str, seen: SeenCheck) -> Iterator[SourceItem]:
         try:
@@ -83,11 +84,13 @@ class WarcSource:
                 for url, urls in _embedding_pages(opener(name)).items():
                     pages.setdefault(url, []).extend(u for u in urls if u not in pages.get(url, []))
             for name in members:
-                yield from _images(opener(name), f"{archive}!{name}", pages, fingerprint, seen)
+                yield from _images(opener(name), f"{archive}!{name}", str(archive), pages,
+                                   fingerprint, seen)
 
 
 def _images(
-    open_stream: Any, label: str, pages: dict[str, list[str]], fingerprint: str, seen: SeenCheck
+    open_stream: Any, label: str, archive: str, pages: dict[str, list[str]], fingerprint: str,
+    seen: SeenCheck,
 ) -> Iterator[SourceItem]:
     offset = 0  # of the last record read whole; failures are located "after" it
     try:
@@ -108,18 +111,17 @@ def _images(
                 offset = records.get_record_offset()
                 if not image:
                     continue
-                location = f"{label}#{offset}"
-                if seen(location, fingerprint):
-                    continue
                 url = record.rec_headers.get_header("WARC-Target-URI")
                 provenance = Provenance(
-                    location=location,
+                    location=f"{label}#{offset}",
                     source_url=url,
                     page_urls=tuple(pages.get(_norm(url), ())) if url else (),
                     captured_at=record.rec_headers.get_header("WARC-Date"),
                     record_id=record.rec_headers.get_header("WARC-Record-ID"),
+                    listing=archive,
                 )
-                yield ImageRecord(provenance, data, fingerprint)
+                if not seen(provenance, fingerprint):
+                    yield ImageRecord(provenance, data, fingerprint)
     except Exception as exc:  # zlib, chunking and header errors surface from deep in warcio
         yield SourceFailure(
             f"{label}#after-{offset}", "bad_archive", f"archive broken after this offset: {exc}"

@@ -24,6 +24,7 @@ from facetrail.store.base import (
     ReviewRow,
     RunCounts,
     RunRow,
+    RunScope,
     SearchRow,
     SourceRow,
     SourceSpec,
@@ -37,8 +38,8 @@ from facetrail.store.base import (
 __all__ = [
     "STORE_SCHEMES", "AuditQuery", "Credential", "EraseSelector", "ErasureRow", "ErasureScope",
     "ErrorRow", "FaceRow", "JobRow", "OptoutRow", "ProbeRow", "ReviewRow", "RunCounts",
-    "RunRow", "SearchRow", "SourceRow", "SourceSpec", "SourceStats", "Store", "StoreStats",
-    "Tombstone", "UserRow", "default_store_url", "open_store",
+    "RunRow", "RunScope", "SearchRow", "SourceRow", "SourceSpec", "SourceStats", "Store",
+    "StoreStats", "Tombstone", "UserRow", "default_store_url", "open_store",
 ]
 
 STORE_SCHEMES = ("sqlite", "postgresql")

@@ -108,6 +108,19 @@ class RunCounts:
     suppressed: int = 0
     """Faces not stored: they match an opt-out, or were erased from their image; and images
     not ingested because they were erased by name."""
+    gone: int = 0
+
+
+@dataclass(frozen=True)
+class RunScope:
+    """What one target of an ingest run covers, for finding what the run no longer found.
+
+    ``listed`` False: the files found by walking the folder (or the one file) at ``path``;
+    True: what the manifests and web archives at or under ``path`` list. ``path`` is resolved,
+    as the sources resolve the locations they give."""
+
+    path: str
+    listed: bool
 
 
 @dataclass(frozen=True)
@@ -396,6 +409,17 @@ class IngestStore(Protocol):
         """Every ingest run, oldest first."""
         ...
     def seen(self, source_id: int, location: str, fingerprint: str) -> bool: ...
+    def touch(
+        self, source_id: int, run_id: int, seen: Sequence[tuple[str, str, str | None]]
+    ) -> None:
+        """Record that run ``run_id`` found these (location, fingerprint, listing) unchanged:
+        their appearances are current (again), and the only current ones at their location."""
+        ...
+    def mark_gone(self, source_id: int, run_id: int, scopes: Sequence[RunScope]) -> int:
+        """Mark gone, now, the current appearances of the source under ``scopes`` that run
+        ``run_id`` did not find, leaving those where it met an error; return how many
+        appearances the run found gone (these, and those replaced at their location)."""
+        ...
     def has_image(self, sha256: str, model_id: int) -> bool: ...
     def add_image(
         self,

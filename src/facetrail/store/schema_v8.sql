@@ -5,6 +5,10 @@
 -- Appearances a re-ingest no longer finds are marked gone, not deleted.
 
 ALTER TABLE appearances ADD COLUMN gone_at TEXT;   -- NULL: still where it was seen
+ALTER TABLE appearances ADD COLUMN gone_run INTEGER;   -- the ingest run that found it gone
+ALTER TABLE appearances ADD COLUMN seen_run INTEGER;   -- the last ingest run that found it there
+-- The manifest or web archive that listed it (NULL: a file found by walking a folder).
+ALTER TABLE appearances ADD COLUMN listing TEXT;
 
 CREATE TABLE erasures (
     id          INTEGER PRIMARY KEY,

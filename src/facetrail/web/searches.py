@@ -111,12 +111,15 @@ class SearchIn(BaseModel):
     purpose: str = Field(min_length=1, description="Why this search is made; audited.")
     top: int | None = Field(default=None, ge=1, le=200)
     threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
+    history: bool = Field(default=False, description=(
+        "Also find images no longer where they were seen; their appearances carry gone_at."))
 
 
 def run_search(service: Service, who: Principal, body: SearchIn) -> JSONResponse:
     search = service.search(
         actor(who), body.face, case_ref=body.case_ref, purpose=body.purpose,
         probe_sha256=body.probe_sha256, top=body.top, threshold=body.threshold,
+        history=body.history,
     )
     return JSONResponse(search_json(search, []), status_code=201)
 

@@ -49,7 +49,7 @@ class Service:
     def search(
         self, actor: Actor, face: int, *, case_ref: str, purpose: str,
         probe_sha256: str | None = None, upload: bytes | None = None,
-        top: int | None = None, threshold: float | None = None,
+        top: int | None = None, threshold: float | None = None, history: bool = False,
     ) -> SearchRow:
         """Search one face of a stored probe, or of ``upload`` kept as a probe first, counted
         against the user's search rate."""
@@ -59,7 +59,7 @@ class Service:
             raise InputError("a search needs a stored probe or an upload")
         return self.engine.search_probes(
             [probe], face=face, case_ref=case_ref, purpose=purpose, top=top,
-            threshold=threshold, actor=actor,
+            threshold=threshold, actor=actor, history=history,
         ).record
 
     def keep_probe(self, data: bytes, actor: Actor) -> ProbeRow:

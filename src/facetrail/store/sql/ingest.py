@@ -12,7 +12,7 @@ import numpy as np
 from facetrail.audit import utc_now
 from facetrail.errors import ConflictError
 from facetrail.records import Appearance, ImageAnalysis, ImageInfo, Provenance
-from facetrail.store.base import ErrorRow, FaceRow, LocatedFace, RunCounts, RunRow
+from facetrail.store.base import ErrorRow, FaceRow, LocatedFace, RunCounts, RunRow, RunScope
 from facetrail.store.sql.catalog import CatalogTables
 from facetrail.store.sql.core import Conn
 
@@ -71,16 +71,17 @@ class IngestTables(CatalogTables):
         with self._tx() as db:
             db.execute(
                 "UPDATE ingest_runs SET status=?, finished_at=?, items=?, images_new=?,"
-                " duplicates=?, skipped=?, faces=?, errors=?, suppressed=? WHERE id=?",
+                " duplicates=?, skipped=?, faces=?, errors=?, suppressed=?, gone=? WHERE id=?",
                 (status, utc_now(), counts.items, counts.images_new, counts.duplicates,
-                 counts.skipped, counts.faces, counts.errors, counts.suppressed, run_id),
+                 counts.skipped, counts.faces, counts.errors, counts.suppressed, counts.gone,
+                 run_id),
             )
 
     def runs(self) -> list[RunRow]:
         """Every ingest run, oldest first."""
         rows = self._db.execute(
             "SELECT r.id, s.name, r.paths, r.status, r.started_at, r.finished_at, r.items,"
-            " r.images_new, r.duplicates, r.skipped, r.faces, r.errors, r.suppressed"
+            " r.images_new, r.duplicates, r.skipped, r.faces, r.errors, r.suppressed, r.gone"
             " FROM ingest_runs r"
             " JOIN sources s ON s.id = r.source_id ORDER BY r.id"
         ).fetchall()
@@ -99,6 +100,57 @@ class IngestTables(CatalogTables):
             (source_id, location, fingerprint),
         ).fetchone()
         return row is not None
+
+    def touch(
+        self, source_id: int, run_id: int, seen: Sequence[tuple[str, str, str | None]]
+    ) -> None:
+        if not seen:
+            return
+        now = utc_now()
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE appearances SET seen_run=?, listing=?, gone_at=NULL, gone_run=NULL"
+                " WHERE source_id=? AND location=? AND fingerprint=?",
+                [(run_id, listing, source_id, location, fp) for location, fp, listing in seen],
+            )
+            # Whatever else was current at such a location was replaced there.
+            db.executemany(
+                "UPDATE appearances SET gone_at=?, gone_run=? WHERE source_id=? AND location=?"
+                " AND gone_at IS NULL AND (fingerprint IS NULL OR fingerprint<>?)",
+                [(now, run_id, source_id, location, fp) for location, fp, _ in seen],
+            )
+
+    def mark_gone(self, source_id: int, run_id: int, scopes: Sequence[RunScope]) -> int:
+        under: list[str] = []
+        args: list[Any] = [utc_now(), run_id, source_id, run_id]
+        for scope in scopes:
+            # substr, not LIKE: no wildcards to escape, and case-sensitive on both engines.
+            inside = scope.path.rstrip("/") + "/"
+            column = "listing" if scope.listed else "location"
+            under.append(
+                ("" if scope.listed else "listing IS NULL AND record_id IS NULL AND ")
+                + f"({column}=? OR substr({column}, 1, length(CAST(? AS TEXT)))=?)"
+            )
+            args += [scope.path, inside, inside]
+        with self._tx() as db:
+            if under:
+                # An error this run at the item, or at the folder, manifest or archive it lies
+                # in (a broken record, a bad row, an unreadable folder), leaves it as it was.
+                db.execute(
+                    "UPDATE appearances SET gone_at=?, gone_run=? WHERE source_id=?"
+                    " AND gone_at IS NULL AND coalesce(seen_run, 0)<>?"
+                    f" AND (({') OR ('.join(under)}))"
+                    " AND NOT EXISTS (SELECT 1 FROM ingest_errors e"
+                    " WHERE e.source_id=appearances.source_id AND e.run_id=?"
+                    " AND (substr(appearances.location, 1, length(e.location))=e.location"
+                    " OR substr(e.location, 1, length(appearances.listing))"
+                    "=appearances.listing))",
+                    (*args, run_id),
+                )
+            return int(db.execute(
+                "SELECT count(*) FROM appearances WHERE source_id=? AND gone_run=?",
+                (source_id, run_id),
+            ).fetchone()[0])
 
     def has_image(self, sha256: str, model_id: int) -> bool:
         row = self._db.execute(
@@ -136,7 +188,8 @@ class IngestTables(CatalogTables):
         """Where an image was seen, under any model, by source then location."""
         rows = self._db.execute(
             "SELECT DISTINCT s.name, a.location, a.source_url, a.page_urls, a.captured_at,"
-            " a.title, a.record_id FROM appearances a JOIN sources s ON s.id = a.source_id"
+            " a.title, a.record_id, a.gone_at FROM appearances a"
+            " JOIN sources s ON s.id = a.source_id"
             " JOIN images i ON i.id = a.image_id WHERE i.sha256 = ?"
             " ORDER BY s.name, a.location",
             (sha256,),
@@ -191,9 +244,11 @@ class IngestTables(CatalogTables):
             if old is not None:
                 db.execute(
                     "INSERT INTO appearances (image_id, source_id, location, fingerprint,"
-                    " source_url, page_urls, captured_at, title, record_id, run_id, created_at)"
+                    " source_url, page_urls, captured_at, title, record_id, run_id, created_at,"
+                    " gone_at, gone_run, seen_run, listing)"
                     " SELECT ?, source_id, location, fingerprint, source_url, page_urls,"
-                    " captured_at, title, record_id, run_id, created_at FROM appearances"
+                    " captured_at, title, record_id, run_id, created_at, gone_at, gone_run,"
+                    " seen_run, listing FROM appearances"
                     " WHERE image_id=? ON CONFLICT(source_id, location, image_id) DO NOTHING",
                     (new[0], old[0]),
                 )
@@ -280,7 +335,7 @@ class IngestTables(CatalogTables):
             marks = ",".join("?" * len(image_ids))
             for a in self._db.execute(
                 "SELECT a.image_id, s.name, a.location, a.source_url, a.page_urls,"
-                " a.captured_at, a.title, a.record_id FROM appearances a"
+                " a.captured_at, a.title, a.record_id, a.gone_at FROM appearances a"
                 f" JOIN sources s ON s.id = a.source_id WHERE a.image_id IN ({marks})"
                 " ORDER BY a.image_id, s.name, a.location",
                 tuple(image_ids),
@@ -358,15 +413,28 @@ def _appearances(
     for prov, fingerprint in found_at:
         cur = db.execute(
             "INSERT INTO appearances (image_id, source_id, location, fingerprint, source_url,"
-            " page_urls, captured_at, title, record_id, run_id, created_at)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+            " page_urls, captured_at, title, record_id, run_id, created_at, seen_run, listing)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
             " ON CONFLICT(source_id, location, image_id) DO UPDATE SET"
             " fingerprint=excluded.fingerprint",
             (image_id, source_id, prov.location, fingerprint, prov.source_url,
              json.dumps(list(prov.page_urls)), prov.captured_at, prov.title,
-             prov.record_id, run_id, now),
+             prov.record_id, run_id, now, run_id, prov.listing),
         )
         added += cur.rowcount
+        # The image is current here (under every face model it was analysed by), and the
+        # only one: another image at this location was replaced by it.
+        db.execute(
+            "UPDATE appearances SET fingerprint=?, seen_run=?, listing=?, gone_at=NULL,"
+            " gone_run=NULL WHERE source_id=? AND location=?"
+            " AND image_id IN (SELECT id FROM images WHERE sha256=?)",
+            (fingerprint, run_id, prov.listing, source_id, prov.location, sha256),
+        )
+        db.execute(
+            "UPDATE appearances SET gone_at=?, gone_run=? WHERE source_id=? AND location=?"
+            " AND gone_at IS NULL AND image_id NOT IN (SELECT id FROM images WHERE sha256=?)",
+            (now, run_id, source_id, prov.location, sha256),
+        )
         db.execute(
             "DELETE FROM ingest_errors WHERE source_id=? AND location=?",
             (source_id, prov.location),
@@ -378,5 +446,5 @@ def appearance(row: Any) -> Appearance:
     return Appearance(
         source=row["name"], location=row["location"], source_url=row["source_url"],
         page_urls=tuple(json.loads(row["page_urls"])), captured_at=row["captured_at"],
-        title=row["title"], record_id=row["record_id"],
+        title=row["title"], record_id=row["record_id"], gone_at=row["gone_at"],
     )
