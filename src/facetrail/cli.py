@@ -1179,3 +1179,41 @@ def serve(obj: dict[str, Any], host: str | None, port: int | None, processes: in
         overrides["port"] = port
     settings = load_settings(obj["home"], **overrides)
     run_server(settings, processes, say=lambda line: click.echo(line, err=True))
+
+
+# -- subject access --------------------------------------------------------------------------
+@main.command("subject-access")
+@click.argument("photos", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--reference", required=True, help="The request's reference; audited.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory for index.html, report.json and the face crops.")
+@click.option("--include-cases", is_flag=True,
+              help="Disclose the case references and purposes of the searches that returned "
+              "the faces (they may be confidential).")
+@click.option("--threshold", type=click.FloatRange(-1.0, 1.0), default=None,
+              help="Lowest score reported (default: the opt-out threshold).")
+@json_option
+@with_engine
+def subject_access_command(engine: Facetrail, photos: tuple[Path, ...], reference: str,
+                           out: Path, include_cases: bool, threshold: float | None,
+                           as_json: bool, actor: Actor) -> None:
+    """What facetrail holds about the person in PHOTOS (the largest face of each; the photos
+    are not kept): every matching face with a crop of it, its image, appearances, sources'
+    terms and the searches that returned it. Audited."""
+    from facetrail import subject_access
+
+    report = engine.subject_access(list(photos), reference=reference, actor=actor,
+                                   include_cases=include_cases, threshold=threshold)
+    index = subject_access.write(report, out)
+    counts = report.counts()
+    if as_json:
+        emit_json({"reference": report.reference, "audit_id": report.audit_id,
+                   "threshold": report.threshold, **counts, "html": str(index),
+                   "json": str(out / "report.json")})
+        return
+    click.echo(f"{counts['faces']} faces in {counts['images']} images ({counts['appearances']} "
+               f"appearances, {counts['sources']} sources) matched at {report.threshold:g}; "
+               f"returned by {counts['searches']} searches.")
+    click.echo(f"report: {index} and {out / 'report.json'} (audit #{report.audit_id})")
+    click.echo(report.note)

@@ -530,6 +530,12 @@ class Facetrail:
     def tombstones(self, face_ids: Sequence[int]) -> dict[int, Tombstone]:
         return self.store.tombstones(face_ids)
 
+    @property
+    def optout_threshold(self) -> float:
+        """The score at which a face matches a person's photos, for opt-outs, erasure by
+        photo and subject access: ``optout_threshold``, else the model's floor."""
+        return self._rights.threshold
+
     def subject_access(self, photos: Sequence[bytes | Path], *, reference: str,
                        actor: Actor | None = None, include_cases: bool = False,
                        threshold: float | None = None) -> SubjectAccessReport:

@@ -260,8 +260,8 @@ def note(threshold: float, photos: int, model: str) -> str:
         f"These are the faces held that matched the {photos} photo(s) given, each scoring at "
         f"least {threshold:g} with the face model {model!r} (higher is more alike). A match is "
         "a resemblance, not an identification: the list may include faces of other people who "
-        "look alike, and may miss faces of this person (see the error rates below). The photos "
-        "given were used for this search only and were not kept.")
+        "look alike, and may miss faces of this person (the model's measured error rates are "
+        "given with it). The photos given were used for this search only and were not kept.")
 
 
 # -- the JSON document ---------------------------------------------------------------------------
@@ -344,7 +344,7 @@ def _package_dir(*parts: str) -> Path:
 @functools.cache
 def _templates() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.FileSystemLoader(_package_dir("templates")),
-                              autoescape=True, undefined=jinja2.StrictUndefined)
+                              autoescape=True)
 
 
 def render_html(document: dict[str, Any]) -> str:
