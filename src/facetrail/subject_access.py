@@ -57,6 +57,8 @@ class SearchHit:
     """A search that returned a face as a candidate. The case and purpose are only filled in
     when they are to be disclosed."""
 
+    audit_id: int
+    """The search's audit event (not in the report: it counts searches once each)."""
     at: str
     """UTC time of the search."""
     case_ref: str | None = None
@@ -128,7 +130,7 @@ class SubjectAccessReport:
 
     def counts(self) -> dict[str, int]:
         images = {f.image.sha256: f.image for f in self.faces}
-        searches = {(h.at, h.case_ref) for f in self.faces for h in f.searches}
+        searches = {h.audit_id for f in self.faces for h in f.searches}
         return {
             "faces": len(self.faces), "images": len(images),
             "appearances": sum(len(i.appearances) for i in images.values()),
@@ -211,8 +213,8 @@ class SubjectAccess:
             returned = face_ids.intersection(e.details.get("candidate_face_ids", ()))
             for face_id in sorted(returned):
                 hits.setdefault(face_id, []).append(
-                    SearchHit(e.at, e.case_ref, e.purpose, e.org) if include_cases
-                    else SearchHit(e.at))
+                    SearchHit(row.id, e.at, e.case_ref, e.purpose, e.org) if include_cases
+                    else SearchHit(row.id, e.at))
         return hits
 
     def _sources(self, faces: Sequence[HeldFace]) -> tuple[SourceTerms, ...]:
