@@ -99,6 +99,9 @@ def table() -> list[Call]:
         Call("GET", "/api/audit", auditor),
         Call("GET", "/api/audit/export", auditor),
         Call("GET", "/api/audit/verify", auditor),
+        Call("POST", "/api/subject-access", admin, 200, lambda c: {
+            "files": {"photos": (PROBE.name, PROBE.read_bytes())},
+            "data": {"reference": "ROLES"}}),
     ]
 
 

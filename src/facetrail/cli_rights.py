@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from facetrail import serialize
+from facetrail import serialize, subject_access
 from facetrail.accounts import Actor
 from facetrail.cli_common import emit_json, json_option, with_engine
 from facetrail.engine import Facetrail
@@ -208,4 +208,38 @@ def echo_sweep(r: SweepReport) -> None:
                    "one with 'facetrail sources retention NAME DAYS'")
 
 
-COMMANDS = (erase, optout, retention)
+@click.command("subject-access")
+@click.argument("photos", nargs=-1, required=True, type=PHOTOS)
+@click.option("--reference", required=True, help="The request's reference; audited.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory for index.html, report.json and the face crops.")
+@click.option("--include-cases", is_flag=True,
+              help="Disclose the case references and purposes of the searches that returned "
+              "the faces (they may be confidential).")
+@click.option("--threshold", type=click.FloatRange(-1.0, 1.0), default=None,
+              help="Lowest score reported (default: the opt-out threshold).")
+@json_option
+@with_engine
+def subject_access_command(engine: Facetrail, photos: tuple[Path, ...], reference: str,
+                           out: Path, include_cases: bool, threshold: float | None,
+                           as_json: bool, actor: Actor) -> None:
+    """What facetrail holds about the person in PHOTOS (the largest face of each; the photos
+    are not kept): every matching face with a crop of it, its image, appearances, sources'
+    terms and the searches that returned it. Audited."""
+    report = engine.subject_access(list(photos), reference=reference, actor=actor,
+                                   include_cases=include_cases, threshold=threshold)
+    index = subject_access.write(report, out)
+    counts = report.counts()
+    if as_json:
+        emit_json({"reference": report.reference, "audit_id": report.audit_id,
+                   "threshold": report.threshold, **counts, "html": str(index),
+                   "json": str(out / "report.json")})
+        return
+    click.echo(f"{counts['faces']} faces in {counts['images']} images ({counts['appearances']} "
+               f"appearances, {counts['sources']} sources) matched at {report.threshold:g}; "
+               f"returned by {counts['searches']} searches.")
+    click.echo(f"report: {index} and {out / 'report.json'} (audit #{report.audit_id})")
+    click.echo(report.note)
+
+
+COMMANDS = (erase, optout, retention, subject_access_command)

@@ -84,6 +84,7 @@ from facetrail.store import (
     open_store,
 )
 from facetrail.store.base import AuditRow, OrgRow, ShareRow
+from facetrail.subject_access import SubjectAccess, SubjectAccessReport
 
 USER_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")
 ACTIVE_MODEL = "active_model"
@@ -531,6 +532,23 @@ class Facetrail:
 
     def tombstones(self, face_ids: Sequence[int]) -> dict[int, Tombstone]:
         return self.store.tombstones(face_ids)
+
+    @property
+    def optout_threshold(self) -> float:
+        """The score at which a face matches a person's photos, for opt-outs, erasure by
+        photo and subject access: ``optout_threshold``, else the model's floor."""
+        return self._rights.threshold
+
+    def subject_access(self, photos: Sequence[bytes | Path], *, reference: str,
+                       actor: Actor | None = None, include_cases: bool = False,
+                       threshold: float | None = None) -> SubjectAccessReport:
+        """What is held about the person in ``photos`` (the largest face of each; the photos
+        are not kept): every face matching at ``threshold`` or above (default:
+        ``optout_threshold``), its crop, image, appearances, sources' terms and the searches
+        that returned it, case references only with ``include_cases``. Audited."""
+        return SubjectAccess(self, self._rights).run(
+            _read_all(photos), reference=reference, actor=actor or Actor.local(),
+            include_cases=include_cases, threshold=threshold)
 
     # -- search -----------------------------------------------------------------------------
     def search(

@@ -113,3 +113,29 @@ def _formats() -> tuple[str, ...]:
         return tuple(formats)
     pillow_heif.register_heif_opener()
     return (*formats, "HEIF")
+
+
+CROP_SIDE = 256
+"""Longest side of a face crop, in pixels."""
+CROP_MARGIN = 0.3
+"""Added around a face box on every side, as a fraction of the box's size."""
+
+
+def jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=88)
+    return out.getvalue()
+
+
+def face_crop(data: bytes, box: tuple[int, int, int, int], settings: Settings) -> bytes:
+    """A JPEG of one face: its (x, y, w, h) box with a margin, cut from the upright image
+    (boxes are in upright pixels), at most ``CROP_SIDE`` pixels on its longest side. Never
+    more of the image than the margin around that face."""
+    decoded = decode(data, settings)
+    x, y, w, h = box
+    mx, my = int(w * CROP_MARGIN), int(h * CROP_MARGIN)
+    region = (max(0, x - mx), max(0, y - my),
+              min(decoded.width, x + w + mx), min(decoded.height, y + h + my))
+    image = Image.fromarray(decoded.pixels).crop(region)
+    image.thumbnail((CROP_SIDE, CROP_SIDE))
+    return jpeg(image)

@@ -29,7 +29,13 @@ import numpy as np
 from facetrail import imaging
 from facetrail.accounts import Actor
 from facetrail.audit import AuditEvent
-from facetrail.errors import InputError, NoFaceError, NotFoundError, PolicyError
+from facetrail.errors import (
+    ForbiddenError,
+    InputError,
+    NoFaceError,
+    NotFoundError,
+    PolicyError,
+)
 from facetrail.faces import DEFAULT_FLOOR
 from facetrail.faces.base import score_of
 from facetrail.index import VectorIndex
@@ -109,7 +115,7 @@ class Rights:
     @staticmethod
     def check(actor: Actor) -> None:
         if actor.org_id != DEFAULT_ORG_ID or actor.role not in (None, "admin"):
-            raise PolicyError("erasure, opt-out, subject access and retention are the "
+            raise ForbiddenError("erasure, opt-out, subject access and retention are the "
                               "deployment's duties: an admin of the 'default' organisation, or "
                               "the operator on the command line, carries them out")
 

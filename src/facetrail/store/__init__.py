@@ -18,6 +18,8 @@ from facetrail.store.base import (
     ErasureScope,
     ErrorRow,
     FaceRow,
+    HeldAppearance,
+    HeldImage,
     JobRow,
     OptoutRow,
     ProbeRow,
@@ -37,9 +39,10 @@ from facetrail.store.base import (
 
 __all__ = [
     "STORE_SCHEMES", "AuditQuery", "Credential", "EraseSelector", "ErasureRow", "ErasureScope",
-    "ErrorRow", "FaceRow", "JobRow", "OptoutRow", "ProbeRow", "ReviewRow", "RunCounts",
-    "RunRow", "RunScope", "SearchRow", "SourceRow", "SourceSpec", "SourceStats", "Store",
-    "StoreStats", "Tombstone", "UserRow", "default_store_url", "open_store",
+    "ErrorRow", "FaceRow", "HeldAppearance", "HeldImage", "JobRow", "OptoutRow", "ProbeRow",
+    "ReviewRow", "RunCounts", "RunRow", "RunScope", "SearchRow", "SourceRow", "SourceSpec",
+    "SourceStats", "Store", "StoreStats", "Tombstone", "UserRow", "default_store_url",
+    "open_store",
 ]
 
 STORE_SCHEMES = ("sqlite", "postgresql")

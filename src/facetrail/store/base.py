@@ -321,6 +321,30 @@ class OptoutRow:
 
 
 @dataclass(frozen=True)
+class HeldAppearance:
+    """An appearance with when facetrail first recorded it, and when a re-ingest found it gone
+    (None: still where it was seen)."""
+
+    appearance: Appearance
+    created_at: str
+    gone_at: str | None = None
+
+
+@dataclass(frozen=True)
+class HeldImage:
+    """What the store holds of an image, for one face model: its size, when it was first
+    ingested, and every appearance."""
+
+    sha256: str
+    bytes: int
+    format: str
+    width: int
+    height: int
+    created_at: str
+    appearances: tuple[HeldAppearance, ...]
+
+
+@dataclass(frozen=True)
 class SourceStats:
     source: str
     kind: str
@@ -583,6 +607,10 @@ class RightsStore(Protocol):
     def expiring_probes(self, before: str) -> list[str]: ...
     def expiring_searches(self, before: str) -> list[int]: ...
     def delete_searches(self, search_ids: Sequence[int]) -> int: ...
+    def held_images(self, sha256s: Sequence[str], model_id: int) -> dict[str, HeldImage]:
+        """The images of ``model_id`` with these hashes (those the store has), with their
+        appearances by source and location: what subject access reports."""
+        ...
 
 
 class OrgStore(Protocol):

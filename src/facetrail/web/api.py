@@ -7,6 +7,7 @@
     review    /reviews/queue, /searches/{id}/reviews             reviewer
     media     /images/..., /faces/{id}/crop, /probes/{sha}/...   analyst, reviewer
     audit     /audit, /audit/export, /audit/verify               auditor
+    rights    /subject-access                                    admin ('default' org)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pydantic import BaseModel
 from facetrail.accounts import ROLES
 from facetrail.engine import Facetrail
 from facetrail.store import AuditQuery, UserRow
-from facetrail.web import jobs, media, searches
+from facetrail.web import jobs, media, searches, subject
 from facetrail.web.auth import Principal, end_session, require, start_session
 
 router = APIRouter()
@@ -158,3 +159,4 @@ def audit_verify(who: Auditor, engine: Engine) -> dict[str, Any]:
 router.include_router(searches.router)
 router.include_router(media.router)
 router.include_router(jobs.router)
+router.include_router(subject.router)

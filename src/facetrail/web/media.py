@@ -32,9 +32,6 @@ router = APIRouter()
 Reader = Annotated[Principal, Depends(require("analyst", "reviewer"))]
 Sha = Annotated[str, PathParam(pattern=SHA256)]
 THUMB_SIDE = 320
-CROP_SIDE = 256
-CROP_MARGIN = 0.3
-"""Added around a face box on every side, as a fraction of the box's size."""
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
         "BMP": "image/bmp", "TIFF": "image/tiff", "AVIF": "image/avif", "HEIF": "image/heif"}
 CACHE_HEADERS = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
@@ -53,29 +50,16 @@ def cached_jpeg(path: Path, make: bytes | None = None) -> bytes | None:
     return make
 
 
-def _jpeg(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=88)
-    return out.getvalue()
-
-
 def thumbnail(engine: Facetrail, data: bytes, side: int = THUMB_SIDE) -> bytes:
     decoded = imaging.decode(data, engine.settings)
     image = Image.fromarray(decoded.pixels)
     image.thumbnail((side, side))
-    return _jpeg(image)
+    return imaging.jpeg(image)
 
 
 def crop(engine: Facetrail, data: bytes, box: Box) -> bytes:
-    """The face box with a margin, from the upright image (boxes are in upright pixels)."""
-    decoded = imaging.decode(data, engine.settings)
-    x, y, w, h = box
-    mx, my = int(w * CROP_MARGIN), int(h * CROP_MARGIN)
-    region = (max(0, x - mx), max(0, y - my),
-              min(decoded.width, x + w + mx), min(decoded.height, y + h + my))
-    image = Image.fromarray(decoded.pixels).crop(region)
-    image.thumbnail((CROP_SIDE, CROP_SIDE))
-    return _jpeg(image)
+    """The face box with a margin (``imaging.face_crop``)."""
+    return imaging.face_crop(data, box, engine.settings)
 
 
 def jpeg_response(data: bytes) -> Response:

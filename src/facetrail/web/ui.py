@@ -64,6 +64,7 @@ NAV = (
     ("auditor", "/audit", "Audit"),
     ("oversight", "/audit", "Audit"),
     ("admin", "/sources", "Sources"),
+    ("admin", "/subject-access", "Subject access"),
 )
 """(role, path, label): a page appears in the navigation only for the role that may use it."""
 

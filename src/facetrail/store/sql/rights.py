@@ -14,10 +14,13 @@ from facetrail.store.base import (
     EraseSelector,
     ErasureRow,
     ErasureScope,
+    HeldAppearance,
+    HeldImage,
     OptoutRow,
     Tombstone,
 )
 from facetrail.store.sql.core import Conn, IntegrityViolation, SQLCore
+from facetrail.store.sql.ingest import appearance
 
 CHUNK = 500
 """Ids per ``IN (…)`` list: well under every engine's limit on bound parameters."""
@@ -289,3 +292,30 @@ class RightsTables(SQLCore):
                 deleted += db.execute(f"DELETE FROM searches WHERE id IN ({marks(part)})",
                                       tuple(part)).rowcount
         return deleted
+
+    # -- subject access -------------------------------------------------------------------------
+    def held_images(self, sha256s: Sequence[str], model_id: int) -> dict[str, HeldImage]:
+        db = self._db
+        images: dict[int, Any] = {}
+        for part in chunks(sorted(set(sha256s))):
+            for r in db.execute(
+                "SELECT id, sha256, bytes, format, width, height, created_at FROM images"
+                f" WHERE model_id=? AND sha256 IN ({marks(part)})", (model_id, *part)):
+                images[int(r["id"])] = r
+        seen: dict[int, list[HeldAppearance]] = {i: [] for i in images}
+        for part in chunks(sorted(images)):
+            for a in db.execute(
+                "SELECT a.image_id, s.name, a.location, a.source_url, a.page_urls,"
+                " a.captured_at, a.title, a.record_id, a.created_at, a.gone_at"
+                " FROM appearances a JOIN sources s ON s.id = a.source_id"
+                f" WHERE a.image_id IN ({marks(part)}) ORDER BY s.name, a.location",
+                tuple(part)):
+                seen[int(a["image_id"])].append(
+                    HeldAppearance(appearance(a), a["created_at"], a["gone_at"]))
+        return {
+            r["sha256"]: HeldImage(
+                sha256=r["sha256"], bytes=int(r["bytes"]), format=r["format"],
+                width=int(r["width"]), height=int(r["height"]), created_at=r["created_at"],
+                appearances=tuple(seen[image_id]))
+            for image_id, r in images.items()
+        }
