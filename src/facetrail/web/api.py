@@ -6,7 +6,10 @@
     search    /probes..., /searches..., /cases/{case}/report     analyst (reviewer reads)
     review    /reviews/queue, /searches/{id}/reviews             reviewer
     media     /images/..., /faces/{id}/crop, /probes/{sha}/...   analyst, reviewer
+              (/faces/{id}/crop also the admin who erases)
     audit     /audit, /audit/export, /audit/verify               auditor
+    rights    /erasures..., /optouts..., /retention/sweep,        admin of 'default'
+              DELETE /sources/{name}
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pydantic import BaseModel
 from facetrail.accounts import ROLES
 from facetrail.engine import Facetrail
 from facetrail.store import AuditQuery, UserRow
-from facetrail.web import jobs, media, searches
+from facetrail.web import jobs, media, rights, searches
 from facetrail.web.auth import Principal, end_session, require, start_session
 
 router = APIRouter()
@@ -158,3 +161,4 @@ def audit_verify(who: Auditor, engine: Engine) -> dict[str, Any]:
 router.include_router(searches.router)
 router.include_router(media.router)
 router.include_router(jobs.router)
+router.include_router(rights.router)
