@@ -689,6 +689,10 @@ def print_record(search: SearchRow, record: dict[str, Any]) -> None:
          "yet reviewed")
     echo(f"!! {LEADS_NOTICE}")
     for c in result["candidates"]:
+        if "erased" in c:
+            echo(f"{c['rank']:>4} score {c['score']:.3f}  face {c['face_id']}  candidate "
+                 f"{serialize.erased_note(c)}")
+            continue
         echo(f"{c['rank']:>4} score {c['score']:.3f}  face {c['face_id']}  image "
              f"{c['image']['sha256'][:16]}")
         for a in c["appearances"]:

@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from facetrail import serialize
 from facetrail.accounts import ROLES
 from facetrail.audit import canonical_json, utc_now
 from facetrail.casework import SearchRecord
@@ -307,13 +308,18 @@ def search_view(record: SearchRecord) -> dict[str, Any]:
     probe = result["probe"]
     candidates = []
     for c in result["candidates"]:
-        calibration = calibrated_meaning(c)
         decided = c["reviews"]
+        if "erased" in c:  # a tombstone: no face, image or appearance is left to show
+            candidates.append({**c, "erased_note": serialize.erased_note(c),
+                               "calibration": [], "review": decided[-1] if decided else None})
+            continue
+        calibration = calibrated_meaning(c)
         candidates.append({
             **c, "crop_href": c["crop_url"], "image_href": c["image_url"],
             "calibration": calibration, "review": decided[-1] if decided else None,
         })
-    calibrated = bool(candidates) and all(c["calibration"] for c in candidates)
+    shown = [c for c in candidates if "erased" not in c]
+    calibrated = bool(shown) and all(c["calibration"] for c in shown)
     return {
         "id": search.id, "case_ref": search.case_ref, "purpose": search.purpose,
         "user": search.actor, "created_at": search.created_at, "audit_id": search.audit_id,
