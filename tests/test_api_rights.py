@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -248,6 +249,33 @@ def test_removing_a_source_erases_what_only_it_reached(server: Server, tmp_path:
     found = search(server, photo("Oprah_Winfrey"), "SRC")
     assert all(a["source"] != "extra" for c in found["result"]["candidates"]
                for a in c["appearances"])
+
+
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def test_the_rights_page_previews_then_erases(server: Server) -> None:
+    face = search(server, photo("Gwyneth_Paltrow"), "PAGE")["result"]["candidates"][0]["face_id"]
+    with logged_in(server, "north_admin") as north:
+        assert north.get("/rights").status_code == 403
+        assert 'href="/rights"' not in north.get("/sources").text
+    with logged_in(server, "admin") as browser:
+        page = browser.get("/rights")
+        assert page.status_code == 200 and 'href="/rights"' in page.text
+        token = CSRF_FIELD.findall(page.text)[-1]
+        form = {"csrf_token": token, "what": "face", "target": str(face),
+                "reason": "page request"}
+        preview = browser.post("/rights/erase", data=form)
+        assert preview.status_code == 200, preview.text
+        assert f'src="/api/faces/{face}/crop"' in preview.text
+        assert browser.get(f"/api/faces/{face}/crop").status_code == 200  # not yet erased
+        done = browser.post("/rights/erase", data={**form, "confirm": "yes"})
+        assert done.status_code == 200 and "Erasure #" in done.text
+        assert browser.get(f"/api/faces/{face}/crop").status_code == 404
+        missing = browser.post("/rights/erase", data={**form, "reason": ""})
+        assert missing.status_code == 422 and "reason" in missing.text
+        swept = browser.post("/rights/sweep", data={"csrf_token": token, "as_of": "2000-01-01"})
+        assert swept.status_code == 200 and 'data-testid="sweep"' in swept.text
 
 
 def test_a_sweep_as_of_the_future_erases_what_expired(server: Server) -> None:

@@ -26,7 +26,7 @@ from facetrail.errors import (
     UploadTooLargeError,
 )
 from facetrail.settings import Settings
-from facetrail.web import api, docs, ui
+from facetrail.web import api, docs, rights_pages, ui
 from facetrail.web.guard import RequestGuard
 from facetrail.web.service import Service
 
@@ -97,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestGuard, max_upload_bytes=settings.max_upload_bytes, refuse=refuse)
     app.include_router(api.router, prefix="/api")
     app.include_router(ui.router)
+    app.include_router(rights_pages.router)
     app.include_router(docs.router)
 
     @app.exception_handler(FacetrailError)

@@ -34,6 +34,7 @@ from facetrail.errors import (
     PolicyError,
 )
 from facetrail.jobs import FINISHED
+from facetrail.orgs import DEFAULT_ORG_ID
 from facetrail.store import AuditQuery, JobRow, SearchRow
 from facetrail.store.base import AuditRow, ErrorRow
 from facetrail.web.auth import (
@@ -65,8 +66,11 @@ NAV = (
     ("auditor", "/audit", "Audit"),
     ("oversight", "/audit", "Audit"),
     ("admin", "/sources", "Sources"),
+    ("admin", "/rights", "Rights"),
 )
 """(role, path, label): a page appears in the navigation only for the role that may use it."""
+DEFAULT_ORG_ONLY = frozenset({"/rights"})
+"""Pages only the 'default' organisation's users may use (the deployment's duties)."""
 
 STATIC_FILES = ("app.css", "app.js")
 SHA256 = re.compile("[0-9a-f]{64}")
@@ -105,6 +109,7 @@ def render(
         {"href": href, "label": label, "current": path.startswith(href)}
         for role, href, label in NAV
         if principal is not None and principal.role == role
+        and (href not in DEFAULT_ORG_ONLY or principal.org_id == DEFAULT_ORG_ID)
     ]
     context.setdefault("title", "facetrail")
     context.setdefault("flashes", [])
