@@ -31,5 +31,5 @@ TEST_STORE=postgresql .venv/bin/python -m pytest -p no:cacheprovider \
     tests/test_runtime.py tests/test_casework.py tests/test_orgs.py tests/test_api.py \
     tests/test_api_roles.py tests/test_api_media.py tests/test_api_jobs.py \
     tests/test_api_limits.py tests/test_api_csrf.py tests/test_api_docs.py \
-    tests/test_browser.py tests/test_rights.py tests/test_provenance.py \
-    tests/test_subject_access.py "$@"
+    tests/test_api_rights.py tests/test_browser.py tests/test_browser_rights.py \
+    tests/test_rights.py tests/test_provenance.py tests/test_subject_access.py "$@"

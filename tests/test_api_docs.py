@@ -116,7 +116,7 @@ def test_no_page_refers_to_another_origin(api_server: Server, search_id: int) ->
                     "/searches/999999"],
         "reviewer": ["/review", f"/review/{search_id}"],
         "auditor": ["/audit"],
-        "admin": ["/sources", "/subject-access"],
+        "admin": ["/sources", "/rights", "/subject-access"],
     }
     seen = 0
     for user, paths in pages.items():

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from conftest import PEOPLE
@@ -56,6 +57,25 @@ def fresh_job(ctx: dict[str, Any]) -> int:
         store.close()
 
 
+def fresh_optout(ctx: dict[str, Any]) -> str:
+    """An opt-out made through the store, whose random template matches nobody."""
+    store = open_store(store_url_of(ctx["home"]))
+    try:
+        model_id = store.models()[0][0]
+        dim = len(next(iter(store.embeddings([ctx["face_id"]]).values())))
+        vector = np.random.default_rng(0).normal(size=dim).astype(np.float32)
+        reference = unique("REF-")
+        store.add_optout(reference, "role table", 1, "tests", 1,
+                         [(model_id, "0" * 64, vector / np.linalg.norm(vector))])
+        return reference
+    finally:
+        store.close()
+
+
+def photos(ctx: dict[str, Any]) -> dict[str, Any]:
+    return {"files": [("photos", (PROBE.name, PROBE.read_bytes()))]}
+
+
 def table() -> list[Call]:
     admin, every, readers = frozenset({"admin"}), frozenset(ROLES), frozenset(READERS)
     analyst, reviewer, auditor = (frozenset({r}) for r in ("analyst", "reviewer", "auditor"))
@@ -95,7 +115,19 @@ def table() -> list[Call]:
         Call("GET", "/api/cases/{case_ref}/report", readers),
         Call("GET", "/api/images/{sha256}", readers),
         Call("GET", "/api/images/{sha256}/thumb", readers),
-        Call("GET", "/api/faces/{face_id}/crop", readers),
+        Call("GET", "/api/faces/{face_id}/crop", readers | admin),
+        Call("POST", "/api/erasures", admin, 200, lambda c: {"json": {
+            "face_ids": [c["face_id"]], "reason": "role table", "dry_run": True}}),
+        Call("POST", "/api/erasures/photos", admin, 200,
+             lambda c: {**photos(c), "data": {"reason": "role table", "dry_run": "true"}}),
+        Call("GET", "/api/erasures", admin),
+        Call("DELETE", "/api/sources/{name}", admin, 200,
+             lambda c: {"params": {"reason": "role table", "dry_run": "true"}}),
+        Call("POST", "/api/optouts", admin, 200,
+             lambda c: {**photos(c), "data": {"reference": "ROLES", "dry_run": "true"}}),
+        Call("GET", "/api/optouts", admin),
+        Call("DELETE", "/api/optouts/{reference}", admin),
+        Call("POST", "/api/retention/sweep", admin, 200, lambda c: {"json": {"dry_run": True}}),
         Call("GET", "/api/audit", auditor),
         Call("GET", "/api/audit/export", auditor),
         Call("GET", "/api/audit/verify", auditor),
@@ -125,6 +157,7 @@ def fill(path: str, ctx: dict[str, Any], sha256: str) -> str:
         job_id=fresh_job(ctx) if "{job_id}" in path else 0,
         sha256=sha256, index=0, search_id=ctx["search_id"], case_ref="ROLES",
         face_id=ctx["face_id"],
+        reference=fresh_optout(ctx) if "{reference}" in path else "",
     )
 
 

@@ -238,7 +238,7 @@ def sources_remove(engine: Facetrail, name: str, reason: str, dry_run: bool, as_
     appearances of images others also reached go, and the source is unregistered."""
     report = engine.remove_source(name, reason=reason, actor=actor, dry_run=dry_run)
     if as_json:
-        emit_json(serialize.erasure(report))
+        emit_json(serialize.erasure_report(report))
     else:
         echo_erasure(report)
         if not dry_run:
@@ -692,6 +692,10 @@ def print_record(search: SearchRow, record: dict[str, Any]) -> None:
          "yet reviewed")
     echo(f"!! {LEADS_NOTICE}")
     for c in result["candidates"]:
+        if "erased" in c:
+            echo(f"{c['rank']:>4} score {c['score']:.3f}  face {c['face_id']}  candidate "
+                 f"{serialize.erased_note(c)}")
+            continue
         echo(f"{c['rank']:>4} score {c['score']:.3f}  face {c['face_id']}  image "
              f"{c['image']['sha256'][:16]}")
         for a in c["appearances"]:

@@ -64,7 +64,7 @@ def erase(engine: Facetrail, sha256: str | None, face_ids: tuple[int, ...], sour
         report = engine.erase_photos(list(photos), reason=why, threshold=threshold,
                                      actor=actor, dry_run=dry_run)
     if as_json:
-        emit_json(serialize.erasure(report))
+        emit_json(serialize.erasure_report(report))
     else:
         echo_erasure(report)
 
@@ -170,7 +170,7 @@ def retention_sweep(engine: Facetrail, as_of: str | None, dry_run: bool, as_json
     none), probes and kept searches past theirs."""
     report = engine.sweep(as_of=parse_moment(as_of), dry_run=dry_run, actor=actor)
     if as_json:
-        emit_json(serialize.sweep(report))
+        emit_json(serialize.sweep_report(report))
     else:
         echo_sweep(report)
 

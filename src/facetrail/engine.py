@@ -83,7 +83,7 @@ from facetrail.store import (
     default_store_url,
     open_store,
 )
-from facetrail.store.base import AuditRow, OrgRow, ShareRow
+from facetrail.store.base import AuditRow, ErasureRow, OrgRow, ShareRow
 from facetrail.subject_access import SubjectAccess, SubjectAccessReport
 
 USER_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")
@@ -549,6 +549,25 @@ class Facetrail:
         return SubjectAccess(self, self._rights).run(
             _read_all(photos), reference=reference, actor=actor or Actor.local(),
             include_cases=include_cases, threshold=threshold)
+
+    def erasures(self, *, limit: int = 200, actor: Actor | None = None) -> list[ErasureRow]:
+        """Past erasures, newest first: when, by whom, of what and why, with their counts."""
+        self._rights.check(actor or Actor.local())
+        return self.store.erasures(limit)
+
+    def face_to_erase(self, face_id: int, *, actor: Actor | None = None) -> FaceRow:
+        """A stored face of any organisation, for whoever carries out erasures
+        (``Rights.check``): what an erasure or an opt-out takes is looked at first."""
+        self._rights.check(actor or Actor.local())
+        face = self.store.faces([face_id]).get(face_id)
+        if face is None:
+            raise NotFoundError(f"no face {face_id}")
+        return face
+
+    def image_to_erase(self, sha256: str, *, actor: Actor | None = None) -> bytes:
+        """An indexed image's bytes, of any organisation, for whoever carries out erasures."""
+        self._rights.check(actor or Actor.local())
+        return image_bytes(self.store, sha256)
 
     # -- search -----------------------------------------------------------------------------
     def search(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facetrail.faces.base import SCORE_MEANING
 from facetrail.records import (
@@ -22,9 +22,11 @@ from facetrail.records import (
     ProbeInfo,
     SearchResult,
 )
-from facetrail.rights import ErasureReport, OptoutReport, SweepReport
-from facetrail.store import ErrorRow, JobRow, OptoutRow, ReviewRow, SearchRow, SourceRow
-from facetrail.store.base import OrgRow, ShareRow
+from facetrail.store import ErrorRow, JobRow, ReviewRow, SearchRow, SourceRow
+from facetrail.store.base import ErasureRow, OptoutRow, OrgRow, ShareRow
+
+if TYPE_CHECKING:
+    from facetrail.rights import ErasureReport, Match, OptoutReport, SweepReport
 
 SEARCH_SCHEMA = "facetrail.search/1"
 LEADS = ("Candidates are investigative leads, not identifications; each must be checked by a "
@@ -195,7 +197,7 @@ def case_report(case_ref: str, searches: Sequence[dict[str, Any]]) -> dict[str, 
 REPORT_COLUMNS = (
     "search_id", "searched_at", "analyst", "case_ref", "purpose", "probe_sha256", "probe_face",
     "rank", "face_id", "score", "image_sha256", "source", "location", "source_url", "page_url",
-    "captured_at", "decisions", "gone_at",
+    "captured_at", "decisions", "gone_at", "erased",
 )
 
 
@@ -209,15 +211,24 @@ def case_report_csv(searches: Sequence[dict[str, Any]]) -> str:
         meta = s["search"]
         for c in s["result"]["candidates"]:
             decisions = " ".join(f"{r['reviewer']}:{r['decision']}" for r in c["reviews"])
-            for a in c["appearances"] or [{}]:
+            image = c.get("image") or {}  # an erased candidate keeps no image nor appearance
+            for a in c.get("appearances") or [{}]:
                 writer.writerow([_cell(v) for v in (
                     meta["id"], meta["created_at"], meta["actor"], meta["case_ref"],
                     meta["purpose"], meta["probe_sha256"], meta["probe_face"], c["rank"],
-                    c["face_id"], c["score"], c["image"]["sha256"], a.get("source"),
+                    c["face_id"], c["score"], image.get("sha256"), a.get("source"),
                     a.get("location"), a.get("source_url"), a.get("page_url"),
-                    a.get("captured_at"), decisions, a.get("gone_at"),
+                    a.get("captured_at"), decisions, a.get("gone_at"), erased_note(c),
                 )])
     return out.getvalue()
+
+
+def erased_note(c: dict[str, Any]) -> str | None:
+    """"erased on DATE (reason)" for a kept candidate that was erased since, else None."""
+    erased = c.get("erased")
+    if not erased:
+        return None
+    return f"erased on {str(erased['at'])[:10]} ({erased['reason']})"
 
 
 def _cell(value: object) -> object:
@@ -227,15 +238,26 @@ def _cell(value: object) -> object:
     return value
 
 
-def erasure(r: ErasureReport) -> dict[str, Any]:
+# -- the rights of the people in the photos ----------------------------------------------------
+def match(m: Match) -> dict[str, Any]:
+    return {"face_id": m.face_id, "score": m.score}
+
+
+def erasure_report(r: ErasureReport) -> dict[str, Any]:
+    """What an erasure removed, or on a dry run would remove (``erasure_id`` is then None)."""
     return {
         "kind": r.kind, "target": r.target, "reason": r.reason, "dry_run": r.dry_run,
         "erasure_id": r.erasure_id, "counts": dict(r.counts), "face_ids": list(r.faces),
         "image_sha256s": list(r.sha256s), "index_removed": r.index_removed,
         "files_removed": r.files_removed, "scrubbed": list(r.scrubbed),
-        "matches": [{"face_id": m.face_id, "score": m.score} for m in r.matches],
-        "borderline": [{"face_id": m.face_id, "score": m.score} for m in r.borderline],
+        "matches": [match(m) for m in r.matches],
+        "borderline": [match(m) for m in r.borderline],
     }
+
+
+def erasure(e: ErasureRow) -> dict[str, Any]:
+    return {"id": e.id, "at": e.at, "actor": e.actor, "kind": e.kind, "target": e.target,
+            "reason": e.reason, "counts": dict(e.counts)}
 
 
 def optout(o: OptoutRow) -> dict[str, Any]:
@@ -244,17 +266,18 @@ def optout(o: OptoutRow) -> dict[str, Any]:
             "org": o.org}
 
 
-def sweep(r: SweepReport) -> dict[str, Any]:
+def optout_report(r: OptoutReport) -> dict[str, Any]:
+    """``optout`` is None on a dry run."""
+    return {"optout": optout(r.optout) if r.optout is not None else None,
+            "erasure": erasure_report(r.erasure)}
+
+
+def sweep_report(r: SweepReport) -> dict[str, Any]:
     return {
         "as_of": r.as_of, "dry_run": r.dry_run,
         "sources": [{"source": e.source, "retention_days": e.retention_days,
                      "cutoff": e.cutoff, "counts": dict(e.counts)} for e in r.sources],
         "no_retention": [e.source for e in r.sources if e.retention_days is None],
         "probes": r.probes, "searches": r.searches,
-        "erasures": [erasure(e) for e in r.erasures],
+        "erasures": [erasure_report(e) for e in r.erasures],
     }
-
-
-def optout_report(r: OptoutReport) -> dict[str, Any]:
-    return {"optout": optout(r.optout) if r.optout is not None else None,
-            "erasure": erasure(r.erasure)}

@@ -6,8 +6,10 @@
     search    /probes..., /searches..., /cases/{case}/report     analyst (reviewer reads)
     review    /reviews/queue, /searches/{id}/reviews             reviewer
     media     /images/..., /faces/{id}/crop, /probes/{sha}/...   analyst, reviewer
+              (/faces/{id}/crop also the admin who erases)
     audit     /audit, /audit/export, /audit/verify               auditor
-    rights    /subject-access                                    admin ('default' org)
+    rights    /erasures..., /optouts..., /retention/sweep,        admin of 'default'
+              DELETE /sources/{name}, /subject-access
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pydantic import BaseModel
 from facetrail.accounts import ROLES
 from facetrail.engine import Facetrail
 from facetrail.store import AuditQuery, UserRow
-from facetrail.web import jobs, media, searches, subject
+from facetrail.web import jobs, media, rights, searches, subject
 from facetrail.web.auth import Principal, end_session, require, start_session
 
 router = APIRouter()
@@ -160,3 +162,4 @@ router.include_router(searches.router)
 router.include_router(media.router)
 router.include_router(jobs.router)
 router.include_router(subject.router)
+router.include_router(rights.router)

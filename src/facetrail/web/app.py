@@ -26,7 +26,7 @@ from facetrail.errors import (
     UploadTooLargeError,
 )
 from facetrail.settings import Settings
-from facetrail.web import api, docs, subject, ui
+from facetrail.web import api, docs, rights_pages, subject, ui
 from facetrail.web.guard import RequestGuard
 from facetrail.web.service import Service
 
@@ -98,6 +98,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(api.router, prefix="/api")
     app.include_router(ui.router)
     app.include_router(subject.pages)
+    app.include_router(rights_pages.router)
     app.include_router(docs.router)
 
     @app.exception_handler(FacetrailError)

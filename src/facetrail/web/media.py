@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 from PIL import Image
@@ -25,11 +25,23 @@ from facetrail.errors import NotFoundError
 from facetrail.records import Box
 from facetrail.web.auth import Principal, require
 from facetrail.web.deps import Svc
+from facetrail.web.rights import check_rights
 from facetrail.web.searches import SHA256
 
 router = APIRouter()
 
 Reader = Annotated[Principal, Depends(require("analyst", "reviewer"))]
+
+
+async def crop_viewer(request: Request) -> Principal:
+    """An analyst or reviewer, or the admin who carries out erasures (403 for other admins)."""
+    principal = await require("analyst", "reviewer", "admin")(request)
+    if principal.role == "admin":
+        check_rights(principal)
+    return principal
+
+
+CropViewer = Annotated[Principal, Depends(crop_viewer)]
 Sha = Annotated[str, PathParam(pattern=SHA256)]
 THUMB_SIDE = 320
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
@@ -93,14 +105,19 @@ def get_thumb(sha256: Sha, who: Reader, service: Svc) -> Response:
 
 
 @router.get("/faces/{face_id}/crop", tags=["media"], response_class=Response)
-def get_face_crop(face_id: int, who: Reader, service: Svc) -> Response:
-    """The face, with a margin, cut from its image."""
+def get_face_crop(face_id: int, who: CropViewer, service: Svc) -> Response:
+    """The face, with a margin, cut from its image. Analysts and reviewers see their
+    organisation's faces; the admin who carries out erasures sees any face, to check what an
+    erasure or an opt-out takes."""
     engine = service.engine
-    face = engine.face(face_id, actor=who.actor)
+    erasing = who.role == "admin"
+    face = (engine.face_to_erase(face_id, actor=who.actor) if erasing
+            else engine.face(face_id, actor=who.actor))
     path = engine.home / "cache" / "crops" / f"{face_id}-{face.image.sha256[:16]}.jpg"
     data = cached_jpeg(path)
     if data is None:
-        image = engine.image_bytes(face.image.sha256, actor=who.actor)
+        image = (engine.image_to_erase(face.image.sha256, actor=who.actor) if erasing
+                 else engine.image_bytes(face.image.sha256, actor=who.actor))
         data = cached_jpeg(path, crop(engine, image, face.box))
     assert data is not None
     return jpeg_response(data)

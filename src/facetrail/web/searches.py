@@ -70,10 +70,12 @@ def search_summary(s: SearchRow) -> dict[str, Any]:
 
 
 def search_json(s: SearchRow, reviews: Sequence[ReviewRow]) -> dict[str, Any]:
-    """``serialize.search_record`` with the URLs of the candidates' images and crops."""
+    """``serialize.search_record`` with the URLs of the candidates' images and crops (none
+    for an erased candidate: its ``erased`` says when and why)."""
     record = serialize.search_record(s, reviews)
     record["search"] = search_summary(s)
     record["result"]["candidates"] = [
+        c if "erased" in c else
         {**c, "crop_url": f"/api/faces/{c['face_id']}/crop",
          "image_url": f"/api/images/{c['image']['sha256']}",
          "thumb_url": f"/api/images/{c['image']['sha256']}/thumb"}

@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
+from facetrail import serialize
 from facetrail.accounts import ROLES
 from facetrail.audit import canonical_json, utc_now
 from facetrail.casework import SearchRecord
@@ -33,6 +34,7 @@ from facetrail.errors import (
     PolicyError,
 )
 from facetrail.jobs import FINISHED
+from facetrail.orgs import DEFAULT_ORG_ID
 from facetrail.store import AuditQuery, JobRow, SearchRow
 from facetrail.store.base import AuditRow, ErrorRow
 from facetrail.web.auth import (
@@ -64,9 +66,12 @@ NAV = (
     ("auditor", "/audit", "Audit"),
     ("oversight", "/audit", "Audit"),
     ("admin", "/sources", "Sources"),
+    ("admin", "/rights", "Rights"),
     ("admin", "/subject-access", "Subject access"),
 )
 """(role, path, label): a page appears in the navigation only for the role that may use it."""
+DEFAULT_ORG_ONLY = frozenset({"/rights", "/subject-access"})
+"""Pages only the 'default' organisation's users may use (the deployment's duties)."""
 
 STATIC_FILES = ("app.css", "app.js")
 SHA256 = re.compile("[0-9a-f]{64}")
@@ -105,6 +110,7 @@ def render(
         {"href": href, "label": label, "current": path.startswith(href)}
         for role, href, label in NAV
         if principal is not None and principal.role == role
+        and (href not in DEFAULT_ORG_ONLY or principal.org_id == DEFAULT_ORG_ID)
     ]
     context.setdefault("title", "facetrail")
     context.setdefault("flashes", [])
@@ -308,13 +314,18 @@ def search_view(record: SearchRecord) -> dict[str, Any]:
     probe = result["probe"]
     candidates = []
     for c in result["candidates"]:
-        calibration = calibrated_meaning(c)
         decided = c["reviews"]
+        if "erased" in c:  # a tombstone: no face, image or appearance is left to show
+            candidates.append({**c, "erased_note": serialize.erased_note(c),
+                               "calibration": [], "review": decided[-1] if decided else None})
+            continue
+        calibration = calibrated_meaning(c)
         candidates.append({
             **c, "crop_href": c["crop_url"], "image_href": c["image_url"],
             "calibration": calibration, "review": decided[-1] if decided else None,
         })
-    calibrated = bool(candidates) and all(c["calibration"] for c in candidates)
+    shown = [c for c in candidates if "erased" not in c]
+    calibrated = bool(shown) and all(c["calibration"] for c in shown)
     return {
         "id": search.id, "case_ref": search.case_ref, "purpose": search.purpose,
         "user": search.actor, "created_at": search.created_at, "audit_id": search.audit_id,
