@@ -130,4 +130,4 @@ def test_no_page_refers_to_another_origin(api_server: Server, search_id: int) ->
                 if kind.startswith("text/html"):
                     assert strict_policy(response), (user, path)
                     seen += 1
-    assert seen == 11  # every page but the two static files
+    assert seen == 12  # every page but the two static files

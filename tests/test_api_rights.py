@@ -235,7 +235,7 @@ def test_removing_a_source_erases_what_only_it_reached(server: Server, tmp_path:
     with server.client("admin") as admin:
         assert admin.post("/api/sources", json={
             "name": "extra", "kind": "folder", "uri": str(folder), "lawful_basis": "tests",
-            "purpose": "tests"}).status_code == 201
+            "purpose": "tests", "retention_days": 30}).status_code == 201
         job = admin.post("/api/jobs", json={"source": "extra"}).json()["job"]
         assert wait_for_job(admin, job["id"])["status"] == "completed"
         response = admin.request("DELETE", "/api/sources/extra",
