@@ -270,6 +270,6 @@ def test_eval_optout_rates_by_threshold(tmp_path: Path) -> None:
     assert false == sorted(false, reverse=True)
     assert doc["at_false_suppression"]["target"] == 1e-3
     # The index the erasure asks agrees with the scoring that suppresses.
-    assert doc["index_disagreements"] == 0
+    assert doc["index_disagreements"] == []
     assert json.loads((out / "report.json").read_text()) == doc
     assert "at 0.40 (default)" in (out / "report.md").read_text()

@@ -87,8 +87,9 @@ class OptoutTrial:
     """Rows of the gallery, as ``mated``."""
     others: np.ndarray
     other_faces: tuple[int, ...]
-    index_disagreements: int
-    """Faces on which ``Rights.matches`` and the scoring disagree at the default threshold."""
+    index_disagreements: tuple[float, ...]
+    """The scores of the faces on which ``Rights.matches`` and the scoring disagree at the
+    default threshold."""
 
 
 @dataclass
@@ -200,15 +201,16 @@ def _trial(rights: Rights, gallery: Gallery, requester: str, chosen: Sequence[Pa
            default: float) -> OptoutTrial:
     # The very scoring that suppresses at ingest and filters searches.
     best = rights._best(gallery.vectors, templates)
-    # The erasure at opt-out time asks the index instead (scores rounded to 4 places).
+    # The erasure at opt-out time asks the index instead.
     by_index = {m.face_id for m in rights.matches(templates, default)}
     in_gallery = set(gallery.face_ids.tolist())
-    by_scoring = set(gallery.face_ids[np.round(best, 4) >= default].tolist())
+    by_scoring = set(gallery.face_ids[best >= default].tolist())
+    differ = np.isin(gallery.face_ids, list((by_index & in_gallery) ^ by_scoring))
     return OptoutTrial(
         requester=requester, photos=tuple(p.name for p in chosen),
         mated=best[mated], mated_faces=tuple(np.flatnonzero(mated).tolist()),
         others=best[others], other_faces=tuple(np.flatnonzero(others).tolist()),
-        index_disagreements=len((by_index & in_gallery) ^ by_scoring),
+        index_disagreements=tuple(float(x) for x in best[differ]),
     )
 
 
@@ -284,6 +286,7 @@ def optout_metrics(o: OptoutOutcome) -> dict[str, Any]:
         },
         "highest_others": _worst(o, "others"),
         "lowest_mated": _worst(o, "mated"),
-        "index_disagreements": sum(x.index_disagreements for x in [*o.trials, *o.strangers]),
+        "index_disagreements": [round(s, 6) for x in [*o.trials, *o.strangers]
+                                for s in x.index_disagreements],
         "seconds": o.seconds,
     }

@@ -283,7 +283,10 @@ def optout_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
     lines.append((f"false suppression <= {p['target']:g}",
                   f"threshold {threshold}: missed {fmt_rate(p['missed_suppression'])}, "
                   f"false {fmt_rate(p['observed'])}{note}"))
-    lines.append(("index and scoring disagree on", f"{summary['index_disagreements']} faces"))
+    differ = summary["index_disagreements"]
+    lines.append(("index and scoring disagree on",
+                  f"{len(differ)} faces" + (f" (scores {', '.join(map(str, differ))})"
+                                            if differ else "")))
     return [(k, v) for k, v in lines if v]
 
 
