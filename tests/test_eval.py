@@ -234,3 +234,42 @@ def test_several_photos_of_one_person_are_searched_as_one(gallery: Facetrail) ->
         gallery.search(photos[0], more_probes=photos[1:], all_faces=True, **case)
     with pytest.raises(NoFaceError, match="no face was found in probe photo 2"):
         gallery.search(photos[0], more_probes=[FACES / "noface" / "skimage_coins.jpg"], **case)
+
+
+def test_eval_optout_rates_by_threshold(tmp_path: Path) -> None:
+    # Four identities (Rose Leslie with the fewest photos an opt-out can be measured on, two),
+    # a photo of somebody else in the gallery, and a stranger's opt-out.
+    people = tmp_path / "people"
+    for who in ("Barack_Obama", "James_McGreevey", "Recep_Tayyip_Erdogan", "Rose_Leslie"):
+        shutil.copytree(PEOPLE / who, people / who)
+    crowd = tmp_path / "others"
+    crowd.mkdir()
+    shutil.copy(FACES / "unknown" / "skimage_astronaut.jpg", crowd)
+    out = tmp_path / "report"
+    doc = cli_json(tmp_path / "home", "eval", "optout", str(people), "--groups", str(crowd),
+                   "--non-mated", str(FACES / "unknown" / "lin-manuel-miranda.jpg"),
+                   "--work", str(tmp_path / "work"), "--out", str(out), "--json")
+    assert isinstance(doc, dict)
+    assert doc["schema"] == "facetrail.eval/1" and doc["kind"] == "optout"
+    assert doc["model"] == "yunet-sface" and doc["photos_per_optout"] == 1
+    assert (doc["identities"], doc["optouts"], doc["mated_pairs"]) == (4, 4, 16 - 4)
+    assert doc["group_faces"] == 1 and doc["stranger_optouts"] == 1
+    assert doc["default_threshold"] == DEFAULT_FLOOR["cosine"]
+    rows = doc["thresholds"]
+    assert [r["threshold"] for r in rows] == [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6]
+    assert [r["threshold"] for r in rows if r["default"]] == [0.4]
+    for r in rows:
+        for key in ("missed_suppression", "false_suppression", "review_mated",
+                    "stranger_false_suppression"):
+            assert 0 <= r[key] <= 1
+    missed = [r["missed_suppression"] for r in rows]
+    false = [r["false_suppression"] for r in rows]
+    # As the threshold falls an opt-out misses fewer of the requester's faces and erases more
+    # of other people's.
+    assert missed == sorted(missed) and missed[0] < missed[-1]
+    assert false == sorted(false, reverse=True)
+    assert doc["at_false_suppression"]["target"] == 1e-3
+    # The index the erasure asks agrees with the scoring that suppresses.
+    assert doc["index_disagreements"] == []
+    assert json.loads((out / "report.json").read_text()) == doc
+    assert "at 0.40 (default)" in (out / "report.md").read_text()

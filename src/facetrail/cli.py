@@ -888,7 +888,8 @@ def _eval_document(kind: str, runs: dict[str, tuple[Any, dict[str, Any]]], out: 
     """Write the report directory if asked; print the JSON document if asked (True then)."""
     from facetrail.eval import report
 
-    build = report.verify_report if kind == "verify" else report.identify_report
+    build = {"verify": report.verify_report, "identify": report.identify_report,
+             "optout": report.optout_report}[kind]
     document = (build(runs, out) if out
                 else report.document(kind, {name: s for name, (_, s) in runs.items()}))
     if as_json:
@@ -900,7 +901,8 @@ def _eval_table(kind: str, runs: dict[str, tuple[Any, dict[str, Any]]]) -> None:
     """Several models' summaries as one table, a column per model."""
     from facetrail.eval import report
 
-    lines = report.verify_lines if kind == "verify" else report.identify_lines
+    lines = {"verify": report.verify_lines, "identify": report.identify_lines,
+             "optout": report.optout_lines}[kind]
     table = Table("metric", *runs)
     for metric, values in report.table({name: lines(s) for name, (_, s) in runs.items()}):
         table.add_row(metric, *values)
@@ -1000,6 +1002,39 @@ def eval_identify(obj: dict[str, Any], folder: Path, distractors: Path | None,
                    f"FNIR {d['fnir']:.4f}, FPIR {d['fpir']:.4f}")
     if out:
         click.echo(f"report: {out / 'report.html'}")
+
+
+@eval_group.command("optout")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--photos", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Photos the requester of each opt-out hands in.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the photos each requester hands in.")
+@click.option("--groups", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              multiple=True, help="Folder of photos of nobody in FOLDER, added to the gallery: "
+              "every face is somebody else's (repeatable).")
+@click.option("--non-mated", "nonmated", type=click.Path(exists=True, path_type=Path),
+              default=None, help="Photos of people not in FOLDER: each one a stranger's opt-out.")
+@eval_options
+@json_option
+@click.pass_obj
+def eval_optout(obj: dict[str, Any], folder: Path, photos: int, seed: int,
+                groups: tuple[Path, ...], nonmated: Path | None, models: tuple[str, ...],
+                out: Path | None, work: Path | None, as_json: bool) -> None:
+    """Opt-out by face on FOLDER (one folder per identity): the requester's faces it misses
+    and the other people's faces it erases too, by threshold (docs/optout-threshold.md)."""
+    from facetrail.eval import optout, runner
+
+    runs: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for model, run_work in runner.model_runs(models, work):
+        outcome = optout.optout(folder, photos=photos, seed=seed, groups=groups,
+                                nonmated=nonmated, work=run_work,
+                                **runner.model_overrides(model, obj["overrides"]))
+        runs[outcome.model.name] = (outcome, optout.optout_metrics(outcome))
+    if not _eval_document("optout", runs, out, as_json):
+        _eval_table("optout", runs)
+        if out:
+            click.echo(f"report: {out / 'report.html'}")
 
 
 @main.command()

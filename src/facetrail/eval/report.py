@@ -256,3 +256,75 @@ def _rate_line(p: dict[str, Any]) -> str:
     threshold = "none" if p["threshold"] is None else f"{p['threshold']:.4f}"
     note = "" if p["resolved"] else " (target below 1/n: not resolved by this data)"
     return f"{p['value']:.4f} at threshold {threshold}, observed {p['observed']:.4f}{note}"
+
+
+def optout_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (metric, value) lines of an ``optout.optout_metrics`` summary (``verify_lines``)."""
+    lines = [
+        ("score", summary.get("score", "")),
+        ("gallery faces (group photos' / bystanders')",
+         f"{summary['gallery_faces']} ({summary['group_faces']} / "
+         f"{summary['bystander_faces']})"),
+        ("opt-outs of enrolled people (photos each)",
+         f"{summary['optouts']} of {summary['identities']} identities "
+         f"({summary['photos_per_optout']})"),
+        ("pairs: the requester's other faces / others' faces",
+         f"{summary['mated_pairs']} / {summary['other_pairs']}"),
+    ]
+    if summary["stranger_optouts"]:
+        lines.append(("strangers' opt-outs (pairs)",
+                      f"{summary['stranger_optouts']} ({summary['stranger_pairs']})"))
+    for row in summary["thresholds"]:
+        name = f"at {row['threshold']:.2f}" + (" (default)" if row["default"] else "")
+        lines.append((name, _optout_row(row, summary["optouts"])))
+    p = summary["at_false_suppression"]
+    note = "" if p["resolved"] else " (target below 1/n: not resolved by this data)"
+    threshold = "none" if p["threshold"] is None else f"{p['threshold']:.4f}"
+    lines.append((f"false suppression <= {p['target']:g}",
+                  f"threshold {threshold}: missed {fmt_rate(p['missed_suppression'])}, "
+                  f"false {fmt_rate(p['observed'])}{note}"))
+    differ = summary["index_disagreements"]
+    lines.append(("index and scoring disagree on",
+                  f"{len(differ)} faces" + (f" (scores {', '.join(map(str, differ))})"
+                                            if differ else "")))
+    return [(k, v) for k, v in lines if v]
+
+
+def _optout_row(row: dict[str, Any], optouts: int) -> str:
+    text = (f"missed {fmt_rate(row['missed_suppression'])}, "
+            f"false {fmt_rate(row['false_suppression'])} "
+            f"({row['optouts_hitting_others']} of {optouts} opt-outs hit somebody else); "
+            f"review: {fmt_rate(row['review_mated'])} of the requester's faces, "
+            f"{row['review_others_per_optout']:.2f} others per opt-out")
+    if "stranger_false_suppression" in row:
+        text += (f"; strangers: false {fmt_rate(row['stranger_false_suppression'])}, "
+                 f"{row['strangers_hitting_someone']} hit somebody")
+    return text
+
+
+def optout_report(runs: dict[str, tuple[Any, dict[str, Any]]], out: Path) -> dict[str, Any]:
+    """The report of ``optout.optout`` outcomes and summaries, by model name."""
+    out.mkdir(parents=True, exist_ok=True)
+    several = len(runs) > 1
+    curves: dict[str, list[tuple[float, float]]] = {}
+    plots = {"det.png": "Missed against false suppression" + (", each model" if several
+                                                              else "")}
+    negatives = 0
+    for name, (outcome, summary) in runs.items():
+        mated = [float(s) for t in outcome.trials for s in t.mated]
+        others = [float(s) for t in outcome.trials for s in t.others]
+        negatives = max(negatives, len(others))
+        curves[name] = [(f, m) for _, f, m in metrics.verification_points(mated, others)]
+        scores = _scores_file(name, several)
+        score_plot(out / scores, mated, others,
+                   ("the requester's other faces", "other people's faces"),
+                   summary["default_threshold"],
+                   f"Opt-out scores, {name}" if several else "Opt-out scores",
+                   _x_label(summary))
+        plots[scores] = "Best score against an opt-out" + (f", {name}" if several else "")
+    det_plot(out / "det.png", curves, "false suppression (per other face)",
+             "missed suppression (per requester's face)", "Opt-out by face", negatives)
+    summaries = {name: summary for name, (_, summary) in runs.items()}
+    rows = table({name: optout_lines(s) for name, s in summaries.items()})
+    return write(out, "optout", document("optout", summaries), _columns(summaries), rows,
+                 plots)
