@@ -22,6 +22,9 @@ import pytest
 
 import facetrail
 from conftest import PEOPLE
+from facetrail.store import AuditQuery, open_store
+from facetrail.store.base import AuditRow
+from facetrail.web.sweeper import LAST_SWEEP, SWEEP_ACTOR
 from stores import copy_home, store_url_of
 from webserver import Server, add_users, login_form_token
 
@@ -309,3 +312,28 @@ def logged_in(server: Server, user: str) -> Iterator[httpx.Client]:
                                                 "csrf_token": login_form_token(browser)})
         assert response.status_code == 303, response.text
         yield browser
+
+
+def test_serve_sweeps_on_its_schedule(gallery_home: Path, tmp_path: Path) -> None:
+    """A server sweeps every FACETRAIL_SWEEP_MINUTES, as its own actor, once per period
+    (the store remembers the last sweep), and the sweep is audited."""
+    home = tmp_path / "home"
+    copy_home(gallery_home, home)
+    server = Server(home, add_users(home), env={"FACETRAIL_SWEEP_MINUTES": "0.01"}).start()
+    try:
+        deadline = time.monotonic() + 60
+        sweeps: list[AuditRow] = []
+        while time.monotonic() < deadline and len(sweeps) < 2:
+            time.sleep(0.5)
+            store = open_store(store_url_of(home))
+            try:
+                sweeps = store.audit_rows(AuditQuery(action="retention.sweep"))
+                last = store.setting(LAST_SWEEP)
+            finally:
+                store.close()
+    finally:
+        server.stop()
+    assert len(sweeps) >= 2, (home.parent / f"server-{server.port}.log").read_text()
+    assert {s.event.actor for s in sweeps} == {SWEEP_ACTOR}
+    assert all(s.event.details["dry_run"] is False for s in sweeps)
+    assert last is not None and last >= sweeps[-1].event.details["as_of"][:19]
