@@ -334,7 +334,7 @@ def test_auditor_has_no_search_page(server: Server, page: Page) -> None:
 def test_admin_starts_an_ingest_job_and_reads_its_errors(server: Server, page: Page) -> None:
     log_in(page, server, "admin")
     assert page.url == server.url + "/sources"
-    expect(page.locator("nav a")).to_have_text(["Sources", "Subject access"])
+    expect(page.locator("nav a")).to_have_text(["Sources", "Rights", "Subject access"])
     inbox = page.get_by_test_id("source-row").filter(has_text="inbox")
     expect(inbox.locator("td").nth(5)).to_have_text("0")  # nothing ingested yet
     shot(page, "10-sources")
