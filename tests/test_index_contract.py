@@ -335,6 +335,17 @@ def test_faces_added_after_removals_are_found(crowd: Gallery) -> None:
     index.close()
 
 
+def test_faces_removed_and_added_back_are_found_with_their_vectors(crowd: Gallery) -> None:
+    index = crowd.open()
+    ids, vectors = crowd.stored()
+    assert index.remove(ids[:5]) == 5
+    assert index.add(ids[:5], vectors[:5]) == 5
+    distances, found = one_by_one(index, vectors[:5], 1)
+    np.testing.assert_array_equal(found[:, 0], ids[:5])
+    np.testing.assert_allclose(distances[:, 0], 0, atol=1e-3)
+    index.close()
+
+
 def test_an_unknown_back_end_is_refused_with_the_known_ones(tmp_path: Path) -> None:
     store = open_store(default_store_url(tmp_path))
     try:

@@ -285,13 +285,15 @@ class FaissIndex:
             gone = self._removed
             if self._vectors is not None:
                 gone = np.union1d(gone, ids[self._vectors.contains(ids)])
-                self._vectors.scrub(ids)
             sizes = ann.list_sizes(self._index) if self._vectors is not None else None
             with self._lock.exclusive():
                 removed = (int(self._index.remove_ids(self._faiss.IDSelectorBatch(ids)))
                            if sizes is None
                            else ann.remove_ids(self._index, ids, self._faiss, sizes))
                 self._removed = gone
+            if self._vectors is not None:
+                # Only now that no search returns them: a search until then re-ranks them.
+                self._vectors.scrub(ids)
             if removed:
                 self._dirty = True
                 self.save()
