@@ -46,10 +46,13 @@ start)
         as_owner "$bin/initdb" -D "$dir/data" -U facetrail --auth=trust -E UTF8 \
             --no-instructions >"$dir/initdb.log"
     fi
-    # Loopback and a socket in DIR only; fsync off: a throwaway cluster for tests.
+    # Loopback and a socket in DIR only; fsync off: a throwaway cluster for tests. WAL
+    # segments a checkpoint no longer needs are deleted, not renamed and reused with their old
+    # content, as an erasure requires (docs/postgres.md).
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -o \
         "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c full_page_writes=off \
-         -c synchronous_commit=off -c max_connections=200" start >/dev/null
+         -c synchronous_commit=off -c max_connections=200 -c wal_recycle=off \
+         -c wal_keep_size=0" start >/dev/null
     echo "$port" >"$dir/port"
     as_owner "$bin/psql" -h "$dir" -p "$port" -U facetrail -d postgres -qAt \
         -c "SELECT 1 FROM pg_database WHERE datname='facetrail'" | grep -q 1 ||

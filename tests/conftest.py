@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 
 import facetrail
 from facetrail.engine import Facetrail
+from facetrail.store import EraseSelector, Store
 from stores import copy_home, new_database, own_store, postgres_mode, store_env
 from webserver import Server, serve_copy
 
@@ -75,12 +75,12 @@ def worker_pids(parent: int) -> list[int]:
             if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
-def erase_faces(home: Path, face_ids: list[int]) -> None:
-    """Delete faces from the store of ``home`` behind facetrail's back, as an erasure would:
-    the Store protocol has no method that deletes faces, so this is plain SQL."""
-    with sqlite3.connect(home / "facetrail.db") as db:
-        db.executemany("DELETE FROM faces WHERE id = ?", [(i,) for i in face_ids])
-    db.close()
+def erase_faces(store: Store, face_ids: list[int]) -> None:
+    """Erase faces from ``store`` (either kind) as an erasure does, but behind the index's
+    back: only the store changes."""
+    scope = store.erasure_scope(EraseSelector(face_ids=tuple(face_ids)))
+    store.erase(scope, kind="face", target=",".join(map(str, face_ids)), reason="test",
+                actor="test")
 
 
 def cli_json(home: Path, *args: str) -> object:

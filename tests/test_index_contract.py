@@ -264,7 +264,7 @@ def test_sync_follows_the_store(gallery: Gallery) -> None:
     _, ids = index.search(gallery.stored()[1][-7:], 1)
     np.testing.assert_array_equal(ids[:, 0], new)
     gone = [int(new[0]), 2, 40]
-    erase_faces(gallery.settings.home, gone)
+    erase_faces(gallery.store, gone)
     assert index.sync() == 0 and index.size == 64 and index.info().faces == 64
     _, ids = index.search(probes(gallery, 20), 64)
     assert not set(gone) & set(ids.ravel().tolist())
@@ -324,7 +324,7 @@ def test_info_is_back_end_neutral(gallery: Gallery) -> None:
 def test_faces_added_after_removals_are_found(crowd: Gallery) -> None:
     index = crowd.open()
     ids, _ = crowd.stored()
-    erase_faces(crowd.settings.home, ids[:10].tolist())
+    erase_faces(crowd.store, ids[:10].tolist())
     assert index.remove(ids[:10]) == 10
     added = crowd.add(unit(np.random.default_rng(11).normal(size=(100, DIM))))
     assert index.sync() == 100
@@ -332,6 +332,17 @@ def test_faces_added_after_removals_are_found(crowd: Gallery) -> None:
     _, found = one_by_one(index, vectors, 1)
     np.testing.assert_array_equal(found[:, 0], every)
     assert set(added.tolist()) <= set(every.tolist())
+    index.close()
+
+
+def test_faces_removed_and_added_back_are_found_with_their_vectors(crowd: Gallery) -> None:
+    index = crowd.open()
+    ids, vectors = crowd.stored()
+    assert index.remove(ids[:5]) == 5
+    assert index.add(ids[:5], vectors[:5]) == 5
+    distances, found = one_by_one(index, vectors[:5], 1)
+    np.testing.assert_array_equal(found[:, 0], ids[:5])
+    np.testing.assert_allclose(distances[:, 0], 0, atol=1e-3)
     index.close()
 
 
@@ -454,7 +465,7 @@ def test_searches_run_safely_while_the_index_changes(crowd: Gallery) -> None:
                 else:
                     assert index.sync() == 2
                 state["held"] = state["held"] | set(added.tolist())
-                erase_faces(crowd.settings.home, [int(doomed[r])])
+                erase_faces(crowd.store, [int(doomed[r])])
                 assert index.remove(doomed[r : r + 1]) == 1
                 state["gone"] = state["gone"] | {int(doomed[r])}
                 if r in (20, 40):

@@ -292,7 +292,7 @@ class FaissIndex:
                            else ann.remove_ids(self._index, ids, self._faiss, sizes))
                 self._removed = gone
             if self._vectors is not None:
-                # Once no search can return them (a search re-ranks inside its shared section).
+                # Only now that no search returns them: a search until then re-ranks them.
                 self._vectors.scrub(ids)
             if removed:
                 self._dirty = True

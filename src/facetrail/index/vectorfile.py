@@ -103,11 +103,7 @@ class VectorFile:
         held = face_ids[self.contains(face_ids)]
         if not len(held):
             return 0
-        # Every row of each id: a face removed and added back has an older row too.
-        first = np.searchsorted(self._sorted, held, side="left")
-        last = np.searchsorted(self._sorted, held, side="right")
-        at = np.concatenate([np.arange(a, b) for a, b in zip(first, last, strict=True)])
-        rows = at if self._order is None else self._order[at]
+        rows = self._rows(held)
         zeros = bytes(4 * self.dim)
         with self.vectors_path.open("r+b") as fh:
             for row in np.sort(rows):
@@ -127,27 +123,24 @@ class VectorFile:
         if self.rows == 0:
             return np.zeros(len(face_ids), bool)
         ids = self._sorted
-        at = self._last(face_ids)
+        at = np.minimum(np.searchsorted(ids, face_ids), self.rows - 1)
         return np.asarray(ids[at] == face_ids)
 
     def lookup(self, face_ids: np.ndarray) -> np.ndarray:
         """The vectors of ``face_ids``, shape (len, dim), in that order."""
-        ids = self._sorted
-        at = self._last(face_ids)
-        if self.rows == 0 or not np.array_equal(ids[at], face_ids):
+        face_ids = np.asarray(face_ids, dtype=np.int64)
+        if self.rows == 0 or not self.contains(face_ids).all():
             raise StoreError(
                 f"the vector file {self.vectors_path} is out of step with the index; "
                 "run: facetrail index rebuild"
             )
-        rows = at if self._order is None else self._order[at]
-        return np.asarray(self._vectors[rows])
+        return np.asarray(self._vectors[self._rows(face_ids)])
 
-    def _last(self, face_ids: np.ndarray) -> np.ndarray:
-        """Where in the sorted ids each of ``face_ids`` is, at its latest row (a face removed
-        and added back has two; the sort is stable, so the later one comes last); where it
-        would be when it has none."""
-        return np.clip(np.searchsorted(self._sorted, face_ids, side="right") - 1, 0,
-                       max(self.rows - 1, 0))
+    def _rows(self, face_ids: np.ndarray) -> np.ndarray:
+        """The rows of ``face_ids``, which the file holds. A face removed and added again has
+        two rows: the last one, appended when it came back (the first one was zeroed)."""
+        at = np.searchsorted(self._sorted, face_ids, side="right") - 1
+        return at if self._order is None else self._order[at]
 
     def _map(self, rows: int, ascending: bool | None = None) -> None:
         """Map ``rows`` rows; ``ascending`` says whether the ids are known to be ascending

@@ -107,16 +107,23 @@ class PostgresDialect:
 
 
     def scrub(self, conn: Any) -> list[str]:
-        """VACUUM FULL writes the tables that hold biometric data anew (plain VACUUM leaves
-        dead rows' bytes in free space), VACUUM cleans the others; then the WAL is switched
-        and a checkpoint taken, after which the segments that logged the erased rows are no
-        longer needed: with ``wal_recycle = off`` they are removed, otherwise renamed and
-        overwritten as the log moves on. Switching and checkpointing need the rights of a
-        superuser or of ``pg_checkpoint``; when refused, the report says so."""
+        """The planner's statistics of the embedding columns are dropped, and never gathered
+        again: ANALYZE keeps sampled values of a column (its histogram bounds) in
+        ``pg_statistic``, copies of embeddings. VACUUM FULL writes the tables that hold
+        biometric data anew, and ``pg_statistic`` too (plain VACUUM leaves dead rows' bytes
+        in free space); VACUUM cleans the others. Then the WAL is switched and a checkpoint
+        taken, after which the segments that logged the erased rows are no longer needed:
+        with ``wal_recycle = off`` they are removed, otherwise renamed and overwritten as the
+        log moves on. Rewriting ``pg_statistic`` needs the database's owner or a superuser;
+        switching and checkpointing a superuser or ``pg_checkpoint``: when refused, the report
+        says so."""
         done: list[str] = []
         psycopg = self._psycopg
-        for statement, says in SCRUB_STEPS:
+        for statement, says, allowed in SCRUB_STEPS:
             try:
+                if allowed and not conn.execute(allowed).fetchone()[0]:
+                    done.append(f"not done: {says} (needs the database's owner or a superuser)")
+                    continue
                 conn.execute(statement)
                 done.append(says)
             except psycopg.Error as exc:
@@ -125,14 +132,23 @@ class PostgresDialect:
         return done
 
 
+_OWNER = ("SELECT r.rolsuper OR d.datdba = r.oid FROM pg_roles r, pg_database d"
+          " WHERE r.rolname = current_user AND d.datname = current_database()")
+_NO_STATISTICS = ("ALTER COLUMN embedding SET STATISTICS 0,"
+                  " ALTER COLUMN embedding TYPE BYTEA")  # a column's new type drops its stats
 SCRUB_STEPS = (
+    (f"ALTER TABLE faces {_NO_STATISTICS}", "statistics of the faces' embeddings dropped", ""),
+    (f"ALTER TABLE optout_templates {_NO_STATISTICS}",
+     "statistics of the opt-out templates dropped", ""),
     ("VACUUM (FULL) faces, optout_templates",
-     "faces and opt-out templates rewritten (VACUUM FULL)"),
+     "faces and opt-out templates rewritten (VACUUM FULL)", ""),
+    ("VACUUM (FULL) pg_statistic", "planner statistics rewritten (VACUUM FULL)", _OWNER),
     ("VACUUM images, appearances, searches, search_candidates, erased_faces",
-     "other tables vacuumed"),
-    ("SELECT pg_switch_wal()", "write-ahead log switched to a new segment"),
-    ("CHECKPOINT", "checkpoint taken; older log segments released"),
+     "other tables vacuumed", ""),
+    ("SELECT pg_switch_wal()", "write-ahead log switched to a new segment", ""),
+    ("CHECKPOINT", "checkpoint taken; older log segments released", ""),
 )
+"""(statement, what it did, a query saying whether this role may run it, or '')."""
 
 
 class PostgresStore(SQLStore):
