@@ -91,6 +91,8 @@ def test_erasing_a_face_leaves_a_tombstone_in_kept_results(engine: Facetrail) ->
     assert "image" not in tomb and "box" not in tomb and "appearances" not in tomb
     assert [c["face_id"] for c in result["candidates"]] == found
     assert engine.tombstones([victim])[victim].reason == "subject's request"
+    # An erased candidate is no longer waiting for a review.
+    assert engine.search_record(kept.record.id).search.pending == len(found) - 1
     (event,) = events(engine, "erase")
     assert event["face_ids"] == [victim] and event["reason"] == "subject's request"
     assert engine.verify_audit().ok

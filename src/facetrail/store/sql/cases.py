@@ -17,6 +17,7 @@ _SEARCH_SQL = (
     " (SELECT count(*) FROM search_candidates c WHERE c.search_id = s.id) AS n_candidates,"
     " (SELECT count(*) FROM search_candidates c WHERE c.search_id = s.id AND NOT EXISTS"
     "   (SELECT 1 FROM reviews r WHERE r.search_id = c.search_id AND r.face_id = c.face_id)"
+    "   AND NOT EXISTS (SELECT 1 FROM erased_faces e WHERE e.face_id = c.face_id)"
     " ) AS n_pending"
     " FROM searches s"
 )
