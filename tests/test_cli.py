@@ -69,3 +69,64 @@ def test_settings_doc_lists_every_setting_with_its_default() -> None:
 
     doc = (Path(__file__).parent.parent / "docs" / "settings.md").read_text()
     assert doc.endswith(settings_table())
+
+
+def test_sources_add_checks_the_uri_against_its_kind(tmp_path: Path) -> None:
+    """What can be checked when a source is added is not left to its first ingest."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from conftest import WARCS, run_cli
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(ASHANTI, photos / "a.jpg")
+    (tmp_path / "no-path.csv").write_text("url\nhttps://example.org/a.jpg\n")
+    (tmp_path / "good.csv").write_text("path\nphotos/a.jpg\n")
+    (tmp_path / "list.txt").write_text("photos/a.jpg\n")
+    (tmp_path / "rows.jsonl").write_text("[1, 2]\n")
+    (tmp_path / "latin1.csv").write_bytes("pâth\n".encode("latin-1"))
+    pq.write_table(pa.Table.from_pylist([{"url": "x"}]), tmp_path / "no-path.parquet")
+    (tmp_path / "text.warc").write_text("hello, I am not a web archive\n")
+    (tmp_path / "zip.wacz").write_text("not a zip")
+    wiki = WARCS / "flashfrozen-jwat-recompressed.warc.gz"
+    refused = {
+        ("folder", ASHANTI): "policy_error",  # a folder source pointing at a file
+        ("folder", tmp_path / "good.csv"): "policy_error",
+        ("manifest", tmp_path / "no-path.csv"): "bad_manifest",
+        ("manifest", tmp_path / "no-path.parquet"): "bad_manifest",
+        ("manifest", tmp_path / "rows.jsonl"): "bad_manifest",
+        ("manifest", tmp_path / "latin1.csv"): "bad_manifest",
+        ("manifest", tmp_path / "list.txt"): "policy_error",
+        ("manifest", photos): "policy_error",
+        ("warc", photos): "policy_error",  # a folder of photos, no archive in it
+        ("warc", ASHANTI): "policy_error",
+        ("warc", tmp_path / "text.warc"): "bad_archive",
+        ("warc", tmp_path / "zip.wacz"): "bad_archive",
+    }
+    home = tmp_path / "home"
+    for (kind, uri), code in refused.items():
+        proc = run_cli(home, "sources", "add", "s", "--kind", kind, "--uri", str(uri),
+                       "--lawful-basis", "b", "--purpose", "p", "--retention-days", "30",
+                       check=False)
+        assert proc.returncode == 2, (kind, uri, proc.stdout)
+        assert proc.stderr.startswith(f"error [{code}]: ") and proc.stderr.count("\n") == 1, (
+            kind, uri, proc.stderr)
+    assert "--kind warc" in run_cli(home, "sources", "add", "s", "--kind", "folder", "--uri",
+                                    str(wiki), "--lawful-basis", "b", "--purpose", "p",
+                                    "--retention-days", "30", check=False).stderr
+    assert cli_json(home, "sources", "list") == []
+
+    add_source(home, "m", tmp_path / "good.csv", kind="manifest")
+    add_source(home, "w", wiki, kind="warc")
+    add_source(home, "f", photos)
+    # At ingest, a target of another kind is refused before the run; a folder source reads
+    # an archive or a manifest given to it as what it is.
+    for source, target in (("m", photos), ("w", photos / "a.jpg"), ("m", wiki)):
+        proc = run_cli(home, "ingest", str(target), "--source", source, check=False)
+        assert proc.returncode == 2 and "error [policy_error]: " in proc.stderr
+        assert "Traceback" not in proc.stderr
+    report = cli_json(home, "ingest", str(tmp_path / "good.csv"), "--source", "f")
+    assert isinstance(report, dict) and report["images_new"] == 1
+    runs = cli_json(home, "stats")
+    assert isinstance(runs, dict) and runs["ingest_runs"] == 1

@@ -94,7 +94,9 @@ def sources() -> None:
 @sources.command("add")
 @click.argument("name")
 @click.option("--kind", type=click.Choice(KINDS), required=True)
-@click.option("--uri", required=True, help="Folder, manifest file, or WARC/WACZ file or folder.")
+@click.option("--uri", required=True,
+              help="Of --kind: a folder; a CSV, JSONL or Parquet manifest with a 'path' "
+              "column; a WARC/WACZ file or a folder of them. Checked now (its header).")
 @click.option("--lawful-basis", required=True, help="Legal basis for holding and searching it.")
 @click.option("--purpose", required=True, help="What the collection is held for.")
 @click.option("--retention-days", type=click.IntRange(min=1), required=True,
@@ -253,7 +255,13 @@ def sources_remove(engine: Facetrail, name: str, reason: str, dry_run: bool, as_
 @json_option
 @with_engine
 def ingest(engine: Facetrail, target: str, source_name: str | None, as_json: bool) -> None:
-    """Index a registered source (TARGET is its name), or a path into --source."""
+    """Index a registered source (TARGET is its name), or a path into --source.
+
+    A path given to a folder source is a folder or an image under it, or a web archive or
+    manifest, read as such (never as an image); a manifest or warc source takes paths of its
+    own kind only. Every item that cannot be ingested is recorded with why ('facetrail
+    errors'), and so is a path with nothing in it (empty_source). Exits 1 if nothing could
+    be ingested at all (no item, or only errors); 2 if the command was refused."""
     name, paths = (source_name, [target]) if source_name else (target, None)
     console = Console(stderr=True)
     with Progress(
@@ -269,8 +277,11 @@ def ingest(engine: Facetrail, target: str, source_name: str | None, as_json: boo
             ))
 
         report = engine.ingest(name, paths, progress=show)
+    nothing = report.errors >= report.items  # no item found, or none usable
     if as_json:
         emit_json(serialize.ingest_report(report))
+        if nothing:
+            sys.exit(1)
         return
     click.echo(
         f"ingested {report.source!r} in {report.seconds:.1f}s: {report.items} items, "
@@ -283,6 +294,11 @@ def ingest(engine: Facetrail, target: str, source_name: str | None, as_json: boo
                    "or were erased, and were not stored")
     if report.errors:
         click.echo(f"see them with: facetrail errors --source {report.source}")
+    if nothing:
+        click.echo(f"error: nothing was ingested from {report.source!r}: "
+                   + ("no item was found" if not report.items else "every item failed")
+                   + f"; see why with: facetrail errors --source {report.source}", err=True)
+        sys.exit(1)
 
 
 @main.group()

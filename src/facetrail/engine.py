@@ -63,7 +63,7 @@ from facetrail.pipeline.search import SearchRequest, search
 from facetrail.records import IngestReport, SearchResult
 from facetrail.rights import ErasureReport, OptoutReport, Rights, SweepReport
 from facetrail.settings import Settings, load_settings
-from facetrail.sources import KINDS
+from facetrail.sources import KINDS, make_source
 from facetrail.sources.readback import image_bytes
 from facetrail.store import (
     AuditQuery,
@@ -294,7 +294,10 @@ class Facetrail:
         actor: str | None = None,
         org: str = DEFAULT_ORG,
     ) -> SourceRow:
-        """Register a source, owned by the organisation ``org``."""
+        """Register a source, owned by the organisation ``org``. ``uri`` must be of ``kind``
+        (a folder; a CSV, JSONL or Parquet manifest with a ``path`` column; a WARC or WACZ
+        file, or a folder of them), checked from at most its header: else ``PolicyError``
+        or ``InputError``."""
         if kind not in KINDS:
             raise PolicyError(f"unknown source kind {kind!r}; use one of {', '.join(KINDS)}")
         if not name.strip():
@@ -308,6 +311,7 @@ class Facetrail:
         path = Path(uri).expanduser().resolve()
         if not path.exists():
             raise NotFoundError(f"{path} does not exist")
+        make_source(kind).check(path)  # what can be checked now is not left to the ingest
         actor = actor or os_user()
         owner = self.store.get_org(org)
         row = self.store.add_source(
