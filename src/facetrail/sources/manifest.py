@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ class ManifestSource:
             raise ManifestError(f"{path}: its first row cannot be used: {first.reason}")
 
 
-def _rows(manifest: Path) -> Iterator[Mapping[str, Any] | SourceFailure]:
+def _rows(manifest: Path) -> Generator[Mapping[str, Any] | SourceFailure, None, None]:
     suffix = manifest.suffix.lower()
     try:
         if suffix == ".csv":
