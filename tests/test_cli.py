@@ -130,3 +130,39 @@ def test_sources_add_checks_the_uri_against_its_kind(tmp_path: Path) -> None:
     assert isinstance(report, dict) and report["images_new"] == 1
     runs = cli_json(home, "stats")
     assert isinstance(runs, dict) and runs["ingest_runs"] == 1
+
+
+def test_an_empty_or_mistyped_home_is_said_plainly_and_never_created(tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+    work = tmp_path / "cwd"
+    work.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "facetrail", "stats"], capture_output=True,
+                          text=True, env={**base, "FACETRAIL_HOME": ""}, cwd=work, timeout=600)
+    assert proc.returncode == 2 and proc.stderr == (
+        "error [config_error]: setting FACETRAIL_HOME: is empty: name a data directory, or "
+        "unset it for the default\n")
+    assert list(work.iterdir()) == []  # not the current directory
+    bad = subprocess.run([sys.executable, "-m", "facetrail", "stats"], capture_output=True,
+                         text=True, env={**base, "FACETRAIL_WORKERS": "many"}, timeout=600)
+    assert bad.returncode == 2 and bad.stderr.startswith(
+        "error [config_error]: setting FACETRAIL_WORKERS: ")
+
+    # The SQLite store a data directory holds by default (in PostgreSQL test runs too).
+    mistyped = tmp_path / "mistyped"
+    probe = str(ASHANTI)
+    for args in (("stats",), ("audit", "verify"), ("sources", "list"), ("errors",),
+                 ("search", probe, "--case", "C", "--purpose", "p"), ("serve",),
+                 ("ingest", "s")):
+        proc = subprocess.run([sys.executable, "-m", "facetrail", "--home", str(mistyped),
+                               *args], capture_output=True, text=True, env=base, timeout=600)
+        assert proc.returncode == 2, args
+        assert proc.stderr == (
+            f"error [not_found]: no facetrail data directory at {mistyped} (it would be "
+            "created by 'facetrail sources add'); check --home, --store and FACETRAIL_HOME\n"
+        ), args
+        assert not mistyped.exists()
+    facetrail("--home", str(mistyped), "sources", "add", "s", "--kind", "folder", "--uri",
+              str(PEOPLE / "Ashanti"), "--lawful-basis", "b", "--purpose", "p",
+              "--retention-days", "30", env=base)  # the first step of a new data directory
+    stats = json.loads(facetrail("--home", str(mistyped), "stats", "--json", env=base).stdout)
+    assert stats["sources"] == 1

@@ -155,9 +155,11 @@ def test_low_quality_faces_are_left_out_unless_asked_for(gallery: Facetrail) -> 
 
 
 def test_a_search_of_an_empty_gallery_says_so(tmp_path: Path) -> None:
-    """A mistyped --home makes a new, empty data directory: its search is not a negative
-    result."""
-    proc = run_cli(tmp_path / "mistyped", "search", str(PEOPLE / "Ashanti" / "Ashanti_0001.jpg"),
+    """A data directory with no face indexed yet: its search is not a negative result."""
+    home = tmp_path / "new"
+    run_cli(home, "sources", "add", "s", "--kind", "folder", "--uri", str(PEOPLE / "Ashanti"),
+            "--lawful-basis", "b", "--purpose", "p", "--retention-days", "30")
+    proc = run_cli(home, "search", str(PEOPLE / "Ashanti" / "Ashanti_0001.jpg"),
                    "--case", "C", "--purpose", "p", check=False)
     assert proc.returncode != 0 and "no candidate" not in proc.stdout
     assert "nothing to search: no face is indexed" in proc.stderr

@@ -23,7 +23,7 @@ from rich.table import Table
 from facetrail import serialize
 from facetrail.accounts import ROLES, Actor
 from facetrail.casework import DECISIONS
-from facetrail.cli_common import F, emit_json, json_option, with_engine
+from facetrail.cli_common import F, emit_json, json_option, require_data, with_engine
 from facetrail.cli_rights import COMMANDS as RIGHTS_COMMANDS
 from facetrail.cli_rights import echo_erasure
 from facetrail.engine import Facetrail
@@ -59,9 +59,10 @@ class FacetrailGroup(click.Group):
 @click.group(cls=FacetrailGroup)
 @click.option(
     "--home",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False),
     envvar="FACETRAIL_HOME",
-    help="Data directory (default: $FACETRAIL_HOME, else the platform's user data dir).",
+    help="Data directory (default: $FACETRAIL_HOME, else the platform's user data dir). "
+    "Only 'sources add', 'users add' and 'orgs add' create one that does not exist.",
 )
 @click.option(
     "--store", "store_url", metavar="URL", default=None,
@@ -74,7 +75,7 @@ class FacetrailGroup(click.Group):
               "are that organisation's.")
 @click.version_option(package_name="facetrail")
 @click.pass_context
-def main(ctx: click.Context, home: Path | None, store_url: str | None,
+def main(ctx: click.Context, home: str | None, store_url: str | None,
          workers: int | None, org: str) -> None:
     """facetrail: search photo collections you lawfully hold for a face, with provenance."""
     overrides: dict[str, Any] = {}
@@ -105,7 +106,7 @@ def sources() -> None:
 @click.option("--org", "owner", default=None,
               help="The organisation that owns it (default: the one you act for).")
 @json_option
-@with_engine
+@with_engine(creates=True)
 def sources_add(
     engine: Facetrail, name: str, kind: str, uri: str, lawful_basis: str, purpose: str,
     retention_days: int, owner: str | None, as_json: bool, actor: Actor,
@@ -180,7 +181,7 @@ def orgs() -> None:
 @orgs.command("add")
 @click.argument("name")
 @json_option
-@with_engine
+@with_engine(creates=True)
 def orgs_add(engine: Facetrail, name: str, as_json: bool) -> None:
     """Add an organisation."""
     row = engine.add_org(name)
@@ -1118,7 +1119,7 @@ def users() -> None:
 @click.option("--org", "member_of", default=None,
               help="Their organisation (default: the one you act for).")
 @json_option
-@with_engine
+@with_engine(creates=True)
 def users_add(engine: Facetrail, name: str, role: str, member_of: str | None, as_json: bool,
               actor: Actor) -> None:
     """Add a user; prints their token once (only its hash is kept)."""
@@ -1236,6 +1237,7 @@ def serve(obj: dict[str, Any], host: str | None, port: int | None, processes: in
     if port is not None:
         overrides["port"] = port
     settings = load_settings(obj["home"], **overrides)
+    require_data(settings)  # a new deployment adds its first user ('facetrail users add')
     run_server(settings, processes, say=lambda line: click.echo(line, err=True))
 
 
