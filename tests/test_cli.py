@@ -166,3 +166,84 @@ def test_an_empty_or_mistyped_home_is_said_plainly_and_never_created(tmp_path: P
               "--retention-days", "30", env=base)  # the first step of a new data directory
     stats = json.loads(facetrail("--home", str(mistyped), "stats", "--json", env=base).stdout)
     assert stats["sources"] == 1
+
+
+def _fresh_home(base: dict[str, str], home: Path) -> None:
+    facetrail("--home", str(home), "sources", "add", "s", "--kind", "folder", "--uri",
+              str(PEOPLE / "Ashanti"), "--lawful-basis", "b", "--purpose", "p",
+              "--retention-days", "30", env=base)
+
+
+def test_a_store_that_cannot_be_used_is_one_line_with_a_code(tmp_path: Path) -> None:
+    """Environment failures, as root too (root ignores file modes): the store's file is a
+    folder, or not a database; its folder cannot be made. Every command says so in one line."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+    folder = tmp_path / "folder"
+    (folder / "facetrail.db").mkdir(parents=True)
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "facetrail.db").write_bytes(b"not a database, but a text file\n" * 100)
+    (tmp_path / "file").write_text("x")
+    add = ("sources", "add", "t", "--kind", "folder", "--uri", str(PEOPLE), "--lawful-basis",
+           "b", "--purpose", "p", "--retention-days", "3")
+    every = (("stats",), ("audit", "verify"), ("sources", "list"), ("errors",), add,
+             ("search", str(ASHANTI), "--case", "C", "--purpose", "p"))
+    cases = {
+        ("--home", str(folder)): ("cannot open the store", every),
+        ("--home", str(garbage)): ("is not a facetrail store (not a SQLite database)", every),
+        ("--home", str(tmp_path / "h"), "--store",
+         f"sqlite:///{tmp_path / 'file' / 'sub' / 'facetrail.db'}"):
+            ("cannot create the folder of the store", (add,)),
+    }
+    for where, (says, commands) in cases.items():
+        for args in commands:
+            proc = subprocess.run([sys.executable, "-m", "facetrail", *where, *args],
+                                  capture_output=True, text=True, env=base, timeout=600)
+            assert proc.returncode == 2, (where, args, proc.stderr)
+            assert proc.stderr.startswith("error [store_unavailable]: "), (where, args,
+                                                                           proc.stderr)
+            assert says in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_a_read_only_store_says_so(tmp_path: Path) -> None:
+    """SQLite's own read-only refusal (SQLITE_READONLY), reached as root too: the connection
+    is made read-only with PRAGMA query_only, which fails writes with the very error a
+    read-only file gives."""
+    import facetrail
+    from facetrail.errors import StoreUnavailableError
+
+    with facetrail.open(tmp_path / "home") as ft:
+        ft.store._db.raw.execute("PRAGMA query_only=ON")  # type: ignore[attr-defined]
+        assert ft.sources() == []  # reading works
+        try:
+            ft.add_source("s", "folder", PEOPLE / "Ashanti", lawful_basis="b", purpose="p",
+                          retention_days=30)
+        except StoreUnavailableError as exc:
+            assert str(exc).startswith(f"the store {tmp_path / 'home' / 'facetrail.db'} is "
+                                       "read-only: ")
+        else:
+            raise AssertionError("a write to a read-only store succeeded")
+
+
+def test_a_read_only_data_directory_as_a_user(tmp_path: Path) -> None:
+    """The real thing, where file modes apply (not as root, which ignores them)."""
+    if os.geteuid() == 0:
+        import pytest
+
+        pytest.skip("root ignores file modes; test_a_read_only_store_says_so covers it")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+    home = tmp_path / "home"
+    _fresh_home(base, home)
+    for path in [home, *home.iterdir()]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        for args in (("stats",), ("audit", "verify"), ("ingest", "s")):
+            proc = subprocess.run([sys.executable, "-m", "facetrail", "--home", str(home),
+                                   *args], capture_output=True, text=True, env=base,
+                                  timeout=600)
+            assert proc.returncode == 2 and proc.stderr.startswith(
+                "error [store_unavailable]: "), (args, proc.stderr)
+            assert "Traceback" not in proc.stderr
+    finally:
+        for path in [home, *home.iterdir()]:
+            path.chmod(0o755 if path.is_dir() else 0o644)

@@ -40,6 +40,7 @@ from facetrail.errors import (
     NotFoundError,
     PolicyError,
     StoreError,
+    StoreUnavailableError,
 )
 from facetrail.faces import (
     DEFAULT_FLOOR,
@@ -127,7 +128,11 @@ class Facetrail:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.home = settings.home
-        self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"cannot create the data directory {self.home}: {exc.strerror or exc}") from exc
         self.store: Store = open_store(settings.store_url or default_store_url(self.home))
         self._gallery_sizes: dict[tuple[float, int], int] = {}
         # Threads (a server's requests) may first use the index together: it is opened once.
