@@ -280,3 +280,42 @@ def test_archive_error_clears_once_a_whole_copy_is_ingested(tmp_path: Path) -> N
     errors = cli_json(home, "errors")
     assert isinstance(errors, list)
     assert not [e for e in errors if e["code"] == "bad_archive"]
+
+
+def test_a_source_that_yields_nothing_is_an_error_and_exit_1(tmp_path: Path) -> None:
+    """Unreadable archives, and a folder with no image, never read as "0 items, 0 errors"."""
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    (archives / "text.warc").write_text("hello, I am not a web archive\n" * 20)
+    whole = (WARCS / "flashfrozen-jwat-recompressed.warc.gz").read_bytes()
+    (archives / "cut.warc.gz").write_bytes(whole[:300])  # inside its first record
+    (archives / "header.warc").write_bytes(b"WARC/1.0\r\nWARC-Type: warcinfo\r\n\r\n")
+    home = tmp_path / "home"
+    add_source(home, "w", archives, kind="warc")
+    proc = run_cli(home, "ingest", "w", check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "3 items" in proc.stdout and "3 errors" in proc.stdout
+    assert "nothing was ingested from 'w'" in proc.stderr and "Traceback" not in proc.stderr
+    errors = cli_json(home, "errors", "--source", "w")
+    assert isinstance(errors, list)
+    by_name = {Path(e["location"].split("#")[0]).name: e for e in errors}
+    assert by_name["text.warc"]["reason"].startswith("not a WARC file")
+    assert "truncated" in by_name["cut.warc.gz"]["reason"]
+    assert by_name["header.warc"]["code"] == "empty_source"
+    assert not [e for e in errors if "NoneType" in e["reason"]]
+
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "notes.txt").write_text("no photo here")
+    add_source(home, "e", empty)
+    proc = run_cli(home, "ingest", "e", "--json", check=False)
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["errors"] == 1
+    (error,) = cli_json(home, "errors", "--source", "e")  # type: ignore[misc]
+    assert (error["location"], error["code"]) == (str(empty), "empty_source")
+    assert "no image file" in error["reason"]
+
+    # Once something is there, the error goes and the exit is 0.
+    shutil.copy(ASHANTI, empty / "sub" / "a.jpg")
+    assert cli_json(home, "ingest", "e")["images_new"] == 1  # type: ignore[index]
+    assert cli_json(home, "errors", "--source", "e") == []

@@ -155,10 +155,44 @@ def test_low_quality_faces_are_left_out_unless_asked_for(gallery: Facetrail) -> 
 
 
 def test_a_search_of_an_empty_gallery_says_so(tmp_path: Path) -> None:
-    """A mistyped --home makes a new, empty data directory: its search is not a negative
-    result."""
-    proc = run_cli(tmp_path / "mistyped", "search", str(PEOPLE / "Ashanti" / "Ashanti_0001.jpg"),
+    """A data directory with no face indexed yet: its search is not a negative result."""
+    home = tmp_path / "new"
+    run_cli(home, "sources", "add", "s", "--kind", "folder", "--uri", str(PEOPLE / "Ashanti"),
+            "--lawful-basis", "b", "--purpose", "p", "--retention-days", "30")
+    proc = run_cli(home, "search", str(PEOPLE / "Ashanti" / "Ashanti_0001.jpg"),
                    "--case", "C", "--purpose", "p", check=False)
     assert proc.returncode != 0 and "no candidate" not in proc.stdout
     assert "nothing to search: no face is indexed" in proc.stderr
     assert "--home" in proc.stderr
+
+
+def test_the_python_api_takes_a_probe_path_as_str_or_path(tmp_path: Path) -> None:
+    import facetrail
+
+    photos = PEOPLE / "Ashanti"
+    probe = photos / "Ashanti_0001.jpg"
+    with facetrail.open(str(tmp_path / "home"), workers=1) as ft:
+        ft.add_source("a", "folder", str(photos), lawful_basis="test fixtures",
+                      purpose="testing", retention_days=30)
+        ft.ingest("a")
+        by_path = ft.search(probe, **CASE)
+        by_str = ft.search(str(probe), more_probes=[str(photos / "Ashanti_0002.jpg")], **CASE)
+        assert by_path.candidates and by_str.candidates
+        assert by_str.probes[0].sha256 == by_path.probe.sha256 == sha256_hex(probe.read_bytes())
+        with pytest.raises(facetrail.errors.NotFoundError, match="cannot read the photo"):
+            ft.search(str(tmp_path / "nope.jpg"), **CASE)
+
+
+def test_help_of_the_package_shows_how_to_use_it() -> None:
+    import pydoc
+
+    import facetrail
+    from facetrail.engine import Facetrail
+
+    text = pydoc.render_doc(facetrail, renderer=pydoc.plaintext)
+    assert "facetrail.open(" in text and "ft.search(" in text and "FacetrailError" in text
+    undocumented = [name for name, member in vars(Facetrail).items()
+                    if not name.startswith("_") and callable(getattr(member, "fget", member))
+                    and not (getattr(member, "fget", None) or getattr(member, "func", None)
+                             or member).__doc__]
+    assert undocumented == []

@@ -129,6 +129,40 @@ def test_warc_cut_mid_record_yields_images_before_it_then_a_failure(tmp_path: Pa
     assert 5 <= len(images) < 22
 
 
+WARC_HEAD = b"WARC/1.0\r\nWARC-Type: warcinfo\r\n\r\n"
+
+
+@pytest.mark.parametrize(("name", "data", "code", "reason"), [
+    ("text.warc", b"hello, I am not a web archive\n" * 20, "bad_archive",
+     "not a WARC file: it starts with b'hello"),
+    ("photo.warc.gz", (PEOPLE / "Ashanti" / "Ashanti_0001.jpg").read_bytes(), "bad_archive",
+     "not a WARC file"),
+    ("empty.warc", b"", "bad_archive", "empty file (0 bytes)"),
+    ("gzipped-text.warc.gz", gzip.compress(b"hello\n" * 20), "bad_archive",
+     "not a WARC file"),
+    ("cut.warc.gz", MONA_LISA.read_bytes()[:300], "bad_archive",
+     "the next record (a warcinfo record) is truncated"),
+    ("header-only.warc", WARC_HEAD, "empty_source", "no image in this archive: 1 record"),
+    ("no-content-type.warc",
+     b"WARC/1.0\r\nWARC-Type: response\r\nContent-Length: 3\r\n\r\nabc\r\n\r\n",
+     "bad_archive", "archive broken after this offset: the next record cannot be parsed"),
+])
+def test_an_archive_that_yields_nothing_is_a_failure_with_a_reason(
+    tmp_path: Path, name: str, data: bytes, code: str, reason: str
+) -> None:
+    archive = tmp_path / name
+    archive.write_bytes(data)
+    (failure,) = items("warc", archive)
+    assert isinstance(failure, SourceFailure)
+    assert failure.location == f"{archive}#after-0"
+    assert (failure.code, failure.reason[:len(reason)]) == (code, reason)
+    assert "NoneType" not in failure.reason
+
+
+def test_an_archive_already_ingested_is_not_taken_for_an_empty_one() -> None:
+    assert list(make_source("warc").items(MONA_LISA, lambda p, f: True)) == []
+
+
 def test_wacz_reads_archives_inside(tmp_path: Path) -> None:
     wacz = tmp_path / "capture.wacz"
     with zipfile.ZipFile(wacz, "w") as zf:

@@ -23,7 +23,7 @@ from rich.table import Table
 from facetrail import serialize
 from facetrail.accounts import ROLES, Actor
 from facetrail.casework import DECISIONS
-from facetrail.cli_common import F, emit_json, json_option, with_engine
+from facetrail.cli_common import F, emit_json, json_option, require_data, with_engine
 from facetrail.cli_rights import COMMANDS as RIGHTS_COMMANDS
 from facetrail.cli_rights import echo_erasure
 from facetrail.engine import Facetrail
@@ -59,9 +59,10 @@ class FacetrailGroup(click.Group):
 @click.group(cls=FacetrailGroup)
 @click.option(
     "--home",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(file_okay=False),
     envvar="FACETRAIL_HOME",
-    help="Data directory (default: $FACETRAIL_HOME, else the platform's user data dir).",
+    help="Data directory (default: $FACETRAIL_HOME, else the platform's user data dir). "
+    "Only 'sources add', 'users add' and 'orgs add' create one that does not exist.",
 )
 @click.option(
     "--store", "store_url", metavar="URL", default=None,
@@ -74,7 +75,7 @@ class FacetrailGroup(click.Group):
               "are that organisation's.")
 @click.version_option(package_name="facetrail")
 @click.pass_context
-def main(ctx: click.Context, home: Path | None, store_url: str | None,
+def main(ctx: click.Context, home: str | None, store_url: str | None,
          workers: int | None, org: str) -> None:
     """facetrail: search photo collections you lawfully hold for a face, with provenance."""
     overrides: dict[str, Any] = {}
@@ -94,7 +95,9 @@ def sources() -> None:
 @sources.command("add")
 @click.argument("name")
 @click.option("--kind", type=click.Choice(KINDS), required=True)
-@click.option("--uri", required=True, help="Folder, manifest file, or WARC/WACZ file or folder.")
+@click.option("--uri", required=True,
+              help="Of --kind: a folder; a CSV, JSONL or Parquet manifest with a 'path' "
+              "column; a WARC/WACZ file or a folder of them. Checked now (its header).")
 @click.option("--lawful-basis", required=True, help="Legal basis for holding and searching it.")
 @click.option("--purpose", required=True, help="What the collection is held for.")
 @click.option("--retention-days", type=click.IntRange(min=1), required=True,
@@ -103,7 +106,7 @@ def sources() -> None:
 @click.option("--org", "owner", default=None,
               help="The organisation that owns it (default: the one you act for).")
 @json_option
-@with_engine
+@with_engine(creates=True)
 def sources_add(
     engine: Facetrail, name: str, kind: str, uri: str, lawful_basis: str, purpose: str,
     retention_days: int, owner: str | None, as_json: bool, actor: Actor,
@@ -178,7 +181,7 @@ def orgs() -> None:
 @orgs.command("add")
 @click.argument("name")
 @json_option
-@with_engine
+@with_engine(creates=True)
 def orgs_add(engine: Facetrail, name: str, as_json: bool) -> None:
     """Add an organisation."""
     row = engine.add_org(name)
@@ -253,7 +256,13 @@ def sources_remove(engine: Facetrail, name: str, reason: str, dry_run: bool, as_
 @json_option
 @with_engine
 def ingest(engine: Facetrail, target: str, source_name: str | None, as_json: bool) -> None:
-    """Index a registered source (TARGET is its name), or a path into --source."""
+    """Index a registered source (TARGET is its name), or a path into --source.
+
+    A path given to a folder source is a folder or an image under it, or a web archive or
+    manifest, read as such (never as an image); a manifest or warc source takes paths of its
+    own kind only. Every item that cannot be ingested is recorded with why ('facetrail
+    errors'), and so is a path with nothing in it (empty_source). Exits 1 if nothing could
+    be ingested at all (no item, or only errors); 2 if the command was refused."""
     name, paths = (source_name, [target]) if source_name else (target, None)
     console = Console(stderr=True)
     with Progress(
@@ -269,8 +278,11 @@ def ingest(engine: Facetrail, target: str, source_name: str | None, as_json: boo
             ))
 
         report = engine.ingest(name, paths, progress=show)
+    nothing = report.errors >= report.items  # no item found, or none usable
     if as_json:
         emit_json(serialize.ingest_report(report))
+        if nothing:
+            sys.exit(1)
         return
     click.echo(
         f"ingested {report.source!r} in {report.seconds:.1f}s: {report.items} items, "
@@ -283,6 +295,11 @@ def ingest(engine: Facetrail, target: str, source_name: str | None, as_json: boo
                    "or were erased, and were not stored")
     if report.errors:
         click.echo(f"see them with: facetrail errors --source {report.source}")
+    if nothing:
+        click.echo(f"error: nothing was ingested from {report.source!r}: "
+                   + ("no item was found" if not report.items else "every item failed")
+                   + f"; see why with: facetrail errors --source {report.source}", err=True)
+        sys.exit(1)
 
 
 @main.group()
@@ -1102,7 +1119,7 @@ def users() -> None:
 @click.option("--org", "member_of", default=None,
               help="Their organisation (default: the one you act for).")
 @json_option
-@with_engine
+@with_engine(creates=True)
 def users_add(engine: Facetrail, name: str, role: str, member_of: str | None, as_json: bool,
               actor: Actor) -> None:
     """Add a user; prints their token once (only its hash is kept)."""
@@ -1220,6 +1237,7 @@ def serve(obj: dict[str, Any], host: str | None, port: int | None, processes: in
     if port is not None:
         overrides["port"] = port
     settings = load_settings(obj["home"], **overrides)
+    require_data(settings)  # a new deployment adds its first user ('facetrail users add')
     run_server(settings, processes, say=lambda line: click.echo(line, err=True))
 
 

@@ -40,6 +40,7 @@ from facetrail.errors import (
     NotFoundError,
     PolicyError,
     StoreError,
+    StoreUnavailableError,
 )
 from facetrail.faces import (
     DEFAULT_FLOOR,
@@ -63,7 +64,7 @@ from facetrail.pipeline.search import SearchRequest, search
 from facetrail.records import IngestReport, SearchResult
 from facetrail.rights import ErasureReport, OptoutReport, Rights, SweepReport
 from facetrail.settings import Settings, load_settings
-from facetrail.sources import KINDS
+from facetrail.sources import KINDS, make_source
 from facetrail.sources.readback import image_bytes
 from facetrail.store import (
     AuditQuery,
@@ -127,7 +128,11 @@ class Facetrail:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.home = settings.home
-        self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"cannot create the data directory {self.home}: {exc.strerror or exc}") from exc
         self.store: Store = open_store(settings.store_url or default_store_url(self.home))
         self._gallery_sizes: dict[tuple[float, int], int] = {}
         # Threads (a server's requests) may first use the index together: it is opened once.
@@ -150,6 +155,7 @@ class Facetrail:
         self.close()
 
     def close(self) -> None:
+        """Close the index and the store; the engine is unusable after. ``with`` calls it."""
         if "index" in self.__dict__:
             self.index.close()
         self.store.close()
@@ -192,6 +198,7 @@ class Facetrail:
 
     @cached_property
     def model_id(self) -> int:
+        """The store's id of the active model's embedding space."""
         return self.store.model_id(self.model)
 
     @property
@@ -292,7 +299,10 @@ class Facetrail:
         actor: str | None = None,
         org: str = DEFAULT_ORG,
     ) -> SourceRow:
-        """Register a source, owned by the organisation ``org``."""
+        """Register a source, owned by the organisation ``org``. ``uri`` must be of ``kind``
+        (a folder; a CSV, JSONL or Parquet manifest with a ``path`` column; a WARC or WACZ
+        file, or a folder of them), checked from at most its header: else ``PolicyError``
+        or ``InputError``."""
         if kind not in KINDS:
             raise PolicyError(f"unknown source kind {kind!r}; use one of {', '.join(KINDS)}")
         if not name.strip():
@@ -306,6 +316,7 @@ class Facetrail:
         path = Path(uri).expanduser().resolve()
         if not path.exists():
             raise NotFoundError(f"{path} does not exist")
+        make_source(kind).check(path)  # what can be checked now is not left to the ingest
         actor = actor or os_user()
         owner = self.store.get_org(org)
         row = self.store.add_source(
@@ -360,6 +371,7 @@ class Facetrail:
         return row
 
     def orgs(self) -> list[OrgRow]:
+        """Every organisation of this deployment."""
         return self.store.list_orgs()
 
     def share_source(self, source: str, org: str, *, lawful_basis: str, purpose: str,
@@ -397,6 +409,7 @@ class Facetrail:
             ))
 
     def shares(self, source: str | None = None) -> list[ShareRow]:
+        """Every sharing of a source with another organisation; of one source, or of all."""
         return self.store.shares(self.store.get_source(source).id if source else None)
 
     def actor(self, name: str | None = None, org: str = DEFAULT_ORG) -> Actor:
@@ -429,6 +442,10 @@ class Facetrail:
         progress: Progress | None = None,
         actor: str | None = None,
     ) -> IngestReport:
+        """Index the registered ``source`` (``paths``: only these, under it or of its kind), and
+        audit the run. Incremental: unchanged locations are skipped, and an interrupted run
+        resumes where it stopped when run again. ``progress`` is called as items are
+        counted. Every item that could not be ingested is recorded (``errors``), with why."""
         row = self.store.get_source(source)
         actor = actor or os_user()
         targets = [Path(p).expanduser().resolve() for p in paths] if paths else None
@@ -448,6 +465,7 @@ class Facetrail:
         return report
 
     def errors(self, source: str | None = None) -> list[ErrorRow]:
+        """Every item that could not be ingested and why; of one source, or of all."""
         return self.store.errors(source)
 
     # -- ingest jobs (facetrail.jobs) -------------------------------------------------------
@@ -481,6 +499,7 @@ class Facetrail:
         return self.store.list_jobs(unfinished=unfinished, limit=limit)
 
     def job(self, job_id: int) -> JobRow:
+        """One ingest job; NotFoundError if there is none with that id."""
         return self.store.get_job(job_id)
 
     # -- the rights of the people in the photos (facetrail.rights) ------------------------
@@ -496,7 +515,7 @@ class Facetrail:
         return self._rights.erase_image(sha256, reason=reason, actor=actor or Actor.local(),
                                         dry_run=dry_run)
 
-    def erase_photos(self, photos: Sequence[bytes | Path], *, reason: str,
+    def erase_photos(self, photos: Sequence[bytes | str | Path], *, reason: str,
                      threshold: float | None = None, actor: Actor | None = None,
                      dry_run: bool = False) -> ErasureReport:
         """Erase every face matching the person in ``photos`` at ``threshold`` or above
@@ -511,7 +530,7 @@ class Facetrail:
         return self._rights.remove_source(name, reason=reason, actor=actor or Actor.local(),
                                           dry_run=dry_run)
 
-    def add_optout(self, photos: Sequence[bytes | Path], *, reference: str, note: str = "",
+    def add_optout(self, photos: Sequence[bytes | str | Path], *, reference: str, note: str = "",
                    actor: Actor | None = None, dry_run: bool = False) -> OptoutReport:
         """Keep templates of a person's face (never the photos) under ``reference``, erase
         every face that matches them, and suppress matching faces from now on."""
@@ -519,9 +538,11 @@ class Facetrail:
                                        actor=actor or Actor.local(), dry_run=dry_run)
 
     def optouts(self, *, actor: Actor | None = None) -> list[OptoutRow]:
+        """The opt-outs in force (their references and notes; never photos)."""
         return self._rights.optouts(actor or Actor.local())
 
     def remove_optout(self, reference: str, *, actor: Actor | None = None) -> OptoutRow:
+        """Lift the opt-out ``reference``: its templates are deleted; audited."""
         return self._rights.remove_optout(reference, actor=actor or Actor.local())
 
     def sweep(self, *, as_of: datetime | None = None, dry_run: bool = False,
@@ -531,6 +552,7 @@ class Facetrail:
         return self._rights.sweep(actor=actor or Actor.local(), as_of=as_of, dry_run=dry_run)
 
     def tombstones(self, face_ids: Sequence[int]) -> dict[int, Tombstone]:
+        """For each of ``face_ids`` that was erased: when, by whom and why."""
         return self.store.tombstones(face_ids)
 
     @property
@@ -539,7 +561,7 @@ class Facetrail:
         photo and subject access: ``optout_threshold``, else the model's floor."""
         return self._rights.threshold
 
-    def subject_access(self, photos: Sequence[bytes | Path], *, reference: str,
+    def subject_access(self, photos: Sequence[bytes | str | Path], *, reference: str,
                        actor: Actor | None = None, include_cases: bool = False,
                        threshold: float | None = None) -> SubjectAccessReport:
         """What is held about the person in ``photos`` (the largest face of each; the photos
@@ -572,7 +594,7 @@ class Facetrail:
     # -- search -----------------------------------------------------------------------------
     def search(
         self,
-        probe: bytes | Path,
+        probe: bytes | str | Path,
         *,
         case_ref: str,
         purpose: str,
@@ -582,14 +604,17 @@ class Facetrail:
         face: int | None = None,
         all_faces: bool = False,
         actor: str | Actor | None = None,
-        more_probes: Iterable[bytes | Path] = (),
+        more_probes: Iterable[bytes | str | Path] = (),
         fusion: str | None = None,
         history: bool = False,
     ) -> SearchResult:
-        """Search ``probe``; with ``more_probes`` (further photos of the same person), the
-        largest face of every photo is searched as one person (``fusion``). Only faces the
-        actor's organisation may see are searched (the local operator's: 'default'). With
-        ``history``, images no longer where they were seen are found too (docs/provenance.md)."""
+        """Search ``probe``: a photo's bytes, or its path (``str`` or ``Path``). With
+        ``more_probes`` (further photos of the same person), the largest face of every photo
+        is searched as one person (``fusion``). Only faces the actor's organisation may see
+        are searched (the local operator's: 'default'). With ``history``, images no longer
+        where they were seen are found too (docs/provenance.md).
+
+        Audited (case and purpose); ``search_probes`` also keeps it as a case record."""
         who = actor if isinstance(actor, Actor) else Actor.local()
         if isinstance(actor, str):
             who = Actor(actor)
@@ -607,8 +632,8 @@ class Facetrail:
                 f"nothing to search: the organisation {who.org!r} owns, and has been shared, "
                 "no source with an indexed face"
             )
-        data = probe.read_bytes() if isinstance(probe, str | Path) else probe
-        more = tuple(p.read_bytes() if isinstance(p, str | Path) else p for p in more_probes)
+        data = _read(probe)
+        more = tuple(_read(p) for p in more_probes)
         quality = min_quality if min_quality is not None else self.settings.min_quality
         if threshold is not None:
             rule, calibrated = "override", None
@@ -638,6 +663,7 @@ class Facetrail:
         return self._casework.probe(sha256, actor or Actor.local())
 
     def probe_bytes(self, sha256: str, *, actor: Actor | None = None) -> bytes:
+        """The bytes of a kept probe that ``actor``'s organisation uploaded."""
         return self._casework.probe_bytes(sha256, actor or Actor.local())
 
     def search_probes(
@@ -876,6 +902,7 @@ class Facetrail:
         return self.store.get_user(user.name), token
 
     def users(self) -> list[UserRow]:
+        """Every user, of every organisation, with how many live tokens each has."""
         return self.store.list_users()
 
     def revoke_user(self, name: str, *, actor: str | None = None) -> int:
@@ -925,6 +952,8 @@ class Facetrail:
 
     # -- reporting --------------------------------------------------------------------------
     def stats(self) -> Stats:
+        """What the data directory holds for the active model (sources, images, faces, errors,
+        searches), and what serves it."""
         return Stats(
             store=self.store.stats(self.model_id), index_faces=self.index.size,
             model=self.model.key, face_model=self.model_name, metric=self.model.metric,
@@ -941,5 +970,15 @@ def open(home: str | Path | None = None, **overrides: Any) -> Facetrail:  # noqa
     return Facetrail(load_settings(home, **overrides))
 
 
-def _read_all(photos: Sequence[bytes | Path]) -> list[bytes]:
-    return [p.read_bytes() if isinstance(p, Path) else p for p in photos]
+def _read(photo: bytes | str | Path) -> bytes:
+    """A photo's bytes: given as bytes, or read from its path (a ``str`` is a path too)."""
+    if isinstance(photo, bytes | bytearray | memoryview):
+        return bytes(photo)
+    try:
+        return Path(photo).expanduser().read_bytes()
+    except OSError as exc:
+        raise NotFoundError(f"cannot read the photo {photo}: {exc.strerror or exc}") from exc
+
+
+def _read_all(photos: Sequence[bytes | str | Path]) -> list[bytes]:
+    return [_read(p) for p in photos]

@@ -21,6 +21,8 @@
     │   ├── UnreadableError      an image's bytes cannot be read where they lie
     │   └── NoFaceError          a probe in which no face was found
     ├── StoreError               the store is unusable (schema too new, corrupt)
+    │   └── StoreUnavailableError    it cannot be opened, read or written (permissions, a
+    │                                read-only or full disk, a lock, an unreachable server)
     └── WorkerLost               a worker died running a task (killed, out of memory, a crash)
 
 `code` is a stable, machine-readable name for each class; the CLI prints it with `--json`
@@ -98,6 +100,13 @@ class NoFaceError(InputError):
 
 class StoreError(FacetrailError):
     code = "store_error"
+
+
+class StoreUnavailableError(StoreError):
+    """The environment keeps the store from being opened, read or written: the message says
+    what to check."""
+
+    code = "store_unavailable"
 
 
 class WorkerLost(FacetrailError):

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from facetrail.errors import ConfigError
 
 
 def default_home() -> Path:
@@ -26,6 +28,15 @@ class Settings(BaseSettings):
         default_factory=default_home,
         description="Data directory holding the store and the index.",
     )
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _home_is_named(cls, value: object) -> object:
+        """An empty FACETRAIL_HOME is a mistake, never the current directory."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty: name a data directory, or unset it for the default")
+        return value
+
     store_url: str | None = Field(
         default=None,
         description="The store, by URL: 'sqlite:///PATH' (one file; one process writes at a "
@@ -262,8 +273,14 @@ class Settings(BaseSettings):
 def load_settings(home: Path | str | None = None, **overrides: object) -> Settings:
     """Settings from the environment, with an explicit ``home`` and overrides on top."""
     if home is not None:
-        overrides["home"] = Path(home)
-    return Settings(**overrides)  # type: ignore[arg-type]
+        overrides["home"] = home if isinstance(home, Path) else str(home)
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError("; ".join(
+            f"setting FACETRAIL_{'_'.join(map(str, e['loc'])).upper()}: "
+            + e["msg"].removeprefix("Value error, ") for e in exc.errors()
+        )) from exc
 
 
 def settings_table() -> str:

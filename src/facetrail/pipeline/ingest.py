@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from facetrail.errors import FacetrailError, InputError, WorkerLost
+from facetrail.errors import FacetrailError, InputError, PolicyError, WorkerLost
 from facetrail.executors import Dispatch, Executor
 from facetrail.imaging import sha256_hex
 from facetrail.pipeline.analyze import (
@@ -64,6 +64,13 @@ FoundAt = tuple[Provenance, str | None]
 """Where a copy of an image was found, and that location's fingerprint."""
 TOUCH_BATCH = 512
 """Unchanged locations recorded as found in one transaction."""
+EMPTY = {
+    "folder": "nothing to ingest: no image file in it (.jpg, .png, .webp, ... looked for "
+              "in every folder under it)",
+    "manifest": "nothing to ingest: the manifest has no row",
+    "warc": "nothing to ingest: no .warc, .warc.gz or .wacz file in it",
+}
+"""Why a target in which a source found no item at all is an error (``empty_source``)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,6 +104,8 @@ class Ingest:
         progress: Progress | None = None,
     ) -> IngestReport:
         targets = list(paths) if paths else [Path(source.uri)]
+        for target in targets:
+            self._kind(source, target)  # a target of another kind is refused before the run
         started = time.perf_counter()
         lease = self.settings.lease_seconds
         holder = holder_name()
@@ -148,7 +157,23 @@ class Ingest:
 
     @staticmethod
     def _kind(source: SourceRow, target: Path) -> str:
-        return source.kind if source.kind != "folder" else guess_kind(target)
+        """How ``target`` is read. A folder source reads a folder or an image as photos, and
+        a web archive or a manifest given to it by path as what it is (never as an image);
+        a manifest source reads manifests, and a warc source archives or folders of them.
+        Any other target is refused (``PolicyError``), before the run starts."""
+        if not target.exists():
+            return source.kind  # recorded as not found by the run
+        kind = guess_kind(target)
+        if source.kind == "folder" or kind == source.kind:
+            return kind
+        if source.kind == "warc" and target.is_dir():
+            return "warc"
+        raise PolicyError(
+            f"{target} is not what the {source.kind} source {source.name!r} reads: it takes "
+            + ("manifest files (.csv, .jsonl, .ndjson, .parquet)" if source.kind == "manifest"
+               else "web archives (.warc, .warc.gz, .wacz) or folders of them")
+            + "; ingest it into a source of its kind (a folder source reads any)"
+        )
 
     def _items(
         self, source: SourceRow, targets: list[Path], seen: SeenCheck
@@ -158,9 +183,10 @@ class Ingest:
                 yield SourceFailure(str(target), "not_found", "path does not exist")
                 continue
             kind = self._kind(source, target)
+            self.store.clear_error(source.id, str(target))  # found again if still empty
             if kind == "warc":
                 self.store.clear_archive_errors(source.id, str(target))
-            yield from make_source(kind).items(target, seen)
+            yield from _or_empty(kind, target, seen)
 
     def workers(self) -> int:
         return self.settings.workers or os.cpu_count() or 1
@@ -313,6 +339,24 @@ class _RunState:
         for provenance, _ in found:
             self.store.record_error(self.source.id, self.run_id, provenance.location, code, reason)
         self.bump(errors=len(found))
+
+
+def _or_empty(kind: str, target: Path, seen: SeenCheck) -> Iterator[SourceItem]:
+    """The items of ``target``, or an ``empty_source`` failure if it has none at all (not
+    even unchanged ones, which the source skips before listing them): said plainly, never
+    "0 items, 0 errors"."""
+    found = 0
+
+    def counted(provenance: Provenance, fingerprint: str) -> bool:
+        nonlocal found
+        found += 1
+        return seen(provenance, fingerprint)
+
+    for item in make_source(kind).items(target, counted):
+        found += 1
+        yield item
+    if not found:
+        yield SourceFailure(str(target), "empty_source", EMPTY[kind])
 
 
 def holder_name() -> str:

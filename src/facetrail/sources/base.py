@@ -38,6 +38,12 @@ class Source(Protocol):
         """How many items ``items`` will yield, if that is cheap to know; else None."""
         ...
 
+    def check(self, path: Path) -> None:
+        """Raise ``PolicyError`` unless ``path`` is of this kind (a folder, a manifest, an
+        archive or a folder of them), and ``InputError`` if it cannot be read as one, from at
+        most its header: a source is checked when it is added, not first at its ingest."""
+        ...
+
 
 def file_fingerprint(path: Path) -> str:
     st = path.stat()
@@ -60,3 +66,16 @@ def local_item(
         return
     if not seen(provenance, fingerprint):
         yield ImageRef(provenance, Located(str(file)), fingerprint, context)
+
+
+def kind_hint(path: Path) -> str:
+    """How to register ``path`` instead, when its name says it is another kind of source."""
+    name = path.name.lower()
+    if name.endswith((".warc", ".warc.gz", ".wacz")):
+        return "; it is a web archive: add it with --kind warc"
+    if name.endswith((".csv", ".jsonl", ".ndjson", ".parquet")):
+        return "; it is a manifest: add it with --kind manifest"
+    if path.is_dir():
+        return ("; it is a folder: add it with --kind folder (or --kind warc, for a folder of "
+                "web archives)")
+    return ""

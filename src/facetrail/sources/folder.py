@@ -7,8 +7,15 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from facetrail.errors import PolicyError
 from facetrail.records import Provenance, SourceFailure
-from facetrail.sources.base import IMAGE_SUFFIXES, SeenCheck, SourceItem, local_item
+from facetrail.sources.base import (
+    IMAGE_SUFFIXES,
+    SeenCheck,
+    SourceItem,
+    kind_hint,
+    local_item,
+)
 
 
 class FolderSource:
@@ -23,6 +30,11 @@ class FolderSource:
 
     def estimate(self, path: Path) -> int | None:
         return sum(1 for f in _image_files(path.resolve()) if isinstance(f, Path))
+
+    def check(self, path: Path) -> None:
+        if not path.is_dir():
+            raise PolicyError(f"{path} is not a folder: a folder source is a folder of photos"
+                              f"{kind_hint(path)}")
 
 
 def _image_files(root: Path) -> Iterator[Path | SourceFailure]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from facetrail.errors import ManifestError, MissingExtraError
+from facetrail.errors import ManifestError, MissingExtraError, PolicyError
 from facetrail.records import Provenance, SourceFailure
-from facetrail.sources.base import SeenCheck, SourceItem, local_item
+from facetrail.sources.base import SeenCheck, SourceItem, kind_hint, local_item
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
@@ -58,8 +59,18 @@ class ManifestSource:
     def estimate(self, path: Path) -> int | None:
         return None
 
+    def check(self, path: Path) -> None:
+        """A manifest file of a known type whose header (and first row) can be used."""
+        if not path.is_file() or path.suffix.lower() not in MANIFEST_SUFFIXES:
+            raise PolicyError(f"{path} is not a manifest: a manifest source is a "
+                              f"{', '.join(MANIFEST_SUFFIXES)} file{kind_hint(path)}")
+        with closing(_rows(path.resolve())) as rows:
+            first = next(rows, None)
+        if isinstance(first, SourceFailure):
+            raise ManifestError(f"{path}: its first row cannot be used: {first.reason}")
 
-def _rows(manifest: Path) -> Iterator[Mapping[str, Any] | SourceFailure]:
+
+def _rows(manifest: Path) -> Generator[Mapping[str, Any] | SourceFailure, None, None]:
     suffix = manifest.suffix.lower()
     try:
         if suffix == ".csv":
@@ -92,6 +103,11 @@ def _rows(manifest: Path) -> Iterator[Mapping[str, Any] | SourceFailure]:
             )
     except OSError as exc:
         raise ManifestError(f"{manifest}: cannot read manifest: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{manifest}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+                            ) from exc
+    except csv.Error as exc:
+        raise ManifestError(f"{manifest}: not a readable CSV file: {exc}") from exc
 
 
 def _parquet_rows(manifest: Path) -> Iterator[Mapping[str, Any]]:

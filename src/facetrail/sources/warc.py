@@ -8,12 +8,16 @@ it. The archive itself is never left: nothing is fetched.
 
 A broken or truncated record is reported as a failure located after the last good record
 (``<archive>#after-<offset>``); reading stops for that archive file, since nothing after a
-broken member can be located.
+broken member can be located. A file that does not start as a WARC (``WARC/``, gzipped or
+not), and an archive with no image record at all (only a header, only pages), are failures
+too, located at ``<archive>#after-0`` or after its last record: never an archive read as
+nothing.
 """
 
 from __future__ import annotations
 
 import zipfile
+import zlib
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -21,9 +25,11 @@ from typing import IO, Any
 from urllib.parse import unquote, urldefrag, urljoin
 
 from warcio.archiveiterator import ArchiveIterator
+from warcio.exceptions import ArchiveLoadFailed
 
+from facetrail.errors import ArchiveError, PolicyError
 from facetrail.records import ImageRecord, Provenance, SourceFailure
-from facetrail.sources.base import SeenCheck, SourceItem, file_fingerprint
+from facetrail.sources.base import SeenCheck, SourceItem, file_fingerprint, kind_hint
 
 WARC_SUFFIXES = (".warc", ".warc.gz", ".wacz")
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -49,6 +55,27 @@ class WarcSource:
 
     def estimate(self, path: Path) -> int | None:
         return None
+
+    def check(self, path: Path) -> None:
+        """A WARC or WACZ file that starts as one, or a folder with one under it."""
+        if path.is_dir():
+            if not any(p.is_file() and is_archive(p) for p in path.rglob("*")):
+                raise PolicyError(f"{path} holds no {', '.join(WARC_SUFFIXES)} file: a warc "
+                                  "source is a web archive, or a folder of them (for a "
+                                  "folder of photos, use --kind folder)")
+            return
+        if not is_archive(path):
+            raise PolicyError(f"{path} is not a web archive: a warc source is a "
+                              f"{', '.join(WARC_SUFFIXES)} file, or a folder of them"
+                              f"{kind_hint(path)}")
+        if path.name.lower().endswith(".wacz"):
+            if not zipfile.is_zipfile(path):
+                raise ArchiveError(f"{path} is not a WACZ file: it is not a zip archive")
+            return
+        with path.open("rb") as stream:
+            problem = _not_warc(stream)
+        if problem is not None:
+            raise ArchiveError(f"{path}: {problem}")
 
     def _archive(self, archive: Path, seen: SeenCheck) -> Iterator[SourceItem]:
         try:
@@ -95,6 +122,12 @@ def _images(
     offset = 0  # of the last record read whole; failures are located "after" it
     try:
         with open_stream() as stream:
+            head = _not_warc(stream)
+        if head is not None:
+            yield SourceFailure(f"{label}#after-0", "bad_archive", head)
+            return
+        read = images = 0
+        with open_stream() as stream:
             records = ArchiveIterator(stream)
             for record in records:
                 image = _is_image(record)
@@ -104,13 +137,15 @@ def _images(
                 if missing:  # warcio returns a short body silently when an archive is cut
                     yield SourceFailure(
                         f"{label}#after-{offset}", "bad_archive",
-                        f"the next record ({record.rec_headers.get_header('WARC-Target-URI')})"
-                        f" is truncated: {missing} bytes missing",
+                        f"the next record ({_what(record)}) is truncated: {missing} bytes "
+                        "missing",
                     )
                     return
                 offset = records.get_record_offset()
+                read += 1
                 if not image:
                     continue
+                images += 1
                 url = record.rec_headers.get_header("WARC-Target-URI")
                 provenance = Provenance(
                     location=f"{label}#{offset}",
@@ -122,10 +157,54 @@ def _images(
                 )
                 if not seen(provenance, fingerprint):
                     yield ImageRecord(provenance, data, fingerprint)
-    except Exception as exc:  # zlib, chunking and header errors surface from deep in warcio
+        if not images:
+            yield SourceFailure(
+                f"{label}#after-{offset}", "empty_source",
+                f"no image in this archive: {read} record(s), none a response or resource "
+                "with an image/* type and a 2xx status" if read else
+                "no WARC record in this archive",
+            )
+    except OSError as exc:
+        yield SourceFailure(f"{label}#after-{offset}", "unreadable",
+                            f"cannot read archive: {exc.strerror or exc}")
+    except ArchiveLoadFailed as exc:
         yield SourceFailure(
             f"{label}#after-{offset}", "bad_archive", f"archive broken after this offset: {exc}"
         )
+    except zlib.error as exc:
+        yield SourceFailure(f"{label}#after-{offset}", "bad_archive",
+                            f"archive broken after this offset: its gzip data is broken ({exc})")
+    except Exception as exc:  # chunking and header errors surface from deep in warcio
+        # Its own message would be about warcio's code ("'NoneType' object has no
+        # attribute..."), not about the archive.
+        yield SourceFailure(
+            f"{label}#after-{offset}", "bad_archive",
+            "archive broken after this offset: the next record cannot be parsed (a WARC or "
+            f"HTTP header is missing or malformed; {type(exc).__name__} in warcio)",
+        )
+
+
+def _not_warc(stream: IO[bytes]) -> str | None:
+    """Why ``stream`` is not a WARC file (gzipped or not), from its first bytes; None if it
+    starts as one. (warcio reads arbitrary text as an old ARC file, records and all.)"""
+    start = stream.read(4096)
+    if not start:
+        return "empty file (0 bytes): not a WARC"
+    if start[:2] == b"\x1f\x8b":
+        try:
+            start = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(start, 64)
+        except zlib.error as exc:
+            return f"not a WARC file: its gzip data is broken ({exc})"
+    if start.startswith(b"WARC/"):
+        return None
+    return f"not a WARC file: it starts with {start[:24]!r}, not 'WARC/'"
+
+
+def _what(record: Any) -> str:
+    """A record, in words: its URL, else its type."""
+    headers = record.rec_headers
+    url = headers.get_header("WARC-Target-URI") if headers is not None else None
+    return url or f"a {record.rec_type or 'typeless'} record"
 
 
 def _drain(record: Any) -> int:

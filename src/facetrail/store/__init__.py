@@ -42,7 +42,7 @@ __all__ = [
     "ErrorRow", "FaceRow", "HeldAppearance", "HeldImage", "JobRow", "OptoutRow", "ProbeRow",
     "ReviewRow", "RunCounts", "RunRow", "RunScope", "SearchRow", "SourceRow", "SourceSpec",
     "SourceStats", "Store", "StoreStats", "Tombstone", "UserRow", "default_store_url",
-    "open_store",
+    "open_store", "sqlite_path",
 ]
 
 STORE_SCHEMES = ("sqlite", "postgresql")
@@ -50,6 +50,11 @@ STORE_SCHEMES = ("sqlite", "postgresql")
 
 def default_store_url(home: Path) -> str:
     return f"sqlite:///{home / 'facetrail.db'}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file a ``sqlite:///PATH`` URL names; None for another store."""
+    return Path(unquote(url[len("sqlite:///"):])) if url.startswith("sqlite:///") else None
 
 
 def open_store(url: str) -> Store:

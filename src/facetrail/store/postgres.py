@@ -16,7 +16,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from facetrail.errors import MissingExtraError, StoreError
+from facetrail.errors import MissingExtraError, StoreError, StoreUnavailableError
 from facetrail.store.sql import SQLStore
 
 MIGRATIONS = {v: f"pg_schema_v{v}.sql" for v in range(1, 9)}
@@ -68,9 +68,16 @@ class PostgresDialect:
         try:
             conn = self._psycopg.connect(self.url, autocommit=True, row_factory=_row_factory)
         except self._psycopg.OperationalError as exc:
-            raise StoreError(f"cannot connect to the PostgreSQL store {self.where}: "
-                             f"{str(exc).strip().splitlines()[0]}") from exc
+            raise StoreUnavailableError(
+                f"cannot connect to the PostgreSQL store {self.where}: "
+                f"{str(exc).strip().splitlines()[0]}") from exc
         return conn
+
+    def failure(self, exc: Exception) -> StoreError | None:
+        if not isinstance(exc, self._psycopg.OperationalError):
+            return None
+        return StoreUnavailableError(f"the PostgreSQL store {self.where} cannot be used: "
+                                     f"{str(exc).strip().splitlines()[0]}")
 
     def sql(self, statement: str) -> str:
         converted = self._sql.get(statement)

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from facetrail.errors import StoreError
+from facetrail.errors import StoreError, StoreUnavailableError
 from facetrail.store.sql import SQLStore
 
 MIGRATIONS = {v: f"schema_v{v}.sql" for v in range(1, 9)}
@@ -47,6 +47,16 @@ class SQLiteDialect:
 
     def sql(self, statement: str) -> str:
         return statement
+
+    def failure(self, exc: Exception) -> StoreError | None:
+        if not isinstance(exc, sqlite3.OperationalError) and type(exc) is not sqlite3.DatabaseError:
+            return None
+        text = str(exc)
+        for needle, meaning in SQLITE_FAILURES:
+            if needle in text:
+                return StoreUnavailableError(
+                    meaning.format(where=self.where, folder=self.path.parent))
+        return StoreUnavailableError(f"the store {self.where} cannot be used: {text}")
 
     def begin(self, conn: Any) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -98,11 +108,31 @@ class SQLiteDialect:
 
 
 SCRUB_ATTEMPTS = 20
+SQLITE_FAILURES = (
+    ("readonly", "the store {where} is read-only: facetrail writes to it even to read (the "
+     "audit log, its write-ahead log); give this user write access to it and to {folder}, "
+     "or use a copy"),
+    ("unable to open", "cannot open the store {where}: check that it is a file this user may "
+     "read and write, in a folder it may write ({folder})"),
+    ("disk is full", "the disk holding the store {where} is full: free some space and run "
+     "the command again"),
+    ("disk I/O error", "the store {where} could not be read or written (disk I/O error): "
+     "check the disk, and that {folder} is writable"),
+    ("locked", "the store {where} is locked by another process (waited 60 s): try again "
+     "once it has finished"),
+    ("not a database", "{where} is not a facetrail store (not a SQLite database): check "
+     "--home and --store"),
+)
+"""SQLite's messages, and what each means for the user (``SQLiteDialect.failure``)."""
 
 
 class SQLiteStore(SQLStore):
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"cannot create the folder of the store {path}: {exc.strerror or exc}") from exc
         self.path = path
         super().__init__(SQLiteDialect(path))
 

@@ -23,6 +23,7 @@ from facetrail.errors import (
     NotFoundError,
     PolicyError,
     RateLimitError,
+    StoreUnavailableError,
     UploadTooLargeError,
 )
 from facetrail.settings import Settings
@@ -40,6 +41,7 @@ STATUS: tuple[tuple[type[FacetrailError], int], ...] = (
     (ConflictError, 409),
     (PolicyError, 422),
     (InputError, 422),
+    (StoreUnavailableError, 503),
 )
 """facetrail error class -> HTTP status; anything else is a 500."""
 

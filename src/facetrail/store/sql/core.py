@@ -72,18 +72,26 @@ class Dialect(Protocol):
         what could not be."""
         ...
 
+    def failure(self, exc: Exception) -> StoreError | None:
+        """What a driver's error says about the store's environment (it cannot be opened,
+        read or written: permissions, a full disk, a lock, a lost server), in one actionable
+        line; None for an error that is not about the environment."""
+        ...
+
 
 class Conn:
     """One DB-API connection, with the dialect's placeholders and one integrity error."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
-        self.raw = dialect.connect()
+        with environment(dialect):
+            self.raw = dialect.connect()
         self.in_tx = False
 
     def execute(self, statement: str, args: Sequence[Any] = ()) -> Cursor:
         try:
-            return self.raw.execute(self.dialect.sql(statement), tuple(args))
+            with environment(self.dialect):
+                return self.raw.execute(self.dialect.sql(statement), tuple(args))
         except self.dialect.integrity_error as exc:
             raise IntegrityViolation(str(exc)) from exc
 
@@ -91,12 +99,27 @@ class Conn:
         if not rows:
             return
         try:
-            self.raw.cursor().executemany(self.dialect.sql(statement), [tuple(r) for r in rows])
+            with environment(self.dialect):
+                self.raw.cursor().executemany(self.dialect.sql(statement),
+                                              [tuple(r) for r in rows])
         except self.dialect.integrity_error as exc:
             raise IntegrityViolation(str(exc)) from exc
 
     def close(self) -> None:
         self.raw.close()
+
+
+@contextmanager
+def environment(dialect: Dialect) -> Iterator[None]:
+    """Where a driver's error about the store's environment becomes ``StoreError``: around
+    every connection, statement and transaction of the store."""
+    try:
+        yield
+    except Exception as exc:
+        failure = dialect.failure(exc)
+        if failure is None:
+            raise
+        raise failure from exc
 
 
 class SQLCore:
@@ -137,11 +160,13 @@ class SQLCore:
         if db.in_tx:  # nested: part of the enclosing transaction
             yield db
             return
-        self.dialect.begin(db.raw)
+        with environment(self.dialect):
+            self.dialect.begin(db.raw)
         db.in_tx = True
         try:
-            yield db
-            db.raw.execute("COMMIT")
+            with environment(self.dialect):  # also the raw statements of migrations
+                yield db
+                db.raw.execute("COMMIT")
         except BaseException:
             # Also when COMMIT itself failed: never leave the connection in a transaction.
             with suppress(Exception):  # the first error is the one to report

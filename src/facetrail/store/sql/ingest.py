@@ -266,6 +266,11 @@ class IngestTables(CatalogTables):
                 (source_id, location, code, reason, run_id, utc_now()),
             )
 
+    def clear_error(self, source_id: int, location: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM ingest_errors WHERE source_id=? AND location=?",
+                       (source_id, location))
+
     def clear_archive_errors(self, source_id: int, under: str) -> None:
         """Forget archive-level failures (``…#after-<offset>``) of archives under a path.
 
