@@ -27,6 +27,8 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Collection
@@ -111,6 +113,9 @@ class _Runtime:
     """Whether it was this module that connected (and so disconnects, and stops a Ray it
     started); a Ray some other code of this process started is left as it is."""
     temp_dir: str | None = None
+    watcher: subprocess.Popen[bytes] | None = None
+    """Of a local Ray: ``ray_watch``, which stops what is left of it if this process is
+    killed."""
 
     def acquire(self, address: str | None) -> Any:
         ray = import_ray(address)
@@ -133,6 +138,10 @@ class _Runtime:
                 return
             self.started = False
             ray.shutdown()  # stops a local Ray; only leaves a cluster
+            if self.watcher is not None:
+                self.watcher.kill()
+                self.watcher.wait()
+                self.watcher = None
             if self.temp_dir is not None:
                 shutil.rmtree(self.temp_dir, ignore_errors=True)
                 self.temp_dir = None
@@ -158,6 +167,11 @@ class _Runtime:
                 self.temp_dir = None
             raise ConfigError(f"could not start or join Ray ({address or 'local'}): {exc}") from exc
         self.started = True
+        if address is None:
+            self.watcher = subprocess.Popen(
+                [sys.executable, "-m", "facetrail.executors.ray_watch", str(os.getpid())],
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
 
 
 # Ray's connection is the process's own (``ray.init`` holds it globally), so the count of the
