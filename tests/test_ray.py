@@ -240,6 +240,12 @@ def test_a_driver_killed_mid_ingest_resumes_with_no_loss_and_no_duplicates(
         for pid in left:  # by pid, and only those this test started
             os.kill(pid, signal.SIGKILL)
         assert not left, "Ray processes outlived the driver that started them"
+        deadline = time.monotonic() + 10
+        while [d for d in Path("/tmp").glob("ft-ray-*")
+               if list(d.glob(f"session_2*_{proc.pid}"))] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [d for d in Path("/tmp").glob("ft-ray-*")
+                    if list(d.glob(f"session_2*_{proc.pid}"))], "Ray's files were left"
 
         report = cli_json(home, "ingest", "s")
         assert isinstance(report, dict) and report["images_new"] > 0

@@ -169,7 +169,8 @@ class _Runtime:
         self.started = True
         if address is None:
             self.watcher = subprocess.Popen(
-                [sys.executable, "-m", "facetrail.executors.ray_watch", str(os.getpid())],
+                [sys.executable, "-m", "facetrail.executors.ray_watch", str(os.getpid()),
+                 *([self.temp_dir] if self.temp_dir else [])],
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
 
