@@ -8,6 +8,7 @@ SIGKILL, as the kernel's OOM killer would), which works wherever an executor's w
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,24 +20,51 @@ from facetrail.executors import EXECUTORS, Dispatch, Executor, Handle, make_exec
 from facetrail.executors.inprocess import InProcessExecutor
 from facetrail.executors.probe import Echo, Probe, ProbeWorker, probe
 
-CASES = [(name, workers) for name in EXECUTORS for workers in (1, 2)]
-IDS = [f"{name}-{workers}" for name, workers in CASES]
+
+def installed(name: str) -> bool:
+    """Whether the optional package an executor needs is installed."""
+    return name != "ray" or importlib.util.find_spec("ray") is not None
+
+
+PAIRS = [(name, workers) for name in EXECUTORS for workers in (1, 2)]
+
+
+def _marks(name: str) -> list[pytest.MarkDecorator]:
+    return [pytest.mark.skipif(not installed(name), reason=f"the {name} extra is not installed")]
+
+
+CASES = [pytest.param(n, w, id=f"{n}-{w}", marks=_marks(n)) for n, w in PAIRS]
+"""(name, workers) of every executor, for ``parametrize``."""
+STARTS = [pytest.param((n, w), id=f"{n}-{w}", marks=_marks(n)) for n, w in PAIRS]
+"""The same, for fixtures."""
 PATIENCE = 120.0
 """Seconds any one wait may take before the test fails instead of hanging."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_up() -> Iterator[None]:
+    """One Ray for the module: an executor kept open keeps the process's Ray running, so
+    the tests' executors do not each start and stop one (docs/ray.md)."""
+    if not installed("ray"):
+        yield
+        return
+    held = make_executor("ray", ProbeWorker(), 1)
+    yield
+    held.close(cancel=True)
 
 
 def start(name: str, workers: int) -> Executor[Probe, Echo]:
     return make_executor(name, ProbeWorker(), workers)
 
 
-@pytest.fixture(params=CASES, ids=IDS)
+@pytest.fixture(params=STARTS)
 def executor(request: pytest.FixtureRequest) -> Iterator[Executor[Probe, Echo]]:
     made = start(*request.param)
     yield made
     made.close(cancel=True)
 
 
-@pytest.fixture(params=[*CASES, None], ids=[*IDS, "in-process"])
+@pytest.fixture(params=[*STARTS, pytest.param(None, id="in-process")])
 def any_executor(request: pytest.FixtureRequest) -> Iterator[Executor[Probe, Echo]]:
     """Every executor, and the in-process one of a one-worker ingest (which has no worker to
     kill)."""
@@ -119,7 +147,7 @@ def dispatched(name: str, workers: int, tasks: list[Probe]) -> dict[int, Echo | 
     return got
 
 
-@pytest.mark.parametrize(("name", "workers"), CASES, ids=IDS)
+@pytest.mark.parametrize(("name", "workers"), CASES)
 def test_only_a_task_that_kills_its_worker_twice_is_lost(name: str, workers: int) -> None:
     tasks = [Probe(i, sleep=0.05) for i in range(8)]
     tasks[3] = Probe(3, die=True)
@@ -131,7 +159,7 @@ def test_only_a_task_that_kills_its_worker_twice_is_lost(name: str, workers: int
     assert all(isinstance(e, Echo) and e.value == i for i, e in got.items())
 
 
-@pytest.mark.parametrize(("name", "workers"), CASES, ids=IDS)
+@pytest.mark.parametrize(("name", "workers"), CASES)
 def test_a_task_that_killed_its_worker_once_comes_back(
     name: str, workers: int, tmp_path: Path
 ) -> None:
@@ -142,7 +170,7 @@ def test_a_task_that_killed_its_worker_once_comes_back(
     assert {i: e.value for i, e in got.items() if isinstance(e, Echo)} == {i: i for i in range(6)}
 
 
-@pytest.mark.parametrize(("name", "workers"), CASES, ids=IDS)
+@pytest.mark.parametrize(("name", "workers"), CASES)
 def test_follow_up_jobs_run_and_a_failing_stream_cancels(name: str, workers: int) -> None:
     dispatch: Dispatch[int, Probe, Echo] = Dispatch(lambda: start(name, workers))
     seen: list[int] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from rich.table import Table
 from facetrail import serialize
 from facetrail.accounts import ROLES, Actor
 from facetrail.casework import DECISIONS
-from facetrail.cli_common import F, emit_json, json_option, require_data, with_engine
+from facetrail.cli_common import JSON_OUT, F, emit_json, json_option, require_data, with_engine
 from facetrail.cli_rights import COMMANDS as RIGHTS_COMMANDS
 from facetrail.cli_rights import echo_erasure
 from facetrail.engine import Facetrail
@@ -46,6 +47,15 @@ class FacetrailGroup(click.Group):
     """Turns facetrail's own errors into one actionable line and a non-zero exit."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        if "--json" not in sys.argv:
+            return self._invoke(ctx)
+        # Standard output carries the JSON document alone: anything else printed meanwhile
+        # (by a library: Ray prints its cluster's errors there) goes to standard error.
+        ctx.meta[JSON_OUT] = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except FacetrailError as exc:

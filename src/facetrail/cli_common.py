@@ -63,5 +63,12 @@ def require_data(settings: Settings) -> None:
                         "--home, --store and FACETRAIL_HOME")
 
 
+JSON_OUT = "facetrail.json_out"
+"""Key in the click context's ``meta`` of the stream JSON goes to, with ``--json``: the
+command's standard output, which nothing else may write to (facetrail.cli.FacetrailGroup)."""
+
+
 def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    ctx = click.get_current_context(silent=True)
+    out = ctx.meta.get(JSON_OUT) if ctx is not None else None
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False), file=out)

@@ -59,7 +59,14 @@ class Settings(BaseSettings):
         default="local",
         description="Where ingest and reembed read and analyse images: 'local' (worker "
         "processes on this machine, FACETRAIL_WORKERS of them; one worker analyses in the "
-        "ingesting process itself).",
+        "ingesting process itself) or 'ray' (Ray actors, FACETRAIL_WORKERS of them or one per "
+        "CPU of the Ray cluster; needs the ray extra; docs/ray.md).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="The Ray cluster the 'ray' executor joins, as HOST:PORT of its head (what "
+        "'ray start --head' prints). Unset: the executor starts a Ray of its own on this "
+        "machine, listening on 127.0.0.1 only, and stops it when the run ends.",
     )
     face_model: str | None = Field(
         default=None,

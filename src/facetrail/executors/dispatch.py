@@ -5,6 +5,10 @@ those in flight, and the executor cannot tell which: every task in flight is run
 each on a new executor, so that only a task that kills a worker a second time is given up (its
 outcome is ``WorkerLost``); then the stream goes on at full width. Written once, against the
 ``Executor`` protocol, for ingest and reembed on every executor.
+
+An executor given up is closed (cancelling its tasks) right after its successor starts, not
+before: what executors of one kind share in a process (a Ray runtime) then stays up from one
+to the next instead of being stopped and started again.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class Dispatch(Generic[K, T, R]):
     def __init__(self, start: Callable[[], Executor[T, R]]) -> None:
         self._start = start
         self._executor: Executor[T, R] | None = None
+        self._retired: list[Executor[T, R]] = []
         self._queue: deque[tuple[K, T]] = deque()
 
     def __enter__(self) -> Dispatch[K, T, R]:
@@ -75,7 +80,7 @@ class Dispatch(Generic[K, T, R]):
                 yield from self._isolate(suspects)
 
     def _isolate(self, suspects: list[tuple[K, T]]) -> Iterator[tuple[K, R | Exception]]:
-        self._close(cancel=True)
+        self._retire()
         for key, task in suspects:
             executor = self._current()
             outcome: R | Exception
@@ -84,7 +89,7 @@ class Dispatch(Generic[K, T, R]):
                 executor.wait([handle])
                 outcome = executor.result(handle)
             except WorkerLost as lost:
-                self._close(cancel=True)
+                self._retire()
                 outcome = lost
             except Exception as exc:
                 outcome = exc
@@ -96,9 +101,23 @@ class Dispatch(Generic[K, T, R]):
     def _current(self) -> Executor[T, R]:
         if self._executor is None:
             self._executor = self._start()
+            self._close_retired()
         return self._executor
 
-    def _close(self, cancel: bool) -> None:
+    def _retire(self) -> None:
+        """Give up the current executor: it is closed once the next one has started."""
         if self._executor is not None:
-            executor, self._executor = self._executor, None
-            executor.close(cancel=cancel)
+            self._retired.append(self._executor)
+            self._executor = None
+
+    def _close_retired(self) -> None:
+        while self._retired:
+            self._retired.pop().close(cancel=True)
+
+    def _close(self, cancel: bool) -> None:
+        try:
+            if self._executor is not None:
+                executor, self._executor = self._executor, None
+                executor.close(cancel=cancel)
+        finally:
+            self._close_retired()

@@ -176,4 +176,4 @@ def analysis_executor(analyzer: Analyzer, workers: int, *,
     workers (0: one per core), each holding an analyzer like it (its settings and face model).
     With ``here``, a one-worker local executor is this process, using ``analyzer`` itself."""
     return make_executor(analyzer.settings.executor, AnalyzerWorker.like(analyzer), workers,
-                         here=analyzer.run if here else None)
+                         here=analyzer.run if here else None, settings=analyzer.settings)
