@@ -2,7 +2,9 @@
 # Set up a virtual environment (.venv) and run every check and test: ruff, mypy, the whole
 # suite on the embedded SQLite store, then the store, CLI and web tests again on a throwaway
 # PostgreSQL cluster (installed from Debian's packages when missing, started on 127.0.0.1 and
-# stopped at the end). Extra arguments go to both pytest runs, e.g. `bash scripts/test.sh -x`.
+# stopped at the end). A Milvus server (scripts/milvus-local.sh, on loopback only) runs for the
+# index tests of the milvus back end. Extra arguments go to both pytest runs, e.g.
+# `bash scripts/test.sh -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The browser tests drive Debian's chromium (never a browser downloaded by Playwright).
@@ -18,10 +20,19 @@ python3 -m venv .venv
 
 pgdir=$(mktemp -d "${TMPDIR:-/tmp}/facetrail-pg.XXXXXX")
 chmod 755 "$pgdir"
-stop_postgres() { bash scripts/postgres-local.sh stop "$pgdir" || true; rm -rf "$pgdir"; }
-trap stop_postgres EXIT
+milvusdir=$(mktemp -d "${TMPDIR:-/tmp}/facetrail-milvus.XXXXXX")
+stop_servers() {
+    bash scripts/postgres-local.sh stop "$pgdir" || true
+    rm -rf "$pgdir"
+    bash scripts/milvus-local.sh stop "$milvusdir" || true
+    rm -rf "$milvusdir"
+}
+trap stop_servers EXIT
 TEST_POSTGRES_URL=$(bash scripts/postgres-local.sh start "$pgdir")
 export TEST_POSTGRES_URL
+# The Milvus server: its own environment is installed once (~1 min), it starts in ~10 s.
+TEST_MILVUS_URI=$(bash scripts/milvus-local.sh start "$milvusdir")
+export TEST_MILVUS_URI
 
 .venv/bin/python -m pytest "$@"
 # The tests of everything that reads or writes the store, on PostgreSQL (tests/stores.py).

@@ -28,6 +28,7 @@ from facetrail.index import INDEX_BACKENDS, VectorIndex, open_index
 from facetrail.records import DetectedFace, ImageAnalysis, Provenance
 from facetrail.settings import Settings
 from facetrail.store import RunCounts, SourceSpec, Store, default_store_url, open_store
+from milvus_server import milvus_settings, milvus_uri  # noqa: F401 - fixtures
 
 DIM = 64
 PER_IMAGE = 3
@@ -40,9 +41,9 @@ STRUCTURES: dict[str, dict[str, Any]] = {
 """Settings asking for a back end's exact structure, and for its approximate one where it has
 one (FAISS leaves exact search above ``index_exact_max_faces`` faces; fewer recall queries
 keep its builds quick)."""
-BACKEND_SETTINGS: dict[str, str] = {}
+BACKEND_SETTINGS: dict[str, str] = {"milvus": "milvus_settings"}
 """Back ends that need something to run against (a server): the name of the fixture giving
-their settings overrides, e.g. a server's URL, or skipping when there is none."""
+their settings overrides, e.g. a server's URL (tests/milvus.py), failing when there is none."""
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

@@ -222,17 +222,35 @@ class Settings(BaseSettings):
     index_backend: str = Field(
         default="faiss",
         description="Vector index back end: 'faiss' (FAISS files in the data directory's "
-        "index/ folder, tuned by the settings after this one). The index is derived from the "
-        "store, so changing back end loses nothing: the new one is built from the store when "
-        "first opened.",
+        "index/ folder, tuned by the settings after this one) or 'milvus' (a collection per "
+        "face model on the Milvus server FACETRAIL_MILVUS_URI; needs the milvus extra; "
+        "docs/milvus.md). The index is derived from the store, so changing back end loses "
+        "nothing: the new one is built from the store when first opened.",
     )
-    # FAISS tiers (docs/index.md).
+    milvus_uri: str = Field(
+        default="http://127.0.0.1:19530",
+        description="The Milvus server of the 'milvus' index back end (standalone or "
+        "distributed, 2.3 or later). 'bash scripts/milvus-local.sh start DIR' starts one on "
+        "loopback and prints its URI.",
+    )
+    milvus_token: str | None = Field(
+        default=None,
+        description="Credentials for the Milvus server, 'USER:PASSWORD' or an API key; set it "
+        "in the environment, never in a file of the repository. Unset: none.",
+    )
+    milvus_collection_prefix: str = Field(
+        default="facetrail",
+        description="Start of the names of facetrail's Milvus collections "
+        "(<prefix>_<model>_<hash>_g<generation>): data directories sharing one server need "
+        "prefixes of their own.",
+    )
+    # FAISS tiers (docs/index.md); Milvus uses the exact limit and the recall settings.
     index_exact_max_faces: int = Field(
         default=100_000,
         ge=0,
         description="Galleries up to this many faces are searched exactly (flat float32). "
-        "Larger ones use an approximate index (IVF lists, HNSW coarse quantizer, SQ8 or PQ "
-        "codes) whose shortlists are re-ranked exactly.",
+        "Larger ones use an approximate index (FAISS: IVF lists, HNSW coarse quantizer, SQ8 "
+        "or PQ codes, whose shortlists are re-ranked exactly; Milvus: HNSW).",
     )
     index_memory_mb: float = Field(
         default=8192,

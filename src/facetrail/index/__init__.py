@@ -5,6 +5,8 @@ Back ends, by the name ``index_backend`` (``FACETRAIL_INDEX_BACKEND``) gives:
 - ``faiss`` (the default): FAISS in ``<home>/index/``, exact up to ``index_exact_max_faces``,
   then IVF + HNSW with SQ8 or PQ codes and an exact re-rank (``faiss_index.py``, ``ann.py``;
   docs/index.md).
+- ``milvus``: one collection per face model on a Milvus server (``milvus_uri``), FLAT up to
+  ``index_exact_max_faces``, then HNSW measured at build (``milvus_index.py``; docs/milvus.md).
 
 A new back end is one module implementing ``VectorIndex``, one ``case`` in ``open_index`` and
 its name in ``INDEX_BACKENDS``, which puts it under the contract suite
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from facetrail.settings import Settings
     from facetrail.store.base import Store
 
-INDEX_BACKENDS = ("faiss",)
+INDEX_BACKENDS = ("faiss", "milvus")
 """The index back ends facetrail ships, by name."""
 
 __all__ = ["INDEX_BACKENDS", "BuildReport", "IndexInfo", "VectorIndex", "open_index"]
@@ -41,6 +43,14 @@ def open_index(settings: Settings, store: Store, model: ModelInfo, model_id: int
 
             return FaissIndex(settings.home / "index", store, model, model_id,
                               IndexPolicy.from_settings(settings))
+        case "milvus":
+            from facetrail.index.ann import IndexPolicy
+            from facetrail.index.milvus_index import MilvusIndex
+
+            return MilvusIndex(settings.home / "index", store, model, model_id,
+                               settings.milvus_uri, settings.milvus_token,
+                               settings.milvus_collection_prefix,
+                               IndexPolicy.from_settings(settings))
         case other:
             raise ConfigError(
                 f"unknown index back end {other!r}; use one of {', '.join(INDEX_BACKENDS)}"
