@@ -17,7 +17,7 @@ from conftest import PEOPLE, cli_json, run_cli
 from facetrail.accounts import Actor
 from facetrail.engine import Facetrail
 from facetrail.errors import NotFoundError, PolicyError
-from facetrail.store import AuditQuery
+from facetrail.store import AuditQuery, EraseSelector
 from stores import own_store, raw_sql, store_url_of
 
 PEOPLE_HERE = ("Barack_Obama", "Angelina_Jolie", "Ashanti")
@@ -296,3 +296,25 @@ def test_the_cli_erases_opts_out_and_sweeps(tmp_path: Path, photos: Path) -> Non
     exported = run_cli(home, "audit", "export").stdout
     actions = [json.loads(line)["action"] for line in exported.splitlines() if line.strip()]
     assert actions.count("erase") == 3 and "optout.remove" in actions
+
+
+def test_erasure_reaches_the_index_of_another_face_model(engine: Facetrail, photos: Path) -> None:
+    """A gallery analysed by two models (reembed) has two indexes: an erased face leaves the
+    files of both, not only the store."""
+    engine.reembed("dlib")
+    dlib_id = engine.store.model_id(engine.face_model("dlib").model)
+    photo = photos / "Angelina_Jolie" / "Angelina_Jolie_0002.jpg"
+    sha = __import__("hashlib").sha256(photo.read_bytes()).hexdigest()
+    scope = engine.store.erasure_scope(EraseSelector(sha256s=(sha,)))
+    vectors = [v.astype("<f4").tobytes() for v in engine.store.embeddings(scope.faces).values()]
+    dlib_faces = {int(i) for ids, _ in engine.store.iter_embeddings(dlib_id) for i in ids}
+    assert len(vectors) >= 2 and set(scope.faces) & dlib_faces
+
+    def in_index_files() -> int:
+        files = [f.read_bytes() for f in (engine.home / "index").rglob("*") if f.is_file()]
+        return sum(v in data for v in vectors for data in files)
+
+    engine.index.sync()  # the active model's index, saved
+    assert in_index_files() >= 2  # each model's flat index holds vectors of the image
+    engine.erase_image(sha, reason="court order")
+    assert in_index_files() == 0

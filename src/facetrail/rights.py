@@ -2,8 +2,8 @@
 
 Erasure removes a face from everything that holds it (docs/rights.md): the store (then
 scrubbed, so no deleted row survives in free pages or the write-ahead log), every index (the
-active model's by id, with its re-rank rows zeroed; other models' derived index files are
-deleted, to be rebuilt from the store), cached thumbnails and crops, and kept search results,
+active model's by id, with its re-rank rows zeroed; every other model's that was built, which
+catches up with the store), cached thumbnails and crops, and kept search results,
 where the candidate becomes a tombstone. The audit event names face ids and hashes, never
 pixels or vectors.
 
@@ -18,7 +18,9 @@ These are the deployment's duties as controller: the local operator and admins o
 
 from __future__ import annotations
 
-import shutil
+import glob
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -37,8 +39,8 @@ from facetrail.errors import (
     PolicyError,
 )
 from facetrail.faces import DEFAULT_FLOOR
-from facetrail.faces.base import score_of
-from facetrail.index import VectorIndex
+from facetrail.faces.base import ModelInfo, score_of
+from facetrail.index import VectorIndex, open_index
 from facetrail.orgs import DEFAULT_ORG_ID
 from facetrail.records import ImageAnalysis
 from facetrail.store import EraseSelector, ErasureScope, OptoutRow
@@ -159,15 +161,22 @@ class Rights:
     def _remove_from_indexes(self, index: VectorIndex, scope: ErasureScope) -> int:
         if not scope.faces:
             return 0
+        ids = np.asarray(scope.faces, dtype=np.int64)
+        removed = index.remove(ids)
+        # Another model's index, where one was built, catches up with the store when opened:
+        # the faces erased from the store leave it, whatever its back end.
         engine = self.engine
-        removed = index.remove(np.asarray(scope.faces, dtype=np.int64))
-        # Other models' indexes are derived files: deleted, and rebuilt from the store when
-        # their model is in use again.
-        for model_id, key, _ in self.store.models():
-            if model_id != engine.model_id:
-                stale = engine.home / "index" / key
-                if stale.is_dir():
-                    shutil.rmtree(stale, ignore_errors=True)
+        for model_id, key, info in self.store.models():
+            slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", key)
+            if model_id == engine.model_id or not any(
+                    (engine.home / "index").glob(f"{glob.escape(slug)}.*")):
+                continue
+            other = open_index(engine.settings, self.store, ModelInfo(**json.loads(info)),
+                               model_id)
+            try:
+                other.remove(ids)
+            finally:
+                other.close()
         return removed
 
     def _remove_files(self, scope: ErasureScope, shas: set[str]) -> int:
