@@ -273,3 +273,32 @@ def test_eval_optout_rates_by_threshold(tmp_path: Path) -> None:
     assert doc["index_disagreements"] == []
     assert json.loads((out / "report.json").read_text()) == doc
     assert "at 0.40 (default)" in (out / "report.md").read_text()
+
+
+def test_eval_refuses_what_it_cannot_finish_before_the_work(tmp_path: Path) -> None:
+    """A pairs file that makes one fold, or has one class only, and a report without
+    matplotlib: refused at once with the reason, before any image is analysed."""
+    a, b, c = (str(p) for p in sorted((PEOPLE / "Ashanti").glob("*.jpg"))[:3])
+    jolie = str(sorted((PEOPLE / "Angelina_Jolie").glob("*.jpg"))[0])
+    work = tmp_path / "work"
+    one_class = tmp_path / "same.csv"
+    one_class.write_text(f"path_a,path_b,same\n{a},{b},1\n{a},{c},1\n")
+    lfw = tmp_path / "pairs.txt"  # LFW layout: 1 set of 1 genuine and 1 impostor pair
+    lfw.write_text("1 1\nAshanti 1 2\nAshanti 1 Angelina_Jolie 1\n")
+    for pairs, says in ((one_class, "only same-person pairs"), (lfw, "one fold")):
+        proc = run_cli(tmp_path / "home", "eval", "verify", str(pairs), "--root", str(PEOPLE),
+                       "--work", str(work), check=False)
+        assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+        assert not work.exists()
+    # A python that cannot import matplotlib: the report is refused before the work.
+    blocker = tmp_path / "no-matplotlib" / "matplotlib"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('matplotlib is not installed')\n")
+    ok = tmp_path / "ok.csv"
+    ok.write_text(f"path_a,path_b,same\n{a},{b},1\n{a},{jolie},0\n" * 2)
+    out = tmp_path / "report"
+    proc = run_cli(tmp_path / "home", "eval", "verify", str(ok), "--root", str(PEOPLE),
+                   "--work", str(work), "--out", str(out), check=False,
+                   env_extra={"PYTHONPATH": str(blocker.parent)})
+    assert proc.returncode == 2 and "eval" in proc.stderr and "matplotlib" in proc.stderr
+    assert not out.exists() and not work.exists()

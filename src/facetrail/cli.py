@@ -910,6 +910,13 @@ def eval_group() -> None:
     """Measure accuracy through the same ingest and search pipeline, on a throwaway store."""
 
 
+def check_report_extras() -> None:
+    """Before the work of an eval with --out: its plots can be drawn."""
+    from facetrail.eval import report
+
+    report.check_plots()
+
+
 def _eval_document(kind: str, runs: dict[str, tuple[Any, dict[str, Any]]], out: Path | None,
                    as_json: bool) -> bool:
     """Write the report directory if asked; print the JSON document if asked (True then)."""
@@ -946,6 +953,8 @@ def _eval_table(kind: str, runs: dict[str, tuple[Any, dict[str, Any]]]) -> None:
 def eval_verify(obj: dict[str, Any], pairs: Path, root: Path, models: tuple[str, ...],
                 out: Path | None, work: Path | None, as_json: bool) -> None:
     """1:1 accuracy on PAIRS (LFW pairs.txt, or CSV path_a,path_b,same)."""
+    if out:
+        check_report_extras()
     from facetrail.eval import report, runner
 
     runs: dict[str, tuple[Any, dict[str, Any]]] = {}
@@ -998,6 +1007,8 @@ def eval_identify(obj: dict[str, Any], folder: Path, distractors: Path | None,
                   models: tuple[str, ...], out: Path | None, work: Path | None,
                   as_json: bool) -> None:
     """1:N accuracy on FOLDER (one folder per identity), in NIST FRTE terms."""
+    if out:
+        check_report_extras()
     from facetrail.eval import report, runner
 
     runs: dict[str, tuple[Any, dict[str, Any]]] = {}
@@ -1050,6 +1061,8 @@ def eval_optout(obj: dict[str, Any], folder: Path, photos: int, seed: int,
                 out: Path | None, work: Path | None, as_json: bool) -> None:
     """Opt-out by face on FOLDER (one folder per identity): the requester's faces it misses
     and the other people's faces it erases too, by threshold (docs/optout-threshold.md)."""
+    if out:
+        check_report_extras()
     from facetrail.eval import optout, runner
 
     runs: dict[str, tuple[Any, dict[str, Any]]] = {}

@@ -25,6 +25,11 @@ def _figure() -> Any:
     return Figure(figsize=(6, 4.2), dpi=100)
 
 
+def check_plots() -> None:
+    """Refuse before any work when a report's plots cannot be drawn (no matplotlib)."""
+    _figure()
+
+
 def det_plot(path: Path, curves: Mapping[str, Sequence[tuple[float, float]]], x_label: str,
              y_label: str, title: str, negatives: int) -> None:
     """One curve per name of (false positive rate, false negative rate) points, on the same

@@ -198,11 +198,32 @@ def _checked_pairs(pairs_file: Path, root: Path) -> tuple[list[Pair], list[Path]
     pairs = read_pairs(pairs_file, root)
     if not pairs:
         raise InputError(f"{pairs_file} lists no pairs")
+    same = [p.same for p in pairs]
+    if all(same) or not any(same):
+        raise InputError(f"{pairs_file} needs pairs of the same person and of different people;"
+                         f" it has only {'same' if all(same) else 'different'}-person pairs")
+    folds = pair_folds(pairs)
+    if len(set(folds)) < 2:
+        raise InputError(f"{pairs_file} makes one fold: accuracy is measured on each fold with "
+                         "a threshold chosen on the others, so it needs at least two")
+    for fold in sorted(set(folds)):
+        train = [y for y, f in zip(same, folds, strict=True) if f != fold]
+        if all(train) or not any(train):
+            raise InputError(f"{pairs_file}: without fold {fold}, the other folds hold only "
+                             f"{'same' if all(train) else 'different'}-person pairs, so no "
+                             "threshold can be chosen on them")
     images = sorted({p.a for p in pairs} | {p.b for p in pairs})
     missing = [p for p in images if not p.is_file()]
     if missing:
         raise InputError(f"{len(missing)} image(s) of the pairs do not exist, e.g. {missing[0]}")
     return pairs, images
+
+
+def pair_folds(pairs: list[Pair]) -> list[int]:
+    """The LFW folds the pairs file gives, else round-robin folds within each class."""
+    if all(p.fold is not None for p in pairs):
+        return [int(p.fold or 0) for p in pairs]
+    return metrics.default_folds([p.same for p in pairs])
 
 
 def verify_in(engine: Facetrail, pairs: list[Pair], images: list[Path],
@@ -223,11 +244,7 @@ def verify_metrics(outcome: VerifyOutcome) -> dict[str, Any]:
     same = [p.same for p in outcome.pairs]
     genuine = [s for s, y in zip(outcome.scores, same, strict=True) if y]
     impostor = [s for s, y in zip(outcome.scores, same, strict=True) if not y]
-    folds = (
-        [p.fold for p in outcome.pairs]
-        if all(p.fold is not None for p in outcome.pairs)
-        else metrics.default_folds(same)
-    )
+    folds = pair_folds(outcome.pairs)
     acc = metrics.kfold_accuracy(outcome.scores, same, [int(f or 0) for f in folds])
     e = metrics.eer(genuine, impostor)
     affected = sum(1 for s in outcome.scores if not math.isfinite(s))
