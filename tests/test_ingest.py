@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conftest import PEOPLE, WARCS, add_source, cli_json, kill_a_worker, run_cli
-from facetrail.store import Store, open_store
+from facetrail.store import AuditQuery, Store, open_store
 from stores import own_store, store_url_of
 
 ASHANTI = PEOPLE / "Ashanti" / "Ashanti_0001.jpg"
@@ -319,3 +319,44 @@ def test_a_source_that_yields_nothing_is_an_error_and_exit_1(tmp_path: Path) -> 
     shutil.copy(ASHANTI, empty / "sub" / "a.jpg")
     assert cli_json(home, "ingest", "e")["images_new"] == 1  # type: ignore[index]
     assert cli_json(home, "errors", "--source", "e") == []
+
+
+def test_ctrl_c_stops_cleanly_says_how_to_resume_and_is_audited(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group, workers included, as in a terminal."""
+    photos = tmp_path / "photos"
+    for person in sorted(PEOPLE.iterdir())[:12]:
+        shutil.copytree(person, photos / person.name)
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACETRAIL_")}
+    env.update(own_store(home))
+    add_source(home, "s", photos)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "facetrail", "--home", str(home), "--workers", "2", "ingest",
+         "s"], env=env, start_new_session=True, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    store = open_store(store_url_of(home))
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if committed_images(store) >= 5:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the ingest finished before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+        assert "interrupted" in err and "run the same command again" in err
+        kept = committed_images(store)
+        assert f"{kept} new image(s)" in err
+        (run,) = store.runs()
+        assert run.status == "interrupted" and run.counts.images_new == kept
+        (event,) = [e.event for e in store.audit_rows(AuditQuery(action="ingest"))]
+        assert event.details["status"] == "interrupted" and event.details["run_id"] == run.id
+        assert event.details["images_new"] == kept
+    finally:
+        store.close()
+    report = cli_json(home, "ingest", "s")
+    assert isinstance(report, dict) and report["images_new"] + kept == len(
+        list(photos.rglob("*.jpg")))

@@ -28,7 +28,7 @@ from facetrail.cli_common import JSON_OUT, F, emit_json, json_option, require_da
 from facetrail.cli_rights import COMMANDS as RIGHTS_COMMANDS
 from facetrail.cli_rights import echo_erasure
 from facetrail.engine import Facetrail
-from facetrail.errors import FacetrailError
+from facetrail.errors import FacetrailError, Interrupted
 from facetrail.faces.base import SCORE_MEANING
 from facetrail.orgs import DEFAULT_ORG
 from facetrail.pipeline.reembed import ReembedProgress
@@ -63,7 +63,8 @@ class FacetrailGroup(click.Group):
                 emit_json({"error": {"code": exc.code, "message": str(exc)}})
             else:
                 click.echo(f"error [{exc.code}]: {exc}", err=True)
-            ctx.exit(2)
+            # Stopped by the user (Ctrl-C): the shell's convention for SIGINT, 128 + 2.
+            ctx.exit(130 if isinstance(exc, Interrupted) else 2)
 
 
 @click.group(cls=FacetrailGroup)

@@ -37,6 +37,7 @@ from facetrail.errors import (
     EmptyGalleryError,
     FacetrailError,
     ForbiddenError,
+    Interrupted,
     NotFoundError,
     PolicyError,
     StoreError,
@@ -74,6 +75,7 @@ from facetrail.store import (
     OptoutRow,
     ProbeRow,
     ReviewRow,
+    RunCounts,
     SearchRow,
     SourceRow,
     SourceSpec,
@@ -449,17 +451,31 @@ class Facetrail:
         row = self.store.get_source(source)
         actor = actor or os_user()
         targets = [Path(p).expanduser().resolve() for p in paths] if paths else None
-        report = Ingest(self.store, self.settings, self.analyzer, self._rights.suppress).run(
-            row, targets, actor, progress)
+        where = [str(p) for p in targets] if targets else [row.uri]
+        try:
+            report = Ingest(self.store, self.settings, self.analyzer,
+                            self._rights.suppress).run(row, targets, actor, progress)
+        except KeyboardInterrupt:
+            run = next((r for r in reversed(self.store.runs()) if r.source == row.name), None)
+            counts = run.counts if run is not None else RunCounts()
+            self.store.append_audit(AuditEvent(
+                actor=actor, action="ingest", purpose=row.purpose, org=row.org,
+                details={"source": row.name, "run_id": run.id if run else None, "paths": where,
+                         "status": "interrupted", "images_new": counts.images_new,
+                         "faces": counts.faces, "errors": counts.errors}))
+            raise Interrupted(
+                f"ingest of {row.name!r} interrupted: {counts.images_new} new image(s) and "
+                f"{counts.faces} face(s) were kept (run {run.id if run else '-'}); run the same "
+                "command again to continue where it stopped"
+            ) from None
         if "index" in self.__dict__:
             self.index.sync()
         self.store.append_audit(
             AuditEvent(
                 actor=actor, action="ingest", purpose=row.purpose, org=row.org,
-                details={"source": row.name, "run_id": report.run_id,
-                         "paths": [str(p) for p in targets] if targets else [row.uri],
-                         "images_new": report.images_new, "faces": report.faces,
-                         "errors": report.errors},
+                details={"source": row.name, "run_id": report.run_id, "paths": where,
+                         "status": "completed", "images_new": report.images_new,
+                         "faces": report.faces, "errors": report.errors},
             )
         )
         return report

@@ -109,6 +109,13 @@ class StoreUnavailableError(StoreError):
     code = "store_unavailable"
 
 
+class Interrupted(FacetrailError):
+    """A run stopped by the user (Ctrl-C): what it finished is kept, and running it again
+    continues where it stopped."""
+
+    code = "interrupted"
+
+
 class WorkerLost(FacetrailError):
     """The worker running a task died (killed, out of memory, a crash in native code): the
     task's outcome is unknown, and the executor that ran it is unusable."""

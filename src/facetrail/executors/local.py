@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -25,6 +26,9 @@ _started: Callable[[Any], Any] | None = None
 
 def _start(worker: Worker[Any, Any], parent: int | None = None) -> None:
     global _started
+    # Ctrl-C in a terminal reaches the whole process group: the driver stops the run and its
+    # pool; a worker that raised KeyboardInterrupt too would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent is not None:
         threading.Thread(target=_exit_without, args=(parent,), name="facetrail-parent",
                          daemon=True).start()
