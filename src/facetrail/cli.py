@@ -1253,6 +1253,7 @@ def audit_export(
 @click.pass_obj
 def serve(obj: dict[str, Any], host: str | None, port: int | None, processes: int) -> None:
     """Run the HTTP API and web app. OpenAPI documentation is at /docs."""
+    from facetrail.web.server import check_workers
     from facetrail.web.server import serve as run_server
 
     overrides = dict(obj["overrides"])
@@ -1261,6 +1262,7 @@ def serve(obj: dict[str, Any], host: str | None, port: int | None, processes: in
     if port is not None:
         overrides["port"] = port
     settings = load_settings(obj["home"], **overrides)
+    check_workers(settings, processes)  # what is wrong with the command itself comes first
     require_data(settings)  # a new deployment adds its first user ('facetrail users add')
     run_server(settings, processes, say=lambda line: click.echo(line, err=True))
 

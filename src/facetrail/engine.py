@@ -455,7 +455,9 @@ class Facetrail:
         try:
             report = Ingest(self.store, self.settings, self.analyzer,
                             self._rights.suppress).run(row, targets, actor, progress)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
+            if type(stop) is not KeyboardInterrupt:
+                raise  # a deliberate stop (a cancelled job), audited by whoever stopped it
             run = next((r for r in reversed(self.store.runs()) if r.source == row.name), None)
             counts = run.counts if run is not None else RunCounts()
             self.store.append_audit(AuditEvent(

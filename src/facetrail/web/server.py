@@ -41,10 +41,8 @@ STOP_TIMEOUT = 150.0
 """Seconds a worker has to stop (a job runner may take up to 120) before it is killed."""
 
 
-def serve(settings: Settings, workers: int = 1, say: Callable[[str], None] = print) -> None:
-    """Serve the web app on ``settings.host``:``settings.port`` with ``workers`` processes
-    until SIGTERM or SIGINT. Raises ``ConfigError`` for several workers over a SQLite store,
-    for an address it cannot listen on, and when a worker cannot start."""
+def check_workers(settings: Settings, workers: int) -> None:
+    """Refuse ``workers`` server processes that the store cannot serve."""
     if workers < 1:
         raise ConfigError(f"serve needs at least one worker, not {workers}")
     url = settings.store_url or default_store_url(settings.home)
@@ -54,6 +52,13 @@ def serve(settings: Settings, workers: int = 1, say: Callable[[str], None] = pri
             "one process (set FACETRAIL_STORE_URL=postgresql://USER@HOST:PORT/DATABASE, "
             "docs/postgres.md, or serve with --workers 1)"
         )
+
+
+def serve(settings: Settings, workers: int = 1, say: Callable[[str], None] = print) -> None:
+    """Serve the web app on ``settings.host``:``settings.port`` with ``workers`` processes
+    until SIGTERM or SIGINT. Raises ``ConfigError`` for several workers over a SQLite store,
+    for an address it cannot listen on, and when a worker cannot start."""
+    check_workers(settings, workers)
     if workers == 1:
         import uvicorn
 
