@@ -113,6 +113,7 @@ def table() -> list[Call]:
             "face_id": c["face_id"], "decision": "confirm", "note": "role table"}}),
         Call("GET", "/api/reviews/queue", reviewer),
         Call("GET", "/api/cases/{case_ref}/report", readers),
+        Call("GET", "/api/cases/report", readers, body=lambda c: {"params": {"case": "ROLES"}}),
         Call("GET", "/api/images/{sha256}", readers),
         Call("GET", "/api/images/{sha256}/thumb", readers),
         Call("GET", "/api/faces/{face_id}/crop", readers | admin),

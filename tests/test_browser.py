@@ -261,8 +261,14 @@ def test_journey_search_review_audit(server: Server, page: Page) -> None:
     # The next candidates are other photos of the same person.
     second = page.get_by_test_id("candidate").nth(1)
     expect(second.get_by_test_id("appearances")).to_contain_text("Rose_Leslie")
-    # The shipped calibration gives each score its estimated false-match rate.
-    expect(first.get_by_test_id("calibrated")).to_contain_text("estimated false-match rate")
+    # The shipped calibration says what each score means, in words, and the page shows the
+    # threshold the candidates passed.
+    expect(first.get_by_test_id("calibrated")).to_contain_text("unrelated faces score this high")
+    for said in page.get_by_test_id("calibrated").all_inner_texts():
+        assert "e-" not in said and "1 in" in said, said  # no 1.5e-20, no bare numbers
+    expect(page.get_by_test_id("threshold")).to_contain_text("candidates score at least")
+    expect(page.get_by_test_id("score-note")).to_contain_text("are calibrated")
+    expect(page.locator("[data-testid=picked-label]")).to_have_text("✓ searched")
     page.wait_for_function(  # every face crop was served and decoded
         "() => [...document.querySelectorAll('[data-testid=candidate-tile] img')]"
         ".every((i) => i.complete && i.naturalWidth > 0)"
@@ -284,6 +290,8 @@ def test_journey_search_review_audit(server: Server, page: Page) -> None:
     assert page.url == server.url + "/review"
     row = page.get_by_test_id("queue-row").filter(has_text="CASE-0417")
     expect(row).to_have_count(1)
+    expect(row.locator("td").nth(2)).to_have_text("analyst")  # who searched
+    expect(row.locator("td").nth(6)).to_have_text("0")  # decided, of 3 candidates
     shot(page, "05-review-queue")
     row.get_by_role("link", name="Review").click()
     candidate = page.get_by_test_id("review-candidate").first
@@ -294,6 +302,7 @@ def test_journey_search_review_audit(server: Server, page: Page) -> None:
     candidate.get_by_role("button", name="Record decision").click()
     page.wait_for_load_state()
     expect(page.get_by_test_id("review-candidate").first).to_contain_text("Decided: confirm")
+    expect(page.locator(".flash.ok")).to_contain_text("is recorded in the audit log")
     shot(page, "07-reviewed")
     log_out(page)
 
@@ -339,6 +348,7 @@ def test_admin_starts_an_ingest_job_and_reads_its_errors(server: Server, page: P
     expect(inbox.locator("td").nth(5)).to_have_text("0")  # nothing ingested yet
     shot(page, "10-sources")
     inbox.get_by_role("button", name="Start ingest").click()
+    expect(page.locator(".flash.ok")).to_contain_text("of source inbox started")
     job = page.get_by_test_id("job").filter(has_text="inbox").first
     expect(job).to_be_visible()
     # The page follows the job and reloads itself when it ends.
@@ -350,6 +360,9 @@ def test_admin_starts_an_ingest_job_and_reads_its_errors(server: Server, page: P
     errors = page.locator("#errors-inbox")
     expect(errors).to_contain_text("https://elsewhere.example.net/only-a-url.jpg")
     expect(errors).to_contain_text("bad_manifest_row")
+    bar = job.locator("progress")  # a finished job's bar is full, whatever its total
+    assert bar.get_attribute("value") == bar.get_attribute("max") == "2"
+    assert "built-in method" not in page.content()
     shot(page, "11-ingest-done-with-errors")
 
 
@@ -437,6 +450,7 @@ def test_admin_cancels_an_ingest_job(server: Server, page: Page) -> None:
     job = page.get_by_test_id("job").filter(has_text="later").first
     # Cancelled before its worker has finished starting, or stopped between images.
     job.get_by_role("button", name="Cancel").click()
+    expect(page.locator(".flash.ok")).to_contain_text("asked to stop")
     job = page.get_by_test_id("job").filter(has_text="later").first
     expect(job.get_by_test_id("job-status")).to_have_text("cancelled", timeout=60_000)
     expect(job.get_by_role("button", name="Cancel")).to_have_count(0)
@@ -485,6 +499,12 @@ def test_a_refused_search_keeps_the_probe_and_the_picked_face(server: Server, pa
     expect(boxes.nth(1)).to_have_class("facebox picked")
     expect(page.locator("#purpose")).to_have_value("a purpose")
     expect(page.locator("form[data-probe-form] button[type=submit]")).to_be_enabled()
+    # Searching again needs no new file: the stored probe is searched.
+    page.fill("#case_ref", "CASE-AGAIN")
+    page.click("form[data-probe-form] button[type=submit]")
+    page.wait_for_url("**/searches/*")
+    expect(page.get_by_test_id("case")).to_have_text("CASE-AGAIN")
+    assert "Face 2 of 2 searched" in page.locator("main").inner_text()
 
 
 def test_pages_load_nothing_from_another_origin(server: Server, page: Page) -> None:
@@ -517,3 +537,144 @@ def test_static_files_are_a_fixed_list(server: Server) -> None:
         assert client.get("/static/app.css").headers["content-type"].startswith("text/css")
         for path in ("/static/ui.py", "/static/..%2Fui.py", "/static/%2e%2e%2fapp.py"):
             assert client.get(path).status_code == 404, path
+
+
+def api_search(server: Server, case_ref: str, probe: Path, face: int = 0,
+               threshold: float | None = None) -> int:
+    """A search made by the analyst through the API; returns its id."""
+    data = {"case_ref": case_ref, "purpose": "browser test", "face": str(face)}
+    if threshold is not None:
+        data["threshold"] = str(threshold)
+    with httpx.Client(base_url=server.url, timeout=120, headers={
+            "Authorization": f"Bearer {server.tokens['analyst']}"}) as api:
+        response = api.post("/api/searches/upload", data=data,
+                            files={"file": (probe.name, probe.read_bytes(), "image/jpeg")})
+        assert response.status_code == 201, response.text
+        return int(response.json()["search"]["id"])
+
+
+@pytest.mark.parametrize("case_ref", ["2026/0417", "..", "a b?c#d"])
+def test_report_links_work_for_any_case_reference(
+    server: Server, page: Page, case_ref: str
+) -> None:
+    search_id = api_search(server, case_ref, PEOPLE / "Kit_Harington" / "Kit_Harington_0001.jpg")
+    log_in(page, server, "analyst")
+    page.goto(f"{server.url}/searches/{search_id}")
+    expect(page.get_by_test_id("case")).to_have_text(case_ref)
+    report = follow(page, server, "export-json")
+    assert report.ok and report.json()["case_ref"] == case_ref
+    table = follow(page, server, "export-csv")
+    assert table.ok and table.text().count("\n") > 1
+    page.get_by_test_id("export-print").evaluate("a => a.removeAttribute('target')")
+    page.get_by_test_id("export-print").click()
+    expect(page.locator("h1")).to_have_text(f"facetrail case report: case {case_ref}")
+
+
+def test_unknown_pages_are_pages_and_unknown_api_paths_json(server: Server) -> None:
+    with session(server, "analyst") as client:
+        page = client.get("/no/such/page")
+        assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+        assert "Not found" in page.text and 'data-testid="who"' in page.text
+        assert client.get("/searches/not-a-number").headers["content-type"].startswith(
+            "text/html")
+        api = client.get("/api/no/such/thing")
+        assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
+    with httpx.Client(base_url=server.url) as anonymous:
+        assert anonymous.get("/no/such/page").headers["content-type"].startswith("text/html")
+
+
+def test_disagreeing_reviewers_both_show(server: Server, page: Page) -> None:
+    search_id = api_search(server, "CASE-DISAGREE", FACES / "group" / "kit_with_rose.jpg", 1)
+    made = json.loads(run_cli(server.home, "users", "add", "reviewer2", "--role", "reviewer",
+                              "--json").stdout)
+    server.tokens["reviewer2"] = made["token"]
+    for who, decision in (("reviewer", "confirm"), ("reviewer2", "reject")):
+        log_in(page, server, who)
+        page.goto(f"{server.url}/review/{search_id}")
+        candidate = page.get_by_test_id("review-candidate").first
+        candidate.get_by_label(f"{decision.title()}:").check()
+        candidate.locator("textarea").fill(f"{who} compared the eyes and the nose")
+        candidate.get_by_role("button", name="Record decision").click()
+        expect(page.locator(".flash.ok")).to_contain_text(f"({decision})")
+        log_out(page)
+    log_in(page, server, "analyst")
+    page.goto(f"{server.url}/searches/{search_id}")
+    first = page.get_by_test_id("candidate").first
+    expect(first.get_by_test_id("decision")).to_have_text(
+        ["confirmed by reviewer", "rejected by reviewer2"])
+    expect(first.get_by_test_id("disagreement")).to_be_visible()
+    expect(first.get_by_test_id("review-note")).to_have_count(2)
+    shot(page, "14-reviewers-disagree")
+
+
+def test_a_calibrated_search_without_candidates_says_so(server: Server, page: Page) -> None:
+    search_id = api_search(server, "CASE-NONE", FACES / "unknown" / "skimage_astronaut.jpg",
+                           threshold=0.999)  # someone not in the gallery
+    log_in(page, server, "analyst")
+    page.goto(f"{server.url}/searches/{search_id}")
+    expect(page.get_by_test_id("no-candidates")).to_contain_text("0.999")
+    expect(page.get_by_test_id("threshold")).to_contain_text("chosen for this search")
+    expect(page.get_by_test_id("score-note")).to_contain_text("are calibrated")
+    expect(page.locator("main")).not_to_contain_text("not calibrated")
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+def fits(page: Page) -> None:
+    """Nothing on the page is wider than the screen."""
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], f"{page.url}: {width} px wide"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("size", [PHONE, {"width": 1280, "height": 800}],
+                         ids=["phone", "desktop"])
+def test_pages_fit_the_screen_and_work_by_keyboard(
+    server: Server, browser: Browser, size: dict[str, int]
+) -> None:
+    context = browser.new_context(viewport=size)  # type: ignore[arg-type]
+    page = context.new_page()
+    name = "phone" if size == PHONE else "desktop"
+    try:
+        search_id = api_search(server, "CASE-2026/0417-PHONE", FACES / "group" /
+                               "kit_with_rose.jpg", 1)
+        log_in(page, server, "analyst")
+        # The first Tab reaches the skip link, which leads past the navigation.
+        page.keyboard.press("Tab")
+        skip = page.get_by_test_id("skip-link")
+        expect(skip).to_be_focused()
+        ring = skip.evaluate("a => [getComputedStyle(a).outlineStyle, getComputedStyle(a)"
+                             ".outlineWidth, getComputedStyle(a).outlineColor]")
+        assert ring[0] == "solid" and float(ring[1].removesuffix("px")) >= 3, ring
+        shot(page, f"{name}-skip-link")
+        page.keyboard.press("Enter")
+        expect(page.locator("main")).to_be_focused()
+        drop_file(page, "[data-dropzone]", FACES / "group" / "kit_with_rose.jpg")
+        boxes = page.locator("[data-picker] rect.facebox")
+        expect(boxes).to_have_count(2)
+        boxes.nth(1).focus()
+        page.keyboard.press("Enter")
+        # The picked face is told by more than its colour: a solid outline and its label.
+        expect(page.locator("[data-picker] text.facebox-label.picked")).to_have_text("✓ 2 picked")
+        dashes = [boxes.nth(i).evaluate("b => getComputedStyle(b).strokeDasharray")
+                  for i in range(2)]
+        assert dashes[0] != "none" and dashes[1] == "none", dashes
+        fits(page)
+        shot(page, f"{name}-search")
+        for path in (f"/searches/{search_id}", "/search"):
+            page.goto(server.url + path)
+            fits(page)
+        shot(page, f"{name}-results-and-history")
+        page.goto(f"{server.url}/searches/{search_id}")
+        fits(page)
+        shot(page, f"{name}-results")
+        log_out(page)
+        for user, path in (("reviewer", "/review"), ("reviewer", f"/review/{search_id}"),
+                           ("auditor", "/audit"), ("admin", "/sources")):
+            log_in(page, server, user)
+            page.goto(server.url + path)
+            fits(page)
+            shot(page, f"{name}-{user}-{path.strip('/').replace('/', '-')}")
+            log_out(page)
+    finally:
+        context.close()

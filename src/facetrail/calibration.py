@@ -246,3 +246,41 @@ def _tail_normal(impostor: np.ndarray) -> tuple[float | None, float | None, int]
 
 def _normal_sf(x: float, mean: float, std: float) -> float:
     return 0.5 * math.erfc((x - mean) / (std * math.sqrt(2)))
+
+
+# -- in words, for people who read results -----------------------------------------------------
+def _one_in(rate: float) -> str:
+    """``1/rate`` to two significant figures, with thousands separators: '160,000'."""
+    n = 1 / rate
+    digits = max(0, math.floor(math.log10(n)) - 1)
+    return f"{round(n, -digits):,.0f}"
+
+
+def rate_in_words(fmr: float, extrapolated: bool, resolution: float | None) -> str:
+    """What an estimated false-match rate says of a score: 'about 1 in 160,000 unrelated
+    faces score this high'. Below ``resolution`` (the lowest rate the calibration measured) the
+    rate is only bounded: 'fewer than 1 in N ... (beyond what was measured)'."""
+    if (extrapolated or (resolution and fmr < resolution)) and resolution:
+        return (f"fewer than 1 in {_one_in(resolution)} unrelated faces score this high "
+                "(beyond what was measured)")
+    if fmr >= 0.5:
+        return "half or more of unrelated faces score this high"
+    return f"about 1 in {_one_in(fmr)} unrelated faces score this high"
+
+
+def expected_in_words(expected: float, extrapolated: bool, resolution: float | None,
+                      gallery_faces: int) -> str:
+    """What ``gallery_faces x FMR`` says: how often a search of this gallery shows an unrelated
+    face at this score ('about 1 search in 300 ...'), or how many it shows ('about 3 ...')."""
+    bounded = bool(extrapolated and resolution)
+    if bounded and resolution:
+        expected = gallery_faces * resolution
+    if expected >= 0.95:
+        count = f"{expected:.2g}" if expected < 10 else f"{round(expected):,}"
+        return (f"{'up to' if bounded else 'about'} {count} unrelated faces in this gallery "
+                "are expected to score this high")
+    if expected <= 0:
+        return "no unrelated face in this gallery is expected to score this high"
+    return (f"{'fewer than' if bounded else 'about'} 1 search in {_one_in(expected)} of this "
+            "gallery would show an unrelated face scoring this high"
+            + (" (beyond what was measured)" if bounded else ""))

@@ -28,7 +28,7 @@ from facetrail.pipeline.analyze import (
 )
 from facetrail.pipeline.ingest import Suppress
 from facetrail.settings import Settings
-from facetrail.sources.readback import locate
+from facetrail.sources.readback import locate, source_paths
 from facetrail.store.base import Store
 
 BATCH = 64
@@ -130,7 +130,7 @@ class Reembed:
                 places = []
                 for a in seen:
                     if a.source not in roots:
-                        roots[a.source] = tuple(self.store.source_roots(a.source))
+                        roots[a.source] = tuple(source_paths(self.store, a.source))
                     if (place := locate(a.location, roots[a.source])) is not None:
                         places.append(place)
                 yield sha, AnalyseTask(sha, at=tuple(places))

@@ -42,11 +42,21 @@ def first_readable(store: Store, sha256: str, appearances: Sequence[Appearance],
     roots = {} if roots is None else roots
     for a in appearances:
         if a.source not in roots:
-            roots[a.source] = [Path(r) for r in store.source_roots(a.source)]
+            roots[a.source] = [Path(r) for r in source_paths(store, a.source)]
         data = read_location(roots[a.source], a.location)
         if data is not None and imaging.sha256_hex(data) == sha256:
             return data
     return None
+
+
+def source_paths(store: Store, name: str) -> list[str]:
+    """Where a source's images may be read back from: its registered paths, except that a
+    manifest stands for the folder it lies in (its rows name files there, not inside the
+    manifest file itself)."""
+    paths = store.source_roots(name)
+    if store.get_source(name).kind != "manifest":
+        return paths
+    return list(dict.fromkeys(str(Path(p).parent) if Path(p).is_file() else p for p in paths))
 
 
 def read_location(roots: list[Path], location: str) -> bytes | None:

@@ -103,21 +103,32 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(rights_pages.router)
     app.include_router(docs.router)
 
+    def is_page(request: Request) -> bool:
+        """A browser's page, not the API (nor its schema): errors are pages there too."""
+        path = request.url.path
+        return not (path == "/api" or path.startswith("/api/") or path == "/openapi.json")
+
     @app.exception_handler(FacetrailError)
-    async def facetrail_error(request: Request, exc: FacetrailError) -> JSONResponse:
+    async def facetrail_error(request: Request, exc: FacetrailError) -> Response:
+        if is_page(request):
+            return await ui.error_page(request, exc)
         return facetrail_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
             for e in exc.errors()
         )
+        if is_page(request):
+            return await ui.error_page(request, InputError(problems or "invalid request"))
         return error_response(422, "invalid_request", problems or "invalid request")
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> Response:
         codes = {404: "not_found", 405: "method_not_allowed"}
+        if is_page(request) and exc.status_code == 404:
+            return await ui.error_page(request, NotFoundError(f"no page at {request.url.path}"))
         return error_response(
             exc.status_code, codes.get(exc.status_code, f"http_{exc.status_code}"),
             str(exc.detail),

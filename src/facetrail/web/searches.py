@@ -192,10 +192,23 @@ def review_queue(who: Reviewer, service: Svc) -> dict[str, Any]:
 
 
 # -- case reports ----------------------------------------------------------------------------
-@router.get("/cases/{case_ref}/report", tags=["search"])
+ReportFormat = Annotated[str, Query(pattern="^(json|csv)$")]
+
+
+@router.get("/cases/report", tags=["search"])
+def case_report_of(
+    case: Annotated[str, Query(min_length=1, description="The case reference.")],
+    who: Reader, service: Svc, format: ReportFormat = "json",  # noqa: A002
+) -> Response:
+    """The case report of ``?case=``: for any case reference, '/' and '..' included, which a
+    path segment cannot carry safely."""
+    return case_report(case, who, service, format)
+
+
+@router.get("/cases/{case_ref:path}/report", tags=["search"])
 def case_report(
     case_ref: str, who: Reader, service: Svc,
-    format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",  # noqa: A002
+    format: ReportFormat = "json",  # noqa: A002
 ) -> Response:
     """Every search of a case with its candidates, appearances and reviews, as JSON or CSV.
 

@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from facetrail import serialize
 from facetrail.accounts import ROLES
 from facetrail.audit import canonical_json, utc_now
+from facetrail.calibration import expected_in_words, rate_in_words
 from facetrail.casework import SearchRecord
 from facetrail.errors import (
     AuthError,
@@ -292,18 +293,47 @@ def _search(
 
 
 # -- results and reports (analyst, reviewer) -----------------------------------------------------
-def calibrated_meaning(c: dict[str, Any]) -> list[tuple[str, str]]:
-    """What a candidate's calibrated fields say of its score, or nothing without calibration."""
+def calibrated_meaning(c: dict[str, Any], result: dict[str, Any]) -> list[str]:
+    """What a candidate's calibrated fields say of its score, in words
+    (``calibration.rate_in_words``), or nothing without calibration."""
     if c.get("fmr") is None:
         return []
-    fmr = f"{c['fmr']:.1e}" + (" (extrapolated)" if c.get("fmr_extrapolated") else "")
-    return [("estimated false-match rate", fmr),
-            ("expected false candidates at this score", f"{c['expected_false']:.2g}")]
+    note = result.get("calibration") or {}
+    resolution = note.get("resolution")
+    extrapolated = bool(c.get("fmr_extrapolated"))
+    said = [rate_in_words(c["fmr"], extrapolated, resolution)]
+    if c.get("expected_false") is not None:
+        said.append(expected_in_words(c["expected_false"], extrapolated, resolution,
+                                      result["gallery_faces"]))
+    return said
+
 
 UNCALIBRATED = (
     "Scores (higher is more alike; docs/scores.md) are not calibrated: they "
     "are not probabilities and do not say how likely a false match is."
 )
+CALIBRATED = (
+    "Scores (higher is more alike; docs/scores.md) are calibrated: each candidate says how "
+    "often unrelated faces score as high."
+)
+THRESHOLD_RULES = {
+    "calibrated": "raised by the calibration for this gallery's size",
+    "floor": "the fixed floor (the calibrated threshold is lower)",
+    "override": "chosen for this search",
+    "fixed": "the fixed setting",
+}
+
+
+def threshold_view(result: dict[str, Any]) -> dict[str, str]:
+    """The threshold of a search, why it is what it is, and what it means in words."""
+    rule = result.get("threshold_rule") or ""
+    note = result.get("calibration")
+    meaning = ""
+    if note and note.get("expected_false_at_threshold") is not None:
+        meaning = expected_in_words(note["expected_false_at_threshold"], False, None,
+                                    result["gallery_faces"])
+    return {"value": f"{result['threshold']:.3f}",
+            "rule": THRESHOLD_RULES.get(rule, rule), "meaning": meaning}
 
 
 def search_view(record: SearchRecord) -> dict[str, Any]:
@@ -314,18 +344,16 @@ def search_view(record: SearchRecord) -> dict[str, Any]:
     probe = result["probe"]
     candidates = []
     for c in result["candidates"]:
-        decided = c["reviews"]
+        decided = c["reviews"]  # every reviewer's decision, oldest first: they may disagree
         if "erased" in c:  # a tombstone: no face, image or appearance is left to show
             candidates.append({**c, "erased_note": serialize.erased_note(c),
-                               "calibration": [], "review": decided[-1] if decided else None})
+                               "calibration": [], "decisions": decided})
             continue
-        calibration = calibrated_meaning(c)
         candidates.append({
             **c, "crop_href": c["crop_url"], "image_href": c["image_url"],
-            "calibration": calibration, "review": decided[-1] if decided else None,
+            "calibration": calibrated_meaning(c, result), "decisions": decided,
         })
-    shown = [c for c in candidates if "erased" not in c]
-    calibrated = bool(shown) and all(c["calibration"] for c in shown)
+    calibrated = result.get("calibration") is not None
     return {
         "id": search.id, "case_ref": search.case_ref, "purpose": search.purpose,
         "user": search.actor, "created_at": search.created_at, "audit_id": search.audit_id,
@@ -334,9 +362,18 @@ def search_view(record: SearchRecord) -> dict[str, Any]:
         "probe_crop_href": data["search"]["probe_face_crop_url"],
         "probe_boxes": [{"box": f["box"], "picked": i == search.probe_face}
                         for i, f in enumerate(probe["faces"])],
-        "score_note": "Scores carry calibrated estimates." if calibrated else UNCALIBRATED,
+        "calibrated": calibrated,
+        "score_note": CALIBRATED if calibrated else UNCALIBRATED,
+        "threshold": threshold_view(result),
         "candidates": candidates,
     }
+
+
+def case_links(case_ref: str) -> dict[str, str]:
+    """The case report's page and its download, with the case in the query: a case reference
+    may hold '/' or be '..', which no path segment carries safely."""
+    query = urlencode({"case": case_ref})
+    return {"report_href": f"/cases/report?{query}", "export_href": f"/api/cases/report?{query}"}
 
 
 @router.get("/searches/{search_id}")
@@ -345,12 +382,19 @@ async def results_page(request: Request, search_id: int) -> Response:
     principal = await who(request, "analyst", "reviewer")
     record = service_of(request).engine.search_record(search_id, actor=principal.actor)
     view = search_view(record)
-    case = quote(record.search.case_ref, safe="")
+    links = case_links(record.search.case_ref)
     return render(request, "results.html", principal, title=f"Search #{search_id}", s=view,
-                  report_href=f"/cases/{case}/report", export_href=f"/api/cases/{case}/report")
+                  report_href=links["report_href"], export_href=links["export_href"])
 
 
-@router.get("/cases/{case_ref}/report")
+@router.get("/cases/report")
+@html_errors
+async def case_report_of(request: Request, case: str = "") -> Response:
+    """The printable case report of ``?case=``, whatever characters the case holds."""
+    return await case_report(request=request, case_ref=case)
+
+
+@router.get("/cases/{case_ref:path}/report")
 @html_errors
 async def case_report(request: Request, case_ref: str) -> Response:
     """Every search of a case with its candidates and reviews, laid out for printing."""
@@ -374,11 +418,19 @@ async def review_queue(request: Request) -> Response:
 
 @router.get("/review/{search_id}")
 @html_errors
-async def review_page(request: Request, search_id: int) -> Response:
+async def review_page(request: Request, search_id: int, recorded: int | None = None
+                      ) -> Response:
+    """A search to review; ``recorded``: the face whose decision was just recorded."""
     principal = await who(request, "reviewer")
     record = service_of(request).engine.search_to_review(search_id, actor=actor(principal))
     view = search_view(record)
-    return render(request, "review.html", principal, title=f"Review #{search_id}", s=view)
+    flashes = []
+    mine = [r for r in record.reviews if r.face_id == recorded and r.reviewer == principal.name]
+    if mine:
+        flashes.append(("ok", f"Your decision on candidate face {recorded} ({mine[-1].decision})"
+                              " is recorded in the audit log."))
+    return render(request, "review.html", principal, title=f"Review #{search_id}", s=view,
+                  flashes=flashes)
 
 
 @router.post("/review/{search_id}/{face_id}")
@@ -393,7 +445,7 @@ async def review_decision(
     principal = await who(request, "reviewer")
     service_of(request).engine.review(search_id, face_id, decision, note,
                                       actor=actor(principal))
-    return RedirectResponse(f"/review/{search_id}", status_code=303)
+    return RedirectResponse(f"/review/{search_id}?recorded={face_id}", status_code=303)
 
 
 # -- audit (auditor) -----------------------------------------------------------------------------
@@ -457,13 +509,16 @@ def job_view(job: JobRow) -> dict[str, Any]:
     )
     if job.error:
         summary += f". {job.error}"
-    return {**vars(job), "items": p.get("items", 0), "total": p.get("total"),
+    # Not "items": Jinja reads job.items as the dict's own items() method.
+    return {**vars(job), "done_items": p.get("items", 0), "total": p.get("total"),
             "summary": summary, "done": job.status in FINISHED}
 
 
 @router.get("/sources")
 @html_errors
-async def sources_page(request: Request) -> Response:
+async def sources_page(request: Request, started: int | None = None,
+                       cancelled: int | None = None) -> Response:
+    """Sources and jobs; ``started``/``cancelled``: the job just started or cancelled here."""
     principal = await who(request, "admin")
     engine = service_of(request).engine
     stats = engine.stats().store
@@ -477,8 +532,16 @@ async def sources_page(request: Request) -> Response:
     ]
     owned = {s["name"] for s in sources if s["org_id"] == principal.org_id}
     jobs = [job_view(j) for j in engine.jobs(limit=20) if j.source in owned]
+    flashes = []
+    for job in jobs:
+        if job["id"] == started:
+            flashes.append(("ok", f"Ingest job #{job['id']} of source {job['source']} started; "
+                                  "its progress shows below."))
+        if job["id"] == cancelled:
+            flashes.append(("ok", f"Ingest job #{job['id']} of source {job['source']} was "
+                                  "asked to stop; what it kept so far stays indexed."))
     return render(request, "sources.html", principal, title="Sources", sources=sources,
-                  jobs=jobs)
+                  jobs=jobs, flashes=flashes)
 
 
 @router.post("/sources/{name}/ingest")
@@ -486,8 +549,8 @@ async def sources_page(request: Request) -> Response:
 async def start_ingest(request: Request, name: str) -> Response:
     principal = await who(request, "admin")
     service_of(request).engine.source(name, actor=principal.actor, owned=True)
-    service_of(request).jobs.submit(name, [], principal.name)
-    return RedirectResponse("/sources", status_code=303)
+    job = service_of(request).jobs.submit(name, [], principal.name)
+    return RedirectResponse(f"/sources?started={job.id}", status_code=303)
 
 
 @router.post("/sources/jobs/{job_id}/cancel")
@@ -497,4 +560,4 @@ async def cancel_ingest(request: Request, job_id: int) -> Response:
     engine = service_of(request).engine
     engine.source(engine.job(job_id).source, actor=principal.actor, owned=True)
     engine.cancel_job(job_id, actor=principal.name)
-    return RedirectResponse("/sources", status_code=303)
+    return RedirectResponse(f"/sources?cancelled={job_id}", status_code=303)

@@ -38,12 +38,19 @@
         box.classList.toggle("picked", on);
         box.setAttribute("aria-pressed", on ? "true" : "false");
       });
+      // Not colour alone: the picked face's label says so (and its outline is solid).
+      picker.querySelectorAll(".facebox-label").forEach((label) => {
+        const on = label.dataset.face === String(index);
+        label.classList.toggle("picked", on);
+        label.textContent = on ? `✓ ${Number(label.dataset.face) + 1} picked` : String(Number(label.dataset.face) + 1);
+      });
       say(`Face ${index + 1} selected. Fill in the case and purpose, then search.`);
       submit.disabled = false;
     }
 
     function draw(data) {
       shaField.value = data.sha256;
+      input.required = false;  // the probe is stored: the form searches it without a file
       picker.replaceChildren();
       const svg = svgElement("svg", {
         viewBox: `0 0 ${data.width} ${data.height}`, role: "group",
@@ -67,7 +74,7 @@
           if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); pick(i); }
         });
         const label = svgElement("text", {
-          x: x + 4, y: Math.max(y - 6, 16), class: "facebox-label",
+          x: x + 4, y: Math.max(y - 6, 16), class: "facebox-label", "data-face": i,
           "font-size": Math.max(14, Math.round(Math.max(data.width, data.height) / 22)),
         });
         label.textContent = String(i + 1);
@@ -177,7 +184,8 @@
       text.textContent = jobSummary(job);
       status.textContent = job.status;
       if (DONE.has(job.status)) {
-        window.location.reload();  // counts and error lists have changed
+        // Counts and error lists have changed; the page's own notice has served.
+        window.location.assign(window.location.pathname);
       } else {
         window.setTimeout(refresh, 1000);
       }
