@@ -66,6 +66,7 @@ from facetrail.records import IngestReport, SearchResult
 from facetrail.rights import ErasureReport, OptoutReport, Rights, SweepReport
 from facetrail.settings import Settings, load_settings
 from facetrail.sources import KINDS, make_source
+from facetrail.sources.confine import check_root, source_root
 from facetrail.sources.readback import image_bytes
 from facetrail.store import (
     AuditQuery,
@@ -318,6 +319,7 @@ class Facetrail:
         path = Path(uri).expanduser().resolve()
         if not path.exists():
             raise NotFoundError(f"{path} does not exist")
+        check_root(source_root(kind, path))
         make_source(kind).check(path)  # what can be checked now is not left to the ingest
         actor = actor or os_user()
         owner = self.store.get_org(org)

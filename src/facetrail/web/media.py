@@ -1,8 +1,8 @@
 """Image bytes, thumbnails and face crops, served only from what the store holds.
 
 A request names an image by sha256 or a face by face_id, never by path. The bytes are read
-from where the store says the image was found, only inside that source's registered paths (its
-uri and the paths it was ingested from), and only if they still hash to the sha256. Thumbnails
+from where the store says the image was found, only inside that source's folder
+(``facetrail.sources.confine``), and only if they still hash to the sha256. Thumbnails
 and crops are made once and cached under ``<home>/cache/``. Appearance URLs are data for the
 client; the server never fetches them.
 """
