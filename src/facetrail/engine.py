@@ -91,6 +91,9 @@ from facetrail.store.base import AuditRow, ErasureRow, OrgRow, ShareRow
 from facetrail.subject_access import SubjectAccess, SubjectAccessReport
 
 USER_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")
+USER_NAME = re.compile(r"[^\W_][\w.@-]{0,63}")
+"""A user name: letters (any script), digits, ".", "_", "-", "@"; never a space, a control or a
+direction-override character, which would let one name pass for another in the audit log."""
 ACTIVE_MODEL = "active_model"
 """The store setting naming this data directory's face model."""
 
@@ -906,11 +909,14 @@ class Facetrail:
         returned once and never stored."""
         if role not in ROLES:
             raise PolicyError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
-        if not name.strip():
-            raise PolicyError("a user needs a name")
+        name = name.strip()
+        if not USER_NAME.fullmatch(name):
+            raise PolicyError(
+                "a user name is 1-64 letters, digits, '.', '_', '-' or '@', starting with a "
+                f"letter or digit (no spaces, control or direction characters); not {name!r}")
         actor = actor or os_user()
         member = self.store.get_org(org)
-        user = self.store.add_user(name.strip(), role, actor, member.id)
+        user = self.store.add_user(name, role, actor, member.id)
         token = new_secret()
         self.store.add_token(user.id, secret_hash(token))
         self.store.append_audit(

@@ -32,6 +32,7 @@ from facetrail.errors import (
     InputError,
     NotFoundError,
     PolicyError,
+    RateLimitError,
 )
 from facetrail.jobs import FINISHED
 from facetrail.orgs import DEFAULT_ORG_ID
@@ -48,6 +49,7 @@ from facetrail.web.auth import (
     set_login_cookie,
     start_session,
 )
+from facetrail.web.denials import note
 from facetrail.web.deps import service_of
 from facetrail.web.searches import actor, read_upload, record_json
 from facetrail.web.service import Service
@@ -146,6 +148,7 @@ def html_errors(
 async def error_page(request: Request, exc: FacetrailError) -> Response:
     from facetrail.web.app import status_of  # the one status mapping; app imports this module
 
+    note(request, exc)
     if isinstance(exc, AuthError):
         return RedirectResponse("/login", status_code=303)
     status = status_of(exc)
@@ -206,10 +209,14 @@ async def login(
     try:
         check_login_form(request, form_token)
         start_session(request, response, token)
-    except (AuthError, CsrfError) as exc:
+    except (AuthError, CsrfError, RateLimitError) as exc:
         from facetrail.web.app import status_of
 
-        return _login_page(request, status_of(exc), f"{exc}.")
+        note(request, exc)
+        page = _login_page(request, status_of(exc), f"{exc}.")
+        if isinstance(exc, RateLimitError):
+            page.headers["Retry-After"] = str(exc.retry_after)
+        return page
     return response
 
 
