@@ -24,7 +24,15 @@ from rich.table import Table
 from facetrail import serialize
 from facetrail.accounts import ROLES, Actor
 from facetrail.casework import DECISIONS
-from facetrail.cli_common import JSON_OUT, F, emit_json, json_option, require_data, with_engine
+from facetrail.cli_common import (
+    ID,
+    JSON_OUT,
+    F,
+    emit_json,
+    json_option,
+    require_data,
+    with_engine,
+)
 from facetrail.cli_rights import COMMANDS as RIGHTS_COMMANDS
 from facetrail.cli_rights import echo_erasure
 from facetrail.engine import Facetrail
@@ -340,7 +348,7 @@ def jobs_list(engine: Facetrail, unfinished: bool, limit: int, as_json: bool) ->
 
 
 @jobs.command("show")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=ID)
 @json_option
 @with_engine
 def jobs_show(engine: Facetrail, job_id: int, as_json: bool) -> None:
@@ -360,7 +368,7 @@ def jobs_show(engine: Facetrail, job_id: int, as_json: bool) -> None:
 
 
 @jobs.command("cancel")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=ID)
 @json_option
 @with_engine
 def jobs_cancel(engine: Facetrail, job_id: int, as_json: bool) -> None:
@@ -675,7 +683,7 @@ def searches_list(engine: Facetrail, case_ref: str | None, mine: bool, pending: 
 
 
 @searches.command("show")
-@click.argument("search_id", type=int)
+@click.argument("search_id", type=ID)
 @json_option
 @with_engine
 def searches_show(engine: Facetrail, search_id: int, as_json: bool, actor: Actor) -> None:
@@ -733,8 +741,8 @@ def print_record(search: SearchRow, record: dict[str, Any]) -> None:
 
 
 @main.command()
-@click.argument("search_id", type=int)
-@click.argument("face_id", type=int)
+@click.argument("search_id", type=ID)
+@click.argument("face_id", type=ID)
 @click.argument("decision", type=click.Choice(DECISIONS))
 @click.option("--note", required=True, help="Why; kept with the decision and in the audit.")
 @json_option

@@ -13,8 +13,9 @@ the request is refused with 413 as soon as it goes over the limit. A refusal sen
 body was read whole closes the connection, so that the server stops receiving it instead of
 reading the rest to throw it away.
 
-Every request answered 401, 403 or 429, here or by the application, is then handed to
-``on_refused`` (``denials.DenialLog.record``: its audit event).
+A response that sets no ``Cache-Control`` gets ``no-store``. Every request answered 401, 403
+or 429, here or by the application, is then handed to ``on_refused``
+(``denials.DenialLog.record``: its audit event).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ Refusal = Callable[[Request, FacetrailError], Awaitable[Response]]
 Refused = Callable[[Request, int], object]
 """Told of every request answered with a refusal status (401, 403, 429), once answered."""
 REFUSALS = frozenset({401, 403, 429})
+NO_STORE = (b"cache-control", b"no-store")
+"""Every response that does not say otherwise (static assets do) is never cached: the API's
+JSON, the pages, probe images and face crops hold case data or biometrics."""
 
 
 class _OverLimit(Exception):
@@ -68,6 +72,9 @@ class RequestGuard:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"cache-control" for k, _ in headers):
+                    message = {**message, "headers": [*headers, NO_STORE]}
             await send(message)
 
         try:

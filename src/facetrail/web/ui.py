@@ -50,7 +50,7 @@ from facetrail.web.auth import (
     start_session,
 )
 from facetrail.web.denials import note
-from facetrail.web.deps import service_of
+from facetrail.web.deps import Id, service_of
 from facetrail.web.searches import actor, read_upload, record_json
 from facetrail.web.service import Service
 
@@ -348,7 +348,7 @@ def search_view(record: SearchRecord) -> dict[str, Any]:
 
 @router.get("/searches/{search_id}")
 @html_errors
-async def results_page(request: Request, search_id: int) -> Response:
+async def results_page(request: Request, search_id: Id) -> Response:
     principal = await who(request, "analyst", "reviewer")
     record = service_of(request).engine.search_record(search_id, actor=principal.actor)
     view = search_view(record)
@@ -381,7 +381,7 @@ async def review_queue(request: Request) -> Response:
 
 @router.get("/review/{search_id}")
 @html_errors
-async def review_page(request: Request, search_id: int) -> Response:
+async def review_page(request: Request, search_id: Id) -> Response:
     principal = await who(request, "reviewer")
     record = service_of(request).engine.search_to_review(search_id, actor=actor(principal))
     view = search_view(record)
@@ -392,8 +392,8 @@ async def review_page(request: Request, search_id: int) -> Response:
 @html_errors
 async def review_decision(
     request: Request,
-    search_id: int,
-    face_id: int,
+    search_id: Id,
+    face_id: Id,
     decision: Annotated[str, Form()] = "",
     note: Annotated[str, Form()] = "",
 ) -> Response:
@@ -499,7 +499,7 @@ async def start_ingest(request: Request, name: str) -> Response:
 
 @router.post("/sources/jobs/{job_id}/cancel")
 @html_errors
-async def cancel_ingest(request: Request, job_id: int) -> Response:
+async def cancel_ingest(request: Request, job_id: Id) -> Response:
     principal = await who(request, "admin")
     engine = service_of(request).engine
     engine.source(engine.job(job_id).source, actor=principal.actor, owned=True)
