@@ -23,6 +23,7 @@ from rich.table import Table
 
 from facetrail import serialize
 from facetrail.accounts import ROLES, Actor
+from facetrail.audit import Checkpoint
 from facetrail.casework import DECISIONS
 from facetrail.cli_common import (
     ID,
@@ -1209,11 +1210,17 @@ def audit() -> None:
 
 
 @audit.command("verify")
+@click.option("--expect", default=None, metavar="HASH[:ID]|FILE",
+              help="Also fail unless the log still holds this event with this hash: a head "
+              "kept elsewhere ('audit checkpoint'), given as HASH[:ID] or its file.")
 @json_option
 @with_engine
-def audit_verify(engine: Facetrail, as_json: bool) -> None:
-    """Check every event's hash and link; exits 1 and names the first bad event if broken."""
-    result = engine.verify_audit()
+def audit_verify(engine: Facetrail, expect: str | None, as_json: bool) -> None:
+    """Check every event's hash and link; exits 1 and names the first bad event if broken.
+
+    The chain alone cannot show that events were removed from its end: with --expect, a
+    checkpoint of the head written earlier must still be in the log, with its hash."""
+    result = engine.verify_audit(_checkpoint(expect) if expect is not None else None)
     if as_json:
         emit_json(result.to_json())
     elif result.ok:
@@ -1222,6 +1229,47 @@ def audit_verify(engine: Facetrail, as_json: bool) -> None:
         click.echo(f"audit log BROKEN at event {result.first_bad_id}: {result.problem}")
     if not result.ok:
         sys.exit(1)
+
+
+def _checkpoint(value: str) -> Checkpoint:
+    """``--expect``: HASH[:ID], or the file 'audit checkpoint' wrote."""
+    text = value
+    if Path(value).is_file():
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {value}: {exc.strerror or exc}",
+                                     param_hint="--expect") from exc
+    try:
+        return Checkpoint.parse(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--expect") from exc
+
+
+@audit.command("checkpoint")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the checkpoint to this file (keep it off the database's host); "
+              "default: standard output.")
+@json_option
+@with_engine
+def audit_checkpoint(engine: Facetrail, out: Path | None, as_json: bool) -> None:
+    """The log's head now (id, hash, time), after checking the chain up to it: keep it
+    elsewhere, and give it later to 'audit verify --expect' to detect a cut or rewritten log."""
+    result = engine.verify_audit()
+    if not result.ok:
+        click.echo(f"audit log BROKEN at event {result.first_bad_id}: {result.problem}; "
+                   "no checkpoint written", err=True)
+        sys.exit(1)
+    point = engine.audit_checkpoint()
+    if out is not None:
+        out.write_text(json.dumps(point.to_json()) + "\n", encoding="utf-8")
+    if as_json:
+        emit_json(point.to_json())
+    elif out is None:
+        click.echo(json.dumps(point.to_json()))
+    else:
+        click.echo(f"checkpoint of event {point.id} ({point.hash}) written to {out}; "
+                   f"check it later with: facetrail audit verify --expect {out}", err=True)
 
 
 @audit.command("export")

@@ -28,7 +28,15 @@ from typing import Any
 import numpy as np
 
 from facetrail.accounts import ROLES, Actor, new_secret, secret_hash
-from facetrail.audit import AuditEvent, Verification, os_user, utc_bound, verify
+from facetrail.audit import (
+    AuditEvent,
+    Checkpoint,
+    Verification,
+    check_checkpoint,
+    os_user,
+    utc_bound,
+    verify,
+)
 from facetrail.calibration import Calibration, shipped_default
 from facetrail.casework import Casework, KeptSearch, SearchRecord
 from facetrail.errors import (
@@ -970,9 +978,21 @@ class Facetrail:
                             with_deployment=actor.org_id == DEFAULT_ORG_ID)
         return self.store.audit_rows(query)
 
-    def verify_audit(self) -> Verification:
-        """Check the whole hash chain; names the first event that breaks it."""
-        return verify(self.store.audit_rows())
+    def verify_audit(self, expect: Checkpoint | None = None) -> Verification:
+        """Check the whole hash chain; names the first event that breaks it. With ``expect``
+        (a checkpoint kept outside the database), also fail unless the log still holds that
+        event with that hash: events removed from the end leave a valid, shorter chain."""
+        rows = self.store.audit_rows()
+        verified = verify(rows)
+        return verified if expect is None else check_checkpoint(rows, expect, verified)
+
+    def audit_checkpoint(self) -> Checkpoint:
+        """The log's head now (its last event's id, hash and time), to keep elsewhere."""
+        rows = self.store.audit_rows()
+        if not rows:
+            raise ConflictError("the audit log is empty: there is no head to checkpoint yet")
+        last = rows[-1]
+        return Checkpoint(last.id, last.hash, last.event.at)
 
     # -- reporting --------------------------------------------------------------------------
     def stats(self) -> Stats:
