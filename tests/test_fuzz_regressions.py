@@ -37,7 +37,7 @@ def test_crash_inputs_end_in_facetrail_errors(crash: Path) -> None:
 
 @pytest.mark.parametrize("name", HARNESSES)
 def test_harnesses_run_briefly(name: str, tmp_path: Path) -> None:
-    seconds = os.environ.get("FUZZ_SECONDS", "8")
+    seconds = os.environ.get("FUZZ_SECONDS", "6")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT / "src"), str(FUZZ), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(

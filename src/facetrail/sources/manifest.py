@@ -45,6 +45,9 @@ class ManifestSource:
                 )
                 yield SourceFailure(where, "bad_manifest_row", reason)
                 continue
+            if "\x00" in raw_path:  # no file system takes it (fuzz/fuzz_manifest.py)
+                yield SourceFailure(where, "bad_manifest_row", "the path holds a NUL character")
+                continue
             file = Path(raw_path)
             file = (file if file.is_absolute() else base / file).resolve()
             provenance = Provenance(

@@ -101,7 +101,9 @@ class WarcSource:
     def _wacz(self, archive: Path, fingerprint: str, seen: SeenCheck) -> Iterator[SourceItem]:
         try:
             zf = zipfile.ZipFile(archive)
-        except (OSError, zipfile.BadZipFile) as exc:
+        # zipfile refuses what it cannot read with NotImplementedError (a newer zip version,
+        # a compression it lacks) or ValueError, besides BadZipFile (fuzz/fuzz_warc.py).
+        except (OSError, zipfile.BadZipFile, NotImplementedError, ValueError, EOFError) as exc:
             yield SourceFailure(str(archive), "bad_archive", f"not a readable WACZ (zip): {exc}")
             return
         with zf:
