@@ -15,7 +15,7 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[dev,ray]'
-.venv/bin/ruff check src tests bench
+.venv/bin/ruff check src tests bench fuzz
 .venv/bin/mypy
 
 pgdir=$(mktemp -d "${TMPDIR:-/tmp}/facetrail-pg.XXXXXX")

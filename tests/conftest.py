@@ -102,13 +102,13 @@ def identity_of(location: str) -> set[str]:
 
 @pytest.fixture(scope="session")
 def gallery_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """people/, group/, noface/ and edge_cases/ ingested through the CLI (not unknown/)."""
+    """people/, group/, noface/ and edge_cases/ ingested through the CLI (not unknown/),
+    into one source rooted at their folder (an ingest reads only inside its source)."""
     home = tmp_path_factory.mktemp("gallery")
     own_store(home)
-    add_source(home, "people", PEOPLE)
-    run_cli(home, "ingest", "people")
-    for extra in ("group", "noface", "edge_cases"):
-        run_cli(home, "ingest", str(FACES / extra), "--source", "people")
+    add_source(home, "people", FACES)
+    for part in ("people", "group", "noface", "edge_cases"):
+        run_cli(home, "ingest", str(FACES / part), "--source", "people")
     return home
 
 

@@ -78,8 +78,9 @@ def server(gallery_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     copy_home(gallery_home, home)
     add_source(home, "press", write_press_archive(root / "press.warc.gz"), kind="warc")
     run_cli(home, "ingest", "press")
-    inbox = root / "inbox.csv"
-    inbox.write_text(f"path,source_url\n{PEOPLE / 'Ashanti' / 'Ashanti_0001.jpg'},\n"
+    inbox = root / "inbox.csv"  # its rows name files in its folder (sources.confine)
+    (root / "ashanti.jpg").write_bytes((PEOPLE / "Ashanti" / "Ashanti_0001.jpg").read_bytes())
+    inbox.write_text("path,source_url\nashanti.jpg,\n"
                      ",https://elsewhere.example.net/only-a-url.jpg\n")
     add_source(home, "inbox", inbox, kind="manifest")
     later = root / "later"  # new images (trailing bytes differ), enough to cancel a job midway

@@ -119,7 +119,7 @@ def test_sources_add_checks_the_uri_against_its_kind(tmp_path: Path) -> None:
 
     add_source(home, "m", tmp_path / "good.csv", kind="manifest")
     add_source(home, "w", wiki, kind="warc")
-    add_source(home, "f", photos)
+    add_source(home, "f", tmp_path)  # its folder holds good.csv
     # At ingest, a target of another kind is refused before the run; a folder source reads
     # an archive or a manifest given to it as what it is.
     for source, target in (("m", photos), ("w", photos / "a.jpg"), ("m", wiki)):

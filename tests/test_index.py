@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import facetrail
-from conftest import PEOPLE, run_cli
+from conftest import PEOPLE, add_source, run_cli
 from facetrail.audit import GENESIS, chain_hash
 from facetrail.engine import Facetrail
 from facetrail.errors import ConflictError, NotFoundError, PolicyError
@@ -53,7 +53,8 @@ def test_index_behind_the_store_catches_up(gallery: Facetrail, tmp_path: Path) -
 
     # A new image (mirrored, so new bytes) ingested by another process while the index sleeps.
     Image.open(PROBES[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(extra / "m.jpg")
-    run_cli(home, "ingest", str(extra), "--source", "people")
+    add_source(home, "extra", extra)
+    run_cli(home, "ingest", "extra")
     with facetrail.open(home) as engine:
         assert engine.index.size == size + 1
         best = engine.search(PROBES[0].read_bytes(), top=3, **CASE).candidates

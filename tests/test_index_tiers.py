@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import facetrail
-from conftest import PEOPLE, cli_json, run_cli
+from conftest import PEOPLE, add_source, cli_json, run_cli
 from facetrail.engine import Facetrail
 from facetrail.index.ann import IndexPolicy, Tuning, choose_tier, list_count, measure
 from facetrail.store import open_store
@@ -180,7 +180,8 @@ def test_adds_and_removals_without_rebuild(home: Path, tmp_path: Path) -> None:
     from PIL import Image
 
     Image.open(PROBES[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(extra / "m.jpg")
-    run_cli(home, "ingest", str(extra), "--source", "people")
+    add_source(home, "extra", extra)
+    run_cli(home, "ingest", "extra")
     # Erase two faces in the store itself: the index follows by removing them.
     db = store_url_of(home)
     gone = [r[0] for r in raw_sql(

@@ -94,14 +94,14 @@ def test_same_bytes_in_many_places_are_stored_once_with_every_appearance(tmp_pat
 
 def test_extra_path_joins_an_existing_source(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    first, more = tmp_path / "first", tmp_path / "more"
-    first.mkdir()
-    more.mkdir()
+    first, more = tmp_path / "coll" / "first", tmp_path / "coll" / "more"
+    first.mkdir(parents=True)
+    add_source(home, "s", tmp_path / "coll")
     shutil.copy(ASHANTI, first / "x.jpg")
+    run_cli(home, "ingest", "s")
+    more.mkdir()
     shutil.copy(ASHANTI, more / "y.jpg")
     shutil.copy(PEOPLE / "Ashanti" / "Ashanti_0002.jpg", more / "z.jpg")
-    add_source(home, "s", first)
-    run_cli(home, "ingest", "s")
     report = cli_json(home, "ingest", str(more), "--source", "s")
     assert isinstance(report, dict)
     assert (report["images_new"], report["duplicates"]) == (1, 1)
@@ -123,12 +123,14 @@ def test_bad_inputs_are_recorded_and_never_stop_a_run(tmp_path: Path) -> None:
     Image.new("1", (9000, 9000)).save(photos / "bomb.png")
     home = tmp_path / "home"
     add_source(home, "s", photos)
-    cut = tmp_path / "cut.warc.gz"
+    # Archives in the folder are read only when given by path (a folder lists images).
+    cut = photos / "cut.warc.gz"
     cut.write_bytes((WARCS / "flashfrozen-jwat-recompressed.warc.gz").read_bytes()[:200_000])
     report = cli_json(home, "ingest", str(cut), "--source", "s")
     assert isinstance(report, dict) and report["errors"] >= 1 and report["images_new"] >= 5
-    report = cli_json(home, "ingest", str(WARCS / "IAH-20080430204825-00000-blackbook-truncated"
-                                       ".warc.gz"), "--source", "s")
+    blackbook = "IAH-20080430204825-00000-blackbook-truncated.warc.gz"
+    shutil.copy(WARCS / blackbook, photos / blackbook)
+    report = cli_json(home, "ingest", str(photos / blackbook), "--source", "s")
     assert isinstance(report, dict) and report["images_new"] == 2 and report["errors"] == 1
     report = cli_json(home, "ingest", "s")
     assert isinstance(report, dict)

@@ -47,8 +47,9 @@ def _dlib_home(tmp_path: Path) -> Path:
             "--lawful-basis", "test fixtures", "--purpose", "testing", "--retention-days", "30",
             env_extra=env)
     run_cli(home, "ingest", "photos")
-    run_cli(home, "ingest", str(WARCS / "flashfrozen-jwat-recompressed.warc.gz"),
-            "--source", "photos")
+    archive = photos / "flashfrozen-jwat-recompressed.warc.gz"  # inside the source's folder
+    shutil.copy(WARCS / archive.name, archive)
+    run_cli(home, "ingest", str(archive), "--source", "photos")
     return home
 
 

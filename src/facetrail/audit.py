@@ -133,3 +133,62 @@ def verify(rows: list[ChainedEvent]) -> Verification:
             return Verification(False, len(rows), rows[-1].hash, row.id, problem)
         prev_hash, prev_id = row.hash, row.id
     return Verification(True, len(rows), prev_hash)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The head of the log at one moment, kept outside the database by the operator
+    (``facetrail audit checkpoint``): a later ``audit verify --expect`` then finds out whether
+    events up to it were removed from the end, or the log rewritten from there."""
+
+    id: int
+    hash: str
+    at: str | None = None
+    """When the checkpointed event was written."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "hash": self.hash, "at": self.at}
+
+    @classmethod
+    def parse(cls, text: str) -> Checkpoint:
+        """``HASH[:ID]``, or the JSON a checkpoint file holds; ``ValueError`` if neither.
+        Without an id the hash is looked for anywhere in the log (id 0)."""
+        text = text.strip()
+        if text.startswith("{"):
+            data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("a checkpoint is a JSON object with 'id' and 'hash'")
+            value = f"{data.get('hash')}:{data.get('id')}"
+            at = data.get("at")
+        else:
+            value, at = text, None
+        digest, _, number = value.partition(":")
+        digest = digest.lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"not an audit hash (64 hex digits): {digest!r}")
+        if number and not number.isdigit():
+            raise ValueError(f"not an event id: {number!r}")
+        return cls(int(number or 0), digest, str(at) if at else None)
+
+
+def check_checkpoint(rows: list[ChainedEvent], expected: Checkpoint,
+                     verified: Verification) -> Verification:
+    """``verified`` (of ``rows``), failed unless the log still holds the checkpointed event
+    with its hash: fewer events (the end removed) or another hash there (rewritten) fail."""
+    if not verified.ok:
+        return verified
+    problem = None
+    if expected.id:
+        row = rows[expected.id - 1] if expected.id <= len(rows) else None
+        if row is None:
+            problem = (f"the log ends at event {len(rows)} but the checkpoint names event "
+                       f"{expected.id}: events were removed from its end")
+        elif row.hash != expected.hash:
+            problem = (f"event {expected.id} does not have the checkpointed hash: the log was "
+                       "rewritten from there (or the checkpoint is of another log)")
+    elif not any(r.hash == expected.hash for r in rows):
+        problem = (f"no event has the checkpointed hash {expected.hash[:16]}...: events were "
+                   "removed from the end of the log, or it was rewritten")
+    if problem is None:
+        return verified
+    return Verification(False, verified.events, verified.head, expected.id or None, problem)

@@ -23,8 +23,17 @@ from rich.table import Table
 
 from facetrail import serialize
 from facetrail.accounts import ROLES, Actor
+from facetrail.audit import Checkpoint
 from facetrail.casework import DECISIONS
-from facetrail.cli_common import JSON_OUT, F, emit_json, json_option, require_data, with_engine
+from facetrail.cli_common import (
+    ID,
+    JSON_OUT,
+    F,
+    emit_json,
+    json_option,
+    require_data,
+    with_engine,
+)
 from facetrail.cli_rights import COMMANDS as RIGHTS_COMMANDS
 from facetrail.cli_rights import echo_erasure
 from facetrail.engine import Facetrail
@@ -340,7 +349,7 @@ def jobs_list(engine: Facetrail, unfinished: bool, limit: int, as_json: bool) ->
 
 
 @jobs.command("show")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=ID)
 @json_option
 @with_engine
 def jobs_show(engine: Facetrail, job_id: int, as_json: bool) -> None:
@@ -360,7 +369,7 @@ def jobs_show(engine: Facetrail, job_id: int, as_json: bool) -> None:
 
 
 @jobs.command("cancel")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=ID)
 @json_option
 @with_engine
 def jobs_cancel(engine: Facetrail, job_id: int, as_json: bool) -> None:
@@ -675,7 +684,7 @@ def searches_list(engine: Facetrail, case_ref: str | None, mine: bool, pending: 
 
 
 @searches.command("show")
-@click.argument("search_id", type=int)
+@click.argument("search_id", type=ID)
 @json_option
 @with_engine
 def searches_show(engine: Facetrail, search_id: int, as_json: bool, actor: Actor) -> None:
@@ -733,8 +742,8 @@ def print_record(search: SearchRow, record: dict[str, Any]) -> None:
 
 
 @main.command()
-@click.argument("search_id", type=int)
-@click.argument("face_id", type=int)
+@click.argument("search_id", type=ID)
+@click.argument("face_id", type=ID)
 @click.argument("decision", type=click.Choice(DECISIONS))
 @click.option("--note", required=True, help="Why; kept with the decision and in the audit.")
 @json_option
@@ -1201,11 +1210,17 @@ def audit() -> None:
 
 
 @audit.command("verify")
+@click.option("--expect", default=None, metavar="HASH[:ID]|FILE",
+              help="Also fail unless the log still holds this event with this hash: a head "
+              "kept elsewhere ('audit checkpoint'), given as HASH[:ID] or its file.")
 @json_option
 @with_engine
-def audit_verify(engine: Facetrail, as_json: bool) -> None:
-    """Check every event's hash and link; exits 1 and names the first bad event if broken."""
-    result = engine.verify_audit()
+def audit_verify(engine: Facetrail, expect: str | None, as_json: bool) -> None:
+    """Check every event's hash and link; exits 1 and names the first bad event if broken.
+
+    The chain alone cannot show that events were removed from its end: with --expect, a
+    checkpoint of the head written earlier must still be in the log, with its hash."""
+    result = engine.verify_audit(_checkpoint(expect) if expect is not None else None)
     if as_json:
         emit_json(result.to_json())
     elif result.ok:
@@ -1214,6 +1229,47 @@ def audit_verify(engine: Facetrail, as_json: bool) -> None:
         click.echo(f"audit log BROKEN at event {result.first_bad_id}: {result.problem}")
     if not result.ok:
         sys.exit(1)
+
+
+def _checkpoint(value: str) -> Checkpoint:
+    """``--expect``: HASH[:ID], or the file 'audit checkpoint' wrote."""
+    text = value
+    if Path(value).is_file():
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {value}: {exc.strerror or exc}",
+                                     param_hint="--expect") from exc
+    try:
+        return Checkpoint.parse(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--expect") from exc
+
+
+@audit.command("checkpoint")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the checkpoint to this file (keep it off the database's host); "
+              "default: standard output.")
+@json_option
+@with_engine
+def audit_checkpoint(engine: Facetrail, out: Path | None, as_json: bool) -> None:
+    """The log's head now (id, hash, time), after checking the chain up to it: keep it
+    elsewhere, and give it later to 'audit verify --expect' to detect a cut or rewritten log."""
+    result = engine.verify_audit()
+    if not result.ok:
+        click.echo(f"audit log BROKEN at event {result.first_bad_id}: {result.problem}; "
+                   "no checkpoint written", err=True)
+        sys.exit(1)
+    point = engine.audit_checkpoint()
+    if out is not None:
+        out.write_text(json.dumps(point.to_json()) + "\n", encoding="utf-8")
+    if as_json:
+        emit_json(point.to_json())
+    elif out is None:
+        click.echo(json.dumps(point.to_json()))
+    else:
+        click.echo(f"checkpoint of event {point.id} ({point.hash}) written to {out}; "
+                   f"check it later with: facetrail audit verify --expect {out}", err=True)
 
 
 @audit.command("export")

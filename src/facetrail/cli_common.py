@@ -16,6 +16,9 @@ from facetrail.errors import NotFoundError
 from facetrail.settings import Settings, load_settings
 from facetrail.store import default_store_url, sqlite_path
 
+ID = click.IntRange(0, 2**63 - 1)
+"""An id on the command line: within the stores' 64-bit integers (else a usage error)."""
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from facetrail import serialize, subject_access
 from facetrail.accounts import Actor
-from facetrail.cli_common import emit_json, json_option, with_engine
+from facetrail.cli_common import ID, emit_json, json_option, with_engine
 from facetrail.engine import Facetrail
 from facetrail.errors import InputError
 from facetrail.rights import ErasureReport, SweepReport
@@ -29,7 +29,7 @@ def _reason(reason: str) -> str:
 
 @click.command()
 @click.option("--image", "sha256", metavar="SHA256", help="An image, by its sha256.")
-@click.option("--face", "face_ids", type=int, multiple=True, metavar="ID",
+@click.option("--face", "face_ids", type=ID, multiple=True, metavar="ID",
               help="A face, by id (repeatable).")
 @click.option("--source", "source", metavar="NAME",
               help="A source: what only it reached, and its appearances elsewhere.")

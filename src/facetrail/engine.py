@@ -28,7 +28,15 @@ from typing import Any
 import numpy as np
 
 from facetrail.accounts import ROLES, Actor, new_secret, secret_hash
-from facetrail.audit import AuditEvent, Verification, os_user, utc_bound, verify
+from facetrail.audit import (
+    AuditEvent,
+    Checkpoint,
+    Verification,
+    check_checkpoint,
+    os_user,
+    utc_bound,
+    verify,
+)
 from facetrail.calibration import Calibration, shipped_default
 from facetrail.casework import Casework, KeptSearch, SearchRecord
 from facetrail.errors import (
@@ -66,6 +74,7 @@ from facetrail.records import IngestReport, SearchResult
 from facetrail.rights import ErasureReport, OptoutReport, Rights, SweepReport
 from facetrail.settings import Settings, load_settings
 from facetrail.sources import KINDS, make_source
+from facetrail.sources.confine import check_root, source_root
 from facetrail.sources.readback import image_bytes
 from facetrail.store import (
     AuditQuery,
@@ -90,6 +99,9 @@ from facetrail.store.base import AuditRow, ErasureRow, OrgRow, ShareRow
 from facetrail.subject_access import SubjectAccess, SubjectAccessReport
 
 USER_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")
+USER_NAME = re.compile(r"[^\W_][\w.@-]{0,63}")
+"""A user name: letters (any script), digits, ".", "_", "-", "@"; never a space, a control or a
+direction-override character, which would let one name pass for another in the audit log."""
 ACTIVE_MODEL = "active_model"
 """The store setting naming this data directory's face model."""
 
@@ -318,6 +330,7 @@ class Facetrail:
         path = Path(uri).expanduser().resolve()
         if not path.exists():
             raise NotFoundError(f"{path} does not exist")
+        check_root(source_root(kind, path))
         make_source(kind).check(path)  # what can be checked now is not left to the ingest
         actor = actor or os_user()
         owner = self.store.get_org(org)
@@ -906,11 +919,14 @@ class Facetrail:
         returned once and never stored."""
         if role not in ROLES:
             raise PolicyError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
-        if not name.strip():
-            raise PolicyError("a user needs a name")
+        name = name.strip()
+        if not USER_NAME.fullmatch(name):
+            raise PolicyError(
+                "a user name is 1-64 letters, digits, '.', '_', '-' or '@', starting with a "
+                f"letter or digit (no spaces, control or direction characters); not {name!r}")
         actor = actor or os_user()
         member = self.store.get_org(org)
-        user = self.store.add_user(name.strip(), role, actor, member.id)
+        user = self.store.add_user(name, role, actor, member.id)
         token = new_secret()
         self.store.add_token(user.id, secret_hash(token))
         self.store.append_audit(
@@ -964,9 +980,21 @@ class Facetrail:
                             with_deployment=actor.org_id == DEFAULT_ORG_ID)
         return self.store.audit_rows(query)
 
-    def verify_audit(self) -> Verification:
-        """Check the whole hash chain; names the first event that breaks it."""
-        return verify(self.store.audit_rows())
+    def verify_audit(self, expect: Checkpoint | None = None) -> Verification:
+        """Check the whole hash chain; names the first event that breaks it. With ``expect``
+        (a checkpoint kept outside the database), also fail unless the log still holds that
+        event with that hash: events removed from the end leave a valid, shorter chain."""
+        rows = self.store.audit_rows()
+        verified = verify(rows)
+        return verified if expect is None else check_checkpoint(rows, expect, verified)
+
+    def audit_checkpoint(self) -> Checkpoint:
+        """The log's head now (its last event's id, hash and time), to keep elsewhere."""
+        rows = self.store.audit_rows()
+        if not rows:
+            raise ConflictError("the audit log is empty: there is no head to checkpoint yet")
+        last = rows[-1]
+        return Checkpoint(last.id, last.hash, last.event.at)
 
     # -- reporting --------------------------------------------------------------------------
     def stats(self) -> Stats:

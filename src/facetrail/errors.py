@@ -19,6 +19,7 @@
     │   ├── ArchiveError         a broken or unreadable WARC/WACZ record or file
     │   ├── ManifestError        a manifest row or file that cannot be used
     │   ├── UnreadableError      an image's bytes cannot be read where they lie
+    │   │   └── OutsideSourceError   a path outside its source's folder, refused unread
     │   └── NoFaceError          a probe in which no face was found
     ├── StoreError               the store is unusable (schema too new, corrupt)
     │   └── StoreUnavailableError    it cannot be opened, read or written (permissions, a
@@ -92,6 +93,14 @@ class UnreadableError(InputError):
     """An image's bytes cannot be read where they lie (a worker reading a file or record)."""
 
     code = "unreadable"
+
+
+class OutsideSourceError(UnreadableError):
+    """A path that lies outside its source's folder once its links are resolved (a link out
+    of a folder, a manifest row naming ``/etc/shadow``): refused, never opened
+    (``facetrail.sources.confine``)."""
+
+    code = "outside_source"
 
 
 class NoFaceError(InputError):

@@ -80,6 +80,10 @@ def decode(data: bytes, settings: Settings, sha256: str | None = None) -> Decode
         raise ImageTooLargeError(str(exc)) from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
         raise ImageError(f"corrupt or truncated image: {exc}") from exc
+    except (TypeError, KeyError, ArithmeticError, AttributeError, AssertionError) as exc:
+        # Pillow's decoders raise whatever their parsing meets in malformed bytes (a TIFF
+        # whose strip offsets are not numbers: TypeError; fuzz/fuzz_imaging.py found these).
+        raise ImageError(f"corrupt image ({type(exc).__name__} in the decoder: {exc})") from exc
     return DecodedImage(sha256=digest, pixels=pixels, format=fmt)
 
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from facetrail import serialize
 from facetrail.audit import AuditEvent
 from facetrail.errors import FacetrailError, PolicyError
+from facetrail.sources.confine import check_targets
 from facetrail.store import JobRow, RunCounts
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ class Jobs:
     def add(self, source: str, paths: Sequence[str], actor: str) -> JobRow:
         """Queue an ingest of ``source`` (``paths`` under it; none: the whole source)."""
         row = self.store.get_source(source)
+        check_targets(row.kind, row.uri, [Path(p).expanduser() for p in paths])
         job = self.store.add_job(row.id, paths, actor)
         self.store.append_audit(
             AuditEvent(actor=actor, action="ingest.start", purpose=row.purpose, org=row.org,

@@ -65,8 +65,8 @@ class Located:
     member: str | None = None
     """The WARC inside a WACZ (a zip member) that holds the record."""
     roots: tuple[str, ...] | None = None
-    """Read only if ``path`` lies inside one of these (a source's registered paths); None:
-    wherever it is (a path a source just listed)."""
+    """Read only if ``path`` lies inside one of these once its links are resolved (its
+    source's root, ``sources.confine``); None: wherever it is."""
 
 
 @dataclass(frozen=True)

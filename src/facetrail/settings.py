@@ -217,6 +217,16 @@ class Settings(BaseSettings):
     search_rate_window: int = Field(
         default=60, ge=1, description="Length of the search rate window, in seconds."
     )
+    login_failures: int = Field(
+        default=10,
+        ge=1,
+        description="Failed logins (or unknown bearer tokens) one client address may make per "
+        "login_failure_window over HTTP; then its logins get 429 (rate_limited) until the "
+        "window allows one (facetrail.web.denials).",
+    )
+    login_failure_window: int = Field(
+        default=60, ge=1, description="Length of the failed-login window, in seconds."
+    )
 
     # Vector index (docs/index.md).
     index_backend: str = Field(

@@ -53,6 +53,7 @@ from facetrail.records import (
 from facetrail.settings import Settings
 from facetrail.sources import SourceItem, guess_kind, make_source
 from facetrail.sources.base import SeenCheck
+from facetrail.sources.confine import check_targets, source_root
 from facetrail.store import RunCounts, RunScope, SourceRow, Store
 
 Suppress = Callable[[ImageAnalysis, int], tuple[ImageAnalysis, int]]
@@ -104,6 +105,7 @@ class Ingest:
         progress: Progress | None = None,
     ) -> IngestReport:
         targets = list(paths) if paths else [Path(source.uri)]
+        check_targets(source.kind, source.uri, targets)
         for target in targets:
             self._kind(source, target)  # a target of another kind is refused before the run
         started = time.perf_counter()
@@ -186,7 +188,7 @@ class Ingest:
             self.store.clear_error(source.id, str(target))  # found again if still empty
             if kind == "warc":
                 self.store.clear_archive_errors(source.id, str(target))
-            yield from _or_empty(kind, target, seen)
+            yield from _or_empty(kind, target, seen, source_root(source.kind, source.uri))
 
     def workers(self) -> int:
         return self.settings.workers or os.cpu_count() or 1
@@ -341,7 +343,7 @@ class _RunState:
         self.bump(errors=len(found))
 
 
-def _or_empty(kind: str, target: Path, seen: SeenCheck) -> Iterator[SourceItem]:
+def _or_empty(kind: str, target: Path, seen: SeenCheck, root: Path) -> Iterator[SourceItem]:
     """The items of ``target``, or an ``empty_source`` failure if it has none at all (not
     even unchanged ones, which the source skips before listing them): said plainly, never
     "0 items, 0 errors"."""
@@ -352,7 +354,7 @@ def _or_empty(kind: str, target: Path, seen: SeenCheck) -> Iterator[SourceItem]:
         found += 1
         return seen(provenance, fingerprint)
 
-    for item in make_source(kind).items(target, counted):
+    for item in make_source(kind).items(target, counted, root):
         found += 1
         yield item
     if not found:

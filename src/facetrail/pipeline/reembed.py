@@ -28,7 +28,7 @@ from facetrail.pipeline.analyze import (
 )
 from facetrail.pipeline.ingest import Suppress
 from facetrail.settings import Settings
-from facetrail.sources.readback import locate, source_paths
+from facetrail.sources.readback import locate, source_roots
 from facetrail.store.base import Store
 
 BATCH = 64
@@ -120,7 +120,7 @@ class Reembed:
 
     def _jobs(self) -> Iterator[tuple[str, AnalyseTask]]:
         """Every image still to move, as a task that reads it where the store says it was
-        found, inside its source's registered paths."""
+        found, inside its source's folder."""
         after = 0
         while todo := self.store.images_to_move(self.from_model, self.target_model, after,
                                                 BATCH):
@@ -130,7 +130,7 @@ class Reembed:
                 places = []
                 for a in seen:
                     if a.source not in roots:
-                        roots[a.source] = tuple(source_paths(self.store, a.source))
+                        roots[a.source] = tuple(source_roots(self.store, a.source))
                     if (place := locate(a.location, roots[a.source])) is not None:
                         places.append(place)
                 yield sha, AnalyseTask(sha, at=tuple(places))

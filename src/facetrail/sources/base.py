@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from facetrail.errors import OutsideSourceError
 from facetrail.records import ImageRecord, ImageRef, Located, Provenance, SourceFailure
+from facetrail.sources.confine import confine
 
 SeenCheck = Callable[[Provenance, str], bool]
 """``seen(provenance, fingerprint)`` is True when the item's location, unchanged, is already
@@ -32,7 +34,12 @@ class Source(Protocol):
 
     kind: str
 
-    def items(self, path: Path, seen: SeenCheck) -> Iterator[SourceItem]: ...
+    def items(self, path: Path, seen: SeenCheck, root: Path | None = None
+              ) -> Iterator[SourceItem]:
+        """The items at ``path``. Files that lie outside ``root`` (the source's folder,
+        ``facetrail.sources.confine``; None: ``path`` itself, or a manifest's folder) once
+        their links are resolved are ``outside_source`` failures, never opened."""
+        ...
 
     def estimate(self, path: Path) -> int | None:
         """How many items ``items`` will yield, if that is cheap to know; else None."""
@@ -55,9 +62,16 @@ def never_seen(provenance: Provenance, fingerprint: str) -> bool:
 
 
 def local_item(
-    file: Path, provenance: Provenance, seen: SeenCheck, context: str = ""
+    file: Path, provenance: Provenance, seen: SeenCheck, root: Path, context: str = ""
 ) -> Iterator[SourceItem]:
-    """A local file as one item, left unread, unless ``seen`` says it is unchanged."""
+    """A local file as one item, left unread, unless ``seen`` says it is unchanged; a
+    failure if it lies outside ``root`` once its links are resolved (never opened, and the
+    worker that reads it checks again)."""
+    try:
+        confine(file, root)
+    except OutsideSourceError as exc:
+        yield SourceFailure(provenance.location, exc.code, f"{context}{exc}")
+        return
     try:
         fingerprint = file_fingerprint(file)
     except OSError as exc:
@@ -65,7 +79,7 @@ def local_item(
         yield SourceFailure(provenance.location, "unreadable", reason)
         return
     if not seen(provenance, fingerprint):
-        yield ImageRef(provenance, Located(str(file)), fingerprint, context)
+        yield ImageRef(provenance, Located(str(file), roots=(str(root),)), fingerprint, context)
 
 
 def kind_hint(path: Path) -> str:

@@ -21,12 +21,14 @@ from facetrail.sources.base import (
 class FolderSource:
     kind = "folder"
 
-    def items(self, path: Path, seen: SeenCheck) -> Iterator[SourceItem]:
+    def items(self, path: Path, seen: SeenCheck, root: Path | None = None
+              ) -> Iterator[SourceItem]:
+        root = (root or path).resolve()
         for file in _image_files(path.resolve()):
             if isinstance(file, SourceFailure):
                 yield file
             else:
-                yield from local_item(file, Provenance(location=str(file)), seen)
+                yield from local_item(file, Provenance(location=str(file)), seen, root)
 
     def estimate(self, path: Path) -> int | None:
         return sum(1 for f in _image_files(path.resolve()) if isinstance(f, Path))

@@ -25,9 +25,11 @@ MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 class ManifestSource:
     kind = "manifest"
 
-    def items(self, path: Path, seen: SeenCheck) -> Iterator[SourceItem]:
+    def items(self, path: Path, seen: SeenCheck, root: Path | None = None
+              ) -> Iterator[SourceItem]:
         manifest = path.resolve()
         base = manifest.parent
+        root = (root or base).resolve()
         for number, row in enumerate(_rows(manifest), start=1):
             where = f"{manifest}:{number}"
             if isinstance(row, SourceFailure):
@@ -43,6 +45,9 @@ class ManifestSource:
                 )
                 yield SourceFailure(where, "bad_manifest_row", reason)
                 continue
+            if "\x00" in raw_path:  # no file system takes it (fuzz/fuzz_manifest.py)
+                yield SourceFailure(where, "bad_manifest_row", "the path holds a NUL character")
+                continue
             file = Path(raw_path)
             file = (file if file.is_absolute() else base / file).resolve()
             provenance = Provenance(
@@ -53,7 +58,7 @@ class ManifestSource:
                 title=_text(row.get("title")),
                 listing=str(manifest),
             )
-            yield from local_item(file, provenance, seen, context=f"{where}: ")
+            yield from local_item(file, provenance, seen, root, context=f"{where}: ")
 
 
     def estimate(self, path: Path) -> int | None:

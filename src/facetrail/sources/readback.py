@@ -1,8 +1,8 @@
 """Reading an image's bytes back from where it was found.
 
 Locations are a file path, ``<warc>#<offset>`` or ``<wacz>!<member>#<offset>`` (``locate``
-turns one into a ``Located``). The store's images are read back only inside the registered
-paths of the appearance's source (its uri and the paths it was ingested from), and only if
+turns one into a ``Located``). The store's images are read back only inside the root of the
+appearance's source (``facetrail.sources.confine``: its folder, a manifest's folder), and only if
 the bytes still hash to the image's sha256. Used to serve images and crops, by ingest workers
 reading what a source listed, and to re-analyse a gallery with another face model
 (``facetrail reembed``).
@@ -18,8 +18,9 @@ from typing import IO
 from warcio.archiveiterator import ArchiveIterator
 
 from facetrail import imaging
-from facetrail.errors import NotFoundError, UnreadableError
+from facetrail.errors import NotFoundError, OutsideSourceError, UnreadableError
 from facetrail.records import Appearance, Located
+from facetrail.sources.confine import source_root
 from facetrail.store.base import Store
 
 
@@ -42,21 +43,18 @@ def first_readable(store: Store, sha256: str, appearances: Sequence[Appearance],
     roots = {} if roots is None else roots
     for a in appearances:
         if a.source not in roots:
-            roots[a.source] = [Path(r) for r in source_paths(store, a.source)]
+            roots[a.source] = [Path(r) for r in source_roots(store, a.source)]
         data = read_location(roots[a.source], a.location)
         if data is not None and imaging.sha256_hex(data) == sha256:
             return data
     return None
 
 
-def source_paths(store: Store, name: str) -> list[str]:
-    """Where a source's images may be read back from: its registered paths, except that a
-    manifest stands for the folder it lies in (its rows name files there, not inside the
-    manifest file itself)."""
-    paths = store.source_roots(name)
-    if store.get_source(name).kind != "manifest":
-        return paths
-    return list(dict.fromkeys(str(Path(p).parent) if Path(p).is_file() else p for p in paths))
+def source_roots(store: Store, name: str) -> list[str]:
+    """Where the images of the source ``name`` may be read back from: its root
+    (``facetrail.sources.confine``), whatever paths its ingests were once given."""
+    source = store.get_source(name)
+    return [str(source_root(source.kind, source.uri))]
 
 
 def read_location(roots: list[Path], location: str) -> bytes | None:
@@ -109,7 +107,7 @@ def read_at(place: Located) -> bytes:
         if place.roots is not None and not any(
             path.is_relative_to(Path(root).resolve()) for root in place.roots
         ):
-            raise UnreadableError(f"{place.path} is outside the source's registered paths")
+            raise OutsideSourceError(f"{place.path} lies outside its source's folder")
         if place.offset is None:
             return path.read_bytes()
         if place.member is None:

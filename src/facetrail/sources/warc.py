@@ -27,9 +27,10 @@ from urllib.parse import unquote, urldefrag, urljoin
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
-from facetrail.errors import ArchiveError, PolicyError
+from facetrail.errors import ArchiveError, OutsideSourceError, PolicyError
 from facetrail.records import ImageRecord, Provenance, SourceFailure
 from facetrail.sources.base import SeenCheck, SourceItem, file_fingerprint, kind_hint
+from facetrail.sources.confine import confine
 
 WARC_SUFFIXES = (".warc", ".warc.gz", ".wacz")
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -43,14 +44,21 @@ def is_archive(path: Path) -> bool:
 class WarcSource:
     kind = "warc"
 
-    def items(self, path: Path, seen: SeenCheck) -> Iterator[SourceItem]:
-        root = path.resolve()
+    def items(self, path: Path, seen: SeenCheck, root: Path | None = None
+              ) -> Iterator[SourceItem]:
+        target = path.resolve()
+        root = (root or target).resolve()
         archives = (
-            sorted(p for p in root.rglob("*") if p.is_file() and is_archive(p))
-            if root.is_dir()
-            else [root]
+            sorted(p for p in target.rglob("*") if p.is_file() and is_archive(p))
+            if target.is_dir()
+            else [target]
         )
         for archive in archives:
+            try:
+                confine(archive, root)
+            except OutsideSourceError as exc:
+                yield SourceFailure(str(archive), exc.code, str(exc))
+                continue
             yield from self._archive(archive, seen)
 
     def estimate(self, path: Path) -> int | None:
@@ -93,7 +101,9 @@ class WarcSource:
     def _wacz(self, archive: Path, fingerprint: str, seen: SeenCheck) -> Iterator[SourceItem]:
         try:
             zf = zipfile.ZipFile(archive)
-        except (OSError, zipfile.BadZipFile) as exc:
+        # zipfile refuses what it cannot read with NotImplementedError (a newer zip version,
+        # a compression it lacks) or ValueError, besides BadZipFile (fuzz/fuzz_warc.py).
+        except (OSError, zipfile.BadZipFile, NotImplementedError, ValueError, EOFError) as exc:
             yield SourceFailure(str(archive), "bad_archive", f"not a readable WACZ (zip): {exc}")
             return
         with zf:

@@ -28,6 +28,7 @@ from facetrail.engine import Facetrail
 from facetrail.store import AuditQuery, UserRow
 from facetrail.web import jobs, media, rights, searches, subject
 from facetrail.web.auth import Principal, end_session, require, start_session
+from facetrail.web.deps import MAX_ID
 
 router = APIRouter()
 
@@ -127,7 +128,7 @@ Filters = Annotated[AuditQuery, Depends(audit_query)]
 @router.get("/audit", tags=["audit"])
 def audit_events(
     who: Auditor, engine: Engine, filters: Filters,
-    after_id: Annotated[int, Query(ge=0)] = 0,
+    after_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
     """Audit events in order, filtered; page with ``after_id`` = the last id received."""

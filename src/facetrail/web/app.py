@@ -28,6 +28,7 @@ from facetrail.errors import (
 )
 from facetrail.settings import Settings
 from facetrail.web import api, docs, rights_pages, subject, ui
+from facetrail.web.denials import note
 from facetrail.web.guard import RequestGuard
 from facetrail.web.service import Service
 
@@ -92,11 +93,13 @@ def create_app(settings: Settings) -> FastAPI:
     async def refuse(request: Request, exc: FacetrailError) -> Response:
         """A request refused before it was read: a page needing a login leads to the login
         page, as every page does; anything else is the API's JSON error."""
+        note(request, exc)
         if isinstance(exc, AuthError) and not request.url.path.startswith("/api/"):
             return await ui.error_page(request, exc)
         return facetrail_response(exc)
 
-    app.add_middleware(RequestGuard, max_upload_bytes=settings.max_upload_bytes, refuse=refuse)
+    app.add_middleware(RequestGuard, max_upload_bytes=settings.max_upload_bytes, refuse=refuse,
+                       on_refused=service.denials.record)
     app.include_router(api.router, prefix="/api")
     app.include_router(ui.router)
     app.include_router(subject.pages)
@@ -110,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(FacetrailError)
     async def facetrail_error(request: Request, exc: FacetrailError) -> Response:
+        note(request, exc)
         if is_page(request):
             return await ui.error_page(request, exc)
         return facetrail_response(exc)

@@ -30,6 +30,7 @@ from facetrail.accounts import ORG_ROLES, ROLES, Actor, secret_hash
 from facetrail.audit import AuditEvent, utc_now
 from facetrail.errors import AuthError, CsrfError, ForbiddenError
 from facetrail.store import Credential, Store
+from facetrail.web.denials import client_of
 
 SESSION_COOKIE = "facetrail_session"
 LOGIN_COOKIE = "facetrail_login"
@@ -78,10 +79,7 @@ def identify(request: Request) -> Credential:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError("use 'Authorization: Bearer <token>'")
-        credential = _store(request).credential(secret_hash(token.strip()))
-        if credential is None:
-            raise AuthError("unknown or revoked token")
-        return credential
+        return _token_credential(request, token)
     credential = _session_credential(request)
     if credential is None:
         if request.cookies.get(SESSION_COOKIE):
@@ -169,6 +167,7 @@ def require(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
     async def dependency(request: Request) -> Principal:
         principal = await authenticate(request)
         if principal.role not in admitted:
+            request.state.denied_actor = principal.name  # for the refusal's audit event
             raise ForbiddenError(
                 f"the {principal.role} role may not do this; it needs: {', '.join(admitted)}"
             )
@@ -178,12 +177,23 @@ def require(*roles: str) -> Callable[[Request], Awaitable[Principal]]:
     return dependency
 
 
+def _token_credential(request: Request, token: str) -> Credential:
+    """The credential of a token, counting a wrong one against the client's address
+    (``denials.LoginThrottle``: over its failures, even a right one is refused, 429)."""
+    throttle = request.app.state.service.logins
+    ip = client_of(request)
+    throttle.check(ip)
+    credential = _store(request).credential(secret_hash(token.strip()))
+    if credential is None:
+        throttle.failed(ip)
+        raise AuthError("unknown or revoked token")
+    return credential
+
+
 def start_session(request: Request, response: Response, token: str) -> tuple[Principal, str]:
     """Log in with a token: sets the session cookie; returns the user and the CSRF token."""
     store = _store(request)
-    credential = store.credential(secret_hash(token.strip()))
-    if credential is None:
-        raise AuthError("unknown or revoked token")
+    credential = _token_credential(request, token)
     hours = request.app.state.service.settings.session_hours
     session_id = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)

@@ -12,12 +12,17 @@ The body is then counted as it arrives, chunked bodies included (they declare no
 the request is refused with 413 as soon as it goes over the limit. A refusal sent before the
 body was read whole closes the connection, so that the server stops receiving it instead of
 reading the rest to throw it away.
+
+A response that sets no ``Cache-Control`` gets ``no-store``. Every request answered 401, 403
+or 429, here or by the application, is then handed to ``on_refused``
+(``denials.DenialLog.record``: its audit event).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,6 +39,12 @@ FORM_OVERHEAD = 64 * 1024
 
 Refusal = Callable[[Request, FacetrailError], Awaitable[Response]]
 """Turns an error into the response for the request (the app's one status mapping)."""
+Refused = Callable[[Request, int], object]
+"""Told of every request answered with a refusal status (401, 403, 429), once answered."""
+REFUSALS = frozenset({401, 403, 429})
+NO_STORE = (b"cache-control", b"no-store")
+"""Every response that does not say otherwise (static assets do) is never cached: the API's
+JSON, the pages, probe images and face crops hold case data or biometrics."""
 
 
 class _OverLimit(Exception):
@@ -43,16 +54,37 @@ class _OverLimit(Exception):
 class RequestGuard:
     """ASGI middleware: origin, credentials and size checks before the body is read."""
 
-    def __init__(self, app: ASGIApp, *, max_upload_bytes: int, refuse: Refusal) -> None:
+    def __init__(self, app: ASGIApp, *, max_upload_bytes: int, refuse: Refusal,
+                 on_refused: Refused) -> None:
         self.app = app
         self.max_upload_bytes = max_upload_bytes
         self.refuse = refuse
+        self.on_refused = on_refused
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request = Request(scope)
+        status = 0
+
+        async def sent(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == b"cache-control" for k, _ in headers):
+                    message = {**message, "headers": [*headers, NO_STORE]}
+            await send(message)
+
+        try:
+            await self._guard(request, scope, receive, sent)
+        finally:
+            if status in REFUSALS:
+                await run_in_threadpool(self.on_refused, request, status)
+
+    async def _guard(self, request: Request, scope: Scope, receive: Receive, send: Send
+                     ) -> None:
         has_body = _has_body(request)
         public = (request.method, request.url.path) in PUBLIC_BODIES
         limit = LOGIN_BODY_LIMIT if public else self.max_upload_bytes + FORM_OVERHEAD

@@ -25,7 +25,7 @@ from facetrail import serialize
 from facetrail.jobs import FINISHED, HEARTBEAT_SECONDS, new_holder
 from facetrail.store import JobRow
 from facetrail.web.auth import Principal, require
-from facetrail.web.deps import Svc
+from facetrail.web.deps import MAX_DAYS, Id, Svc
 
 if TYPE_CHECKING:
     from facetrail.web.service import Service
@@ -133,12 +133,13 @@ class SourceIn(BaseModel):
     uri: str = Field(min_length=1, description="Folder, manifest, or WARC/WACZ on the server.")
     lawful_basis: str = Field(min_length=1)
     purpose: str = Field(min_length=1)
-    retention_days: int = Field(ge=1, description="Days an appearance is kept after its "
-                                "first ingest; the retention sweep erases what is older.")
+    retention_days: int = Field(ge=1, le=MAX_DAYS, description="Days an appearance is kept "
+                                "after its first ingest; the retention sweep erases what is "
+                                "older.")
 
 
 class RetentionIn(BaseModel):
-    retention_days: int = Field(ge=1)
+    retention_days: int = Field(ge=1, le=MAX_DAYS)
 
 
 @router.get("/sources", tags=["sources"])
@@ -201,13 +202,13 @@ def list_jobs(who: Admin, service: Svc) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}", tags=["jobs"])
-def get_job(job_id: int, who: Admin, service: Svc) -> dict[str, Any]:
+def get_job(job_id: Id, who: Admin, service: Svc) -> dict[str, Any]:
     job = service.engine.job(job_id)
     service.engine.source(job.source, actor=who.actor, owned=True)
     return {"job": serialize.job(job)}
 
 
 @router.post("/jobs/{job_id}/cancel", tags=["jobs"])
-def cancel_job(job_id: int, who: Admin, service: Svc) -> dict[str, Any]:
+def cancel_job(job_id: Id, who: Admin, service: Svc) -> dict[str, Any]:
     service.engine.source(service.engine.job(job_id).source, actor=who.actor, owned=True)
     return {"job": serialize.job(service.engine.cancel_job(job_id, actor=who.name))}

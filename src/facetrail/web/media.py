@@ -1,8 +1,8 @@
 """Image bytes, thumbnails and face crops, served only from what the store holds.
 
 A request names an image by sha256 or a face by face_id, never by path. The bytes are read
-from where the store says the image was found, only inside that source's registered paths (its
-uri and the paths it was ingested from), and only if they still hash to the sha256. Thumbnails
+from where the store says the image was found, only inside that source's folder
+(``facetrail.sources.confine``), and only if they still hash to the sha256. Thumbnails
 and crops are made once and cached under ``<home>/cache/``. Appearance URLs are data for the
 client; the server never fetches them.
 """
@@ -24,7 +24,7 @@ from facetrail.engine import Facetrail
 from facetrail.errors import NotFoundError
 from facetrail.records import Box
 from facetrail.web.auth import Principal, require
-from facetrail.web.deps import Svc
+from facetrail.web.deps import Id, Svc
 from facetrail.web.rights import check_rights
 from facetrail.web.searches import SHA256
 
@@ -46,7 +46,8 @@ Sha = Annotated[str, PathParam(pattern=SHA256)]
 THUMB_SIDE = 320
 MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif",
         "BMP": "image/bmp", "TIFF": "image/tiff", "AVIF": "image/avif", "HEIF": "image/heif"}
-CACHE_HEADERS = {"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
+CACHE_HEADERS = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
+"""Images, probes and crops are biometric data: kept in no browser or proxy cache."""
 
 
 # -- derived images, made once ---------------------------------------------------------------
@@ -105,7 +106,7 @@ def get_thumb(sha256: Sha, who: Reader, service: Svc) -> Response:
 
 
 @router.get("/faces/{face_id}/crop", tags=["media"], response_class=Response)
-def get_face_crop(face_id: int, who: CropViewer, service: Svc) -> Response:
+def get_face_crop(face_id: Id, who: CropViewer, service: Svc) -> Response:
     """The face, with a margin, cut from its image. Analysts and reviewers see their
     organisation's faces; the admin who carries out erasures sees any face, to check what an
     erasure or an opt-out takes."""
@@ -133,7 +134,7 @@ def get_probe_image(sha256: Sha, who: Reader, service: Svc) -> Response:
 
 
 @router.get("/probes/{sha256}/faces/{index}/crop", tags=["media"], response_class=Response)
-def get_probe_crop(sha256: Sha, index: int, who: Reader, service: Svc) -> Response:
+def get_probe_crop(sha256: Sha, index: Id, who: Reader, service: Svc) -> Response:
     probe = service.engine.probe(sha256, actor=who.actor)
     if not 0 <= index < len(probe.faces):
         raise NotFoundError(f"probe {sha256} has no face {index}")

@@ -26,7 +26,7 @@ from facetrail import serialize
 from facetrail.errors import ForbiddenError, InputError, PolicyError
 from facetrail.rights import Rights
 from facetrail.web.auth import Principal, require
-from facetrail.web.deps import Svc
+from facetrail.web.deps import MAX_ID, Svc
 from facetrail.web.searches import SHA256, read_upload
 
 router = APIRouter()
@@ -62,8 +62,8 @@ def read_photos(photos: list[UploadFile], limit: int) -> list[bytes]:
 
 # -- erasure ---------------------------------------------------------------------------------
 class ErasureIn(BaseModel):
-    face_ids: list[int] | None = Field(default=None, min_length=1,
-                                       description="Erase these faces.")
+    face_ids: list[Annotated[int, Field(ge=0, le=MAX_ID)]] | None = Field(
+        default=None, min_length=1, description="Erase these faces.")
     image: str | None = Field(default=None, pattern=SHA256,
                               description="Erase this image (sha256) and all its faces; it is "
                               "never ingested again.")

@@ -74,7 +74,7 @@ async def rights_page(request: Request) -> Response:
 # -- erase by face ids, image or source --------------------------------------------------------
 def face_list(text: str) -> list[int]:
     parts = text.replace(",", " ").split()
-    if not parts or not all(p.isdigit() for p in parts):
+    if not parts or not all(p.isdigit() and len(p) < 19 for p in parts):
         raise InputError(f"face ids are numbers separated by commas or spaces, not {text!r}")
     return [int(p) for p in parts]
 

@@ -20,7 +20,7 @@ from facetrail.casework import SearchRecord
 from facetrail.errors import UploadTooLargeError
 from facetrail.store import ProbeRow, ReviewRow, SearchRow
 from facetrail.web.auth import Principal, require
-from facetrail.web.deps import Svc
+from facetrail.web.deps import MAX_ID, Id, Svc
 
 if TYPE_CHECKING:
     from facetrail.web.service import Service
@@ -108,7 +108,8 @@ def get_probe(
 # -- searches --------------------------------------------------------------------------------
 class SearchIn(BaseModel):
     probe_sha256: str = Field(pattern=SHA256)
-    face: int = Field(default=0, ge=0, description="Index of the probe face, 0 = largest.")
+    face: int = Field(default=0, ge=0, le=MAX_ID,
+                      description="Index of the probe face, 0 = largest.")
     case_ref: str = Field(min_length=1, description="Case reference; recorded in the audit.")
     purpose: str = Field(min_length=1, description="Why this search is made; audited.")
     top: int | None = Field(default=None, ge=1, le=200)
@@ -139,7 +140,7 @@ def search_upload(
     file: Annotated[UploadFile, File(description="probe image")],
     case_ref: Annotated[str, Form(min_length=1)],
     purpose: Annotated[str, Form(min_length=1)],
-    face: Annotated[int, Form(ge=0)] = 0,
+    face: Annotated[int, Form(ge=0, le=MAX_ID)] = 0,
     top: Annotated[int | None, Form(ge=1, le=200)] = None,
     threshold: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
 ) -> JSONResponse:
@@ -164,20 +165,20 @@ def list_searches(
 
 
 @router.get("/searches/{search_id}", tags=["search"])
-def get_search(search_id: int, who: Reader, service: Svc) -> dict[str, Any]:
+def get_search(search_id: Id, who: Reader, service: Svc) -> dict[str, Any]:
     """A search with its candidates, their appearances and their reviews."""
     return record_json(service.engine.search_record(search_id, actor=actor(who)))
 
 
 # -- reviews ---------------------------------------------------------------------------------
 class ReviewIn(BaseModel):
-    face_id: int
+    face_id: int = Field(ge=0, le=MAX_ID)
     decision: str = Field(pattern="^(confirm|reject)$")
     note: str = Field(min_length=1)
 
 
 @router.post("/searches/{search_id}/reviews", tags=["review"], status_code=201)
-def review(search_id: int, body: ReviewIn, who: Reviewer, service: Svc) -> dict[str, Any]:
+def review(search_id: Id, body: ReviewIn, who: Reviewer, service: Svc) -> dict[str, Any]:
     """Confirm or reject a candidate of someone else's search (two-person rule), with a note."""
     row = service.engine.review(search_id, body.face_id, body.decision, body.note,
                                 actor=actor(who))

@@ -26,6 +26,7 @@ from facetrail.engine import Facetrail
 from facetrail.errors import InputError, RateLimitError
 from facetrail.settings import Settings
 from facetrail.store import ProbeRow, SearchRow
+from facetrail.web.denials import DenialLog, LoginThrottle
 from facetrail.web.jobs import JobRunner
 from facetrail.web.sweeper import Sweeper
 
@@ -39,6 +40,8 @@ class Service:
         # so that the web app's two steps (upload, then search) are still one search.
         self.probe_rate = RateLimiter(settings.search_rate, settings.search_rate_window,
                                       "probe uploads")
+        self.logins = LoginThrottle(settings.login_failures, settings.login_failure_window)
+        self.denials = DenialLog(self.engine.store)
         self.jobs = JobRunner(self)
         self.sweeper = Sweeper(self.engine)
 

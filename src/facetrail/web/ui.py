@@ -33,6 +33,7 @@ from facetrail.errors import (
     InputError,
     NotFoundError,
     PolicyError,
+    RateLimitError,
 )
 from facetrail.jobs import FINISHED
 from facetrail.orgs import DEFAULT_ORG_ID
@@ -49,7 +50,8 @@ from facetrail.web.auth import (
     set_login_cookie,
     start_session,
 )
-from facetrail.web.deps import service_of
+from facetrail.web.denials import note
+from facetrail.web.deps import Id, service_of
 from facetrail.web.searches import actor, read_upload, record_json
 from facetrail.web.service import Service
 
@@ -147,6 +149,7 @@ def html_errors(
 async def error_page(request: Request, exc: FacetrailError) -> Response:
     from facetrail.web.app import status_of  # the one status mapping; app imports this module
 
+    note(request, exc)
     if isinstance(exc, AuthError):
         return RedirectResponse("/login", status_code=303)
     status = status_of(exc)
@@ -207,10 +210,14 @@ async def login(
     try:
         check_login_form(request, form_token)
         start_session(request, response, token)
-    except (AuthError, CsrfError) as exc:
+    except (AuthError, CsrfError, RateLimitError) as exc:
         from facetrail.web.app import status_of
 
-        return _login_page(request, status_of(exc), f"{exc}.")
+        note(request, exc)
+        page = _login_page(request, status_of(exc), f"{exc}.")
+        if isinstance(exc, RateLimitError):
+            page.headers["Retry-After"] = str(exc.retry_after)
+        return page
     return response
 
 
@@ -378,7 +385,7 @@ def case_links(case_ref: str) -> dict[str, str]:
 
 @router.get("/searches/{search_id}")
 @html_errors
-async def results_page(request: Request, search_id: int) -> Response:
+async def results_page(request: Request, search_id: Id) -> Response:
     principal = await who(request, "analyst", "reviewer")
     record = service_of(request).engine.search_record(search_id, actor=principal.actor)
     view = search_view(record)
@@ -418,7 +425,7 @@ async def review_queue(request: Request) -> Response:
 
 @router.get("/review/{search_id}")
 @html_errors
-async def review_page(request: Request, search_id: int, recorded: int | None = None
+async def review_page(request: Request, search_id: Id, recorded: Id | None = None
                       ) -> Response:
     """A search to review; ``recorded``: the face whose decision was just recorded."""
     principal = await who(request, "reviewer")
@@ -437,8 +444,8 @@ async def review_page(request: Request, search_id: int, recorded: int | None = N
 @html_errors
 async def review_decision(
     request: Request,
-    search_id: int,
-    face_id: int,
+    search_id: Id,
+    face_id: Id,
     decision: Annotated[str, Form()] = "",
     note: Annotated[str, Form()] = "",
 ) -> Response:
@@ -555,7 +562,7 @@ async def start_ingest(request: Request, name: str) -> Response:
 
 @router.post("/sources/jobs/{job_id}/cancel")
 @html_errors
-async def cancel_ingest(request: Request, job_id: int) -> Response:
+async def cancel_ingest(request: Request, job_id: Id) -> Response:
     principal = await who(request, "admin")
     engine = service_of(request).engine
     engine.source(engine.job(job_id).source, actor=principal.actor, owned=True)
