@@ -1,5 +1,5 @@
 """The README's tour shows what the commands really print: its steps 1 to 3 are run on the
-fixtures (as scripts/demo.sh runs them) and every output line it shows must be printed.
+fixtures and every output line it shows must be printed.
 
 Only run times and the repository's own path are allowed to differ.
 """
@@ -49,8 +49,9 @@ def normal(line: str) -> str:
 
 @pytest.mark.slow
 def test_the_tour_prints_what_the_readme_shows(tmp_path: Path) -> None:
-    steps = tour_blocks()[:4]  # register, ingest (twice), search: what demo.sh runs
-    assert [c.split()[1] for c, _ in steps] == ["sources", "ingest", "ingest", "search"]
+    steps = tour_blocks()[:5]  # register and ingest the photos and the archive, search
+    assert [c.split()[1] for c, _ in steps] == ["sources", "ingest", "sources", "ingest",
+                                                "search"]
     home = tmp_path / "demo-home"
     for command, shown in steps:
         args = shlex.split(command)[1:]
