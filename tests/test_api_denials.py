@@ -28,9 +28,16 @@ def server(tmp_path: Path) -> Iterator[Server]:
         server.stop()
 
 
-def events(server: Server, *actions: str) -> list[dict[str, Any]]:
-    with facetrail.open(server.home) as engine:
-        return [r.to_json() for r in engine.audit_events() if r.event.action in actions]
+def events(server: Server, *actions: str, at_least: int = 0) -> list[dict[str, Any]]:
+    """The audit events of ``actions``; waits (up to 10 s) for ``at_least`` of them, since a
+    refusal's event is written once the response has been sent."""
+    deadline = time.monotonic() + 10
+    while True:
+        with facetrail.open(server.home) as engine:
+            found = [r.to_json() for r in engine.audit_events() if r.event.action in actions]
+        if len(found) >= at_least or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
 
 
 def test_wrong_tokens_are_throttled_per_address(server: Server) -> None:
@@ -54,11 +61,11 @@ def test_wrong_tokens_are_throttled_per_address(server: Server) -> None:
     with httpx.Client(base_url=server.url) as api:
         assert api.post("/api/session", json={"token": "wrong"}).status_code == 429
     # 10 wrong tokens, then the refusals: one event each kind, bounded, with the address.
-    failed = events(server, "auth.failed")
+    failed = events(server, "auth.failed", at_least=1)
     assert len(failed) == 1, failed
     assert failed[0]["details"] == {"ip": "127.0.0.1", "method": "GET", "path": "/api/sources",
                                     "status": 401, "code": "unauthorized"}
-    denied = events(server, "access.denied")
+    denied = events(server, "access.denied", at_least=3)
     assert {(e["details"]["path"], e["details"]["code"]) for e in denied} == {
         ("/api/sources", "rate_limited"), ("/login", "rate_limited"),
         ("/api/session", "rate_limited")}
@@ -77,7 +84,8 @@ def test_refusals_are_audited_once_per_kind_and_minute(server: Server) -> None:
         bad = browser.post("/login", data={"token": "ft_wrong", "csrf_token": form})
         assert bad.status_code == 401
     denied = [(e["actor"], e["action"], e["details"]["path"], e["details"]["status"],
-               e["details"]["code"]) for e in events(server, "access.denied", "auth.failed")]
+               e["details"]["code"])
+              for e in events(server, "access.denied", "auth.failed", at_least=4)]
     assert denied == [
         ("analyst", "access.denied", "/api/users", 403, "forbidden"),
         ("-", "auth.failed", "/api/sources", 401, "unauthorized"),
