@@ -206,21 +206,25 @@ def test_a_store_that_cannot_be_used_is_one_line_with_a_code(tmp_path: Path) -> 
 
 
 def test_a_read_only_store_says_so(tmp_path: Path) -> None:
-    """SQLite's own read-only refusal (SQLITE_READONLY), reached as root too: the connection
-    is made read-only with PRAGMA query_only, which fails writes with the very error a
-    read-only file gives."""
+    """The engine's own read-only refusal, reached as root too: on SQLite the connection is
+    made read-only with PRAGMA query_only (which fails writes with the very error a read-only
+    file gives: SQLITE_READONLY); on PostgreSQL its transactions are made read-only (the
+    error a hot standby gives)."""
     import facetrail
     from facetrail.errors import StoreUnavailableError
 
     with facetrail.open(tmp_path / "home") as ft:
-        ft.store._db.raw.execute("PRAGMA query_only=ON")  # type: ignore[attr-defined]
+        postgres = ft.store.dialect.name == "postgresql"  # type: ignore[attr-defined]
+        ft.store._db.raw.execute(  # type: ignore[attr-defined]
+            "SET default_transaction_read_only = on" if postgres else "PRAGMA query_only=ON")
         assert ft.sources() == []  # reading works
         try:
             ft.add_source("s", "folder", PEOPLE / "Ashanti", lawful_basis="b", purpose="p",
                           retention_days=30)
         except StoreUnavailableError as exc:
-            assert str(exc).startswith(f"the store {tmp_path / 'home' / 'facetrail.db'} is "
-                                       "read-only: ")
+            where = "the PostgreSQL store" if postgres else (
+                f"the store {tmp_path / 'home' / 'facetrail.db'}")
+            assert str(exc).startswith(where) and " is read-only: " in str(exc), str(exc)
         else:
             raise AssertionError("a write to a read-only store succeeded")
 

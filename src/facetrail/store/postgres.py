@@ -74,10 +74,15 @@ class PostgresDialect:
         return conn
 
     def failure(self, exc: Exception) -> StoreError | None:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, self._psycopg.errors.ReadOnlySqlTransaction):
+            # A hot standby, or a database or role set to read-only transactions.
+            return StoreUnavailableError(f"the PostgreSQL store {self.where} is read-only: "
+                                         f"{first}")
         if not isinstance(exc, self._psycopg.OperationalError):
             return None
         return StoreUnavailableError(f"the PostgreSQL store {self.where} cannot be used: "
-                                     f"{str(exc).strip().splitlines()[0]}")
+                                     f"{first}")
 
     def sql(self, statement: str) -> str:
         converted = self._sql.get(statement)
