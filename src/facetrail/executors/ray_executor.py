@@ -24,6 +24,7 @@ the other (as ``Dispatch`` does after a lost worker) share the Ray they find run
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -58,6 +60,10 @@ RAY_ENVIRONMENT = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
+
+
+START_ATTEMPTS = 2
+"""Tries at starting a local Ray."""
 
 
 class FacetrailWorker:
@@ -153,19 +159,28 @@ class _Runtime:
         }
         if loopback(address):
             options["_node_ip_address"] = LOOPBACK
-        if address is None:
-            # Short, so that Ray's socket paths under it stay within the 107 bytes allowed.
-            self.temp_dir = tempfile.mkdtemp(prefix="ft-ray-", dir="/tmp")
-            options.update(num_cpus=os.cpu_count() or 1, _temp_dir=self.temp_dir)
-        else:
+        if address is not None:
             options["address"] = address
-        try:
-            ray.init(**options)
-        except Exception as exc:
-            if self.temp_dir is not None:
-                shutil.rmtree(self.temp_dir, ignore_errors=True)
-                self.temp_dir = None
-            raise ConfigError(f"could not start or join Ray ({address or 'local'}): {exc}") from exc
+        # A local Ray that a busy machine starts too slowly (its processes' ports not written
+        # in time) is stopped and started once more.
+        for attempt in range(1 if address is not None else START_ATTEMPTS):
+            if address is None:
+                # Short, so that Ray's socket paths under it stay within the 107 bytes allowed.
+                self.temp_dir = tempfile.mkdtemp(prefix="ft-ray-", dir="/tmp")
+                options.update(num_cpus=os.cpu_count() or 1, _temp_dir=self.temp_dir)
+            try:
+                ray.init(**options)
+                return
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                if self.temp_dir is not None:
+                    shutil.rmtree(self.temp_dir, ignore_errors=True)
+                    self.temp_dir = None
+                if address is not None or attempt + 1 == START_ATTEMPTS:
+                    raise ConfigError(
+                        f"could not start or join Ray ({address or 'local'}): {exc}") from exc
+                time.sleep(1.0)
         self.started = True
         if address is None:
             self.watcher = subprocess.Popen(
