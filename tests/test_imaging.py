@@ -89,3 +89,138 @@ def test_limits_come_from_settings() -> None:
         decode(data, Settings(home="/nonexistent", max_image_bytes=100))
     with pytest.raises(ImageError, match="FACETRAIL_MIN_SIDE"):
         decode(encoded("PNG", Image.new("RGB", (8, 8))), SETTINGS)
+
+
+# Every pixel format reaches the detector as the picture a person sees -----------------------
+
+REFERENCE = Image.open(PHOTO).convert("RGB").crop((20, 0, 230, 250))  # not square: 210x250
+
+
+def close_to(pixels: np.ndarray, expected: Image.Image | np.ndarray, mean: float) -> bool:
+    difference = np.abs(pixels.astype(int) - np.asarray(expected).astype(int))
+    return pixels.shape == np.asarray(expected).shape and float(difference.mean()) <= mean
+
+
+def png_rgb48(rgb: np.ndarray) -> bytes:
+    """A 16-bit-per-channel RGB PNG, written by hand (Pillow writes none)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(
+            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    height, width, _ = rgb.shape
+    samples = (rgb.astype(">u2") * 257).tobytes()
+    stride = width * 6
+    raw = b"".join(b"\0" + samples[row * stride:(row + 1) * stride] for row in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def grey16(fmt: str) -> bytes:
+    grey = np.asarray(REFERENCE.convert("L")).astype(np.uint16) * 257
+    return encoded(fmt, Image.fromarray(grey))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_16_bit_grey_is_scaled_not_clipped(fmt: str) -> None:
+    pixels = decode(grey16(fmt), SETTINGS).pixels
+    grey = np.asarray(REFERENCE.convert("L"))
+    assert close_to(pixels, np.stack([grey] * 3, axis=2), mean=0.6)
+
+
+def test_48_bit_rgb_png() -> None:
+    rgb = np.asarray(REFERENCE)
+    assert close_to(decode(png_rgb48(rgb), SETTINGS).pixels, rgb, mean=0.6)
+
+
+def test_float_tiff_in_0_to_1() -> None:
+    grey = np.asarray(REFERENCE.convert("L"))
+    data = encoded("TIFF", Image.fromarray((grey / 255.0).astype(np.float32)))
+    assert close_to(decode(data, SETTINGS).pixels, np.stack([grey] * 3, axis=2), mean=0.6)
+
+
+def with_clear_border(image: Image.Image) -> tuple[Image.Image, np.ndarray]:
+    """``image`` with a 40-pixel fully transparent black band at the top, and what a person
+    sees: that band white."""
+    rgba = np.asarray(image.convert("RGBA")).copy()
+    rgba[:40] = (0, 0, 0, 0)
+    seen = rgba[:, :, :3].copy()
+    seen[:40] = 255
+    return Image.fromarray(rgba), seen
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_transparent_pixels_are_laid_on_white(mode: str) -> None:
+    source = REFERENCE if mode == "RGBA" else REFERENCE.convert("L").convert("RGB")
+    rgba, seen = with_clear_border(source)
+    data = encoded("PNG", rgba.convert(mode))
+    assert close_to(decode(data, SETTINGS).pixels, seen, mean=0.6)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF"])
+def test_palette_with_a_transparent_entry(fmt: str) -> None:
+    palette = REFERENCE.convert("P", palette=Image.Palette.ADAPTIVE, colors=255)
+    indices = np.asarray(palette).copy()
+    indices[:40] = 255
+    image = Image.fromarray(indices, "P")
+    image.putpalette(palette.getpalette()[: 255 * 3] + [0, 0, 0])
+    seen = np.asarray(palette.convert("RGB")).copy()
+    seen[:40] = 255
+    pixels = decode(encoded(fmt, image, transparency=255), SETTINGS).pixels
+    assert close_to(pixels, seen, mean=0.6)
+    assert close_to(pixels[40:], np.asarray(REFERENCE)[40:], mean=8.0)  # and it is the photo
+
+
+@pytest.mark.parametrize(("fmt", "mean"), [("JPEG", 10.0), ("TIFF", 0.6)])
+def test_cmyk(fmt: str, mean: float) -> None:
+    data = encoded(fmt, REFERENCE.convert("CMYK"))
+    assert Image.open(io.BytesIO(data)).mode == "CMYK"
+    assert close_to(decode(data, SETTINGS).pixels, REFERENCE, mean=mean)
+
+
+def test_an_srgb_profile_changes_nothing_and_a_broken_one_is_ignored() -> None:
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for profile in (srgb, b"not a colour profile"):
+        data = encoded("PNG", REFERENCE, icc_profile=profile)
+        assert close_to(decode(data, SETTINGS).pixels, REFERENCE, mean=0.6)
+
+
+TRANSPOSES = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+              6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_270}
+"""For each EXIF orientation, how the picture a person sees is stored."""
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "WEBP"])
+def test_every_orientation_tag_is_applied(fmt: str, orientation: int) -> None:
+    stored = REFERENCE.transpose(TRANSPOSES[orientation]) if orientation > 1 else REFERENCE
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encoded(fmt, stored, exif=exif, **({"lossless": True} if fmt == "WEBP" else {}))
+    assert close_to(decode(data, SETTINGS).pixels, REFERENCE, mean=0.6)
+
+
+def test_multi_page_tiff_reads_the_first_page() -> None:
+    data = encoded("TIFF", REFERENCE, save_all=True, append_images=[Image.new("RGB", (210, 250))])
+    assert Image.open(io.BytesIO(data)).n_frames == 2
+    assert close_to(decode(data, SETTINGS).pixels, REFERENCE, mean=0.6)
+
+
+def test_a_mode_with_no_picture_is_an_error_not_an_empty_image() -> None:
+    from facetrail.imaging import to_rgb
+
+    with pytest.raises(ImageError, match="pixel mode"):
+        to_rgb(_odd_mode())
+
+
+def _odd_mode() -> Image.Image:
+    image = Image.new("RGB", (4, 4))
+    image._mode = "XYZ?"  # no decoder gives it today; to_rgb must still say so
+    return image

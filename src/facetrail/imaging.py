@@ -10,6 +10,13 @@ page), AVIF when Pillow was built with it, and HEIF/HEIC with the ``heif`` extra
 never asked to guess among its other formats (EPS, for one, would run Ghostscript). The EXIF
 orientation is applied, so every coordinate facetrail reports is in the image as a person
 sees it.
+
+Every pixel format the decoder accepts reaches the detector as the 8-bit sRGB picture a
+person would see (``to_rgb``): 16-bit and 32-bit samples are scaled, not clipped; transparent
+pixels are laid on white; CMYK and images with an embedded colour profile are converted
+through that profile; bilevel, grey and palette images are expanded. A pixel mode that cannot
+be shown that way is an ImageError, never an image with no faces. Of a multi-frame file
+(animated GIF, WebP or PNG; multi-page TIFF) the first frame is read, as a viewer shows it.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError, features
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError, features
 
 from facetrail.errors import ImageError, ImageTooLargeError
 from facetrail.settings import Settings
@@ -69,7 +76,7 @@ def decode(data: bytes, settings: Settings, sha256: str | None = None) -> Decode
                 _check_size(opened.width, opened.height, settings)
                 opened.seek(0)
                 upright = ImageOps.exif_transpose(opened)
-                pixels = np.asarray(upright.convert("RGB"))
+                pixels = to_rgb(upright)
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
@@ -85,6 +92,75 @@ def decode(data: bytes, settings: Settings, sha256: str | None = None) -> Decode
         # whose strip offsets are not numbers: TypeError; fuzz/fuzz_imaging.py found these).
         raise ImageError(f"corrupt image ({type(exc).__name__} in the decoder: {exc})") from exc
     return DecodedImage(sha256=digest, pixels=pixels, format=fmt)
+
+
+WHITE = 255.0
+"""What transparent pixels are laid on: the page a person sees them on."""
+
+
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """The (height, width, 3) uint8 sRGB array a person would see for ``image``, whatever
+    its pixel mode; ImageError for a mode that has no such picture."""
+    image = _through_profile(image)
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image)
+    if mode in ("1", "L", "P", "PA", "LA", "RGBA", "RGBa", "La", "RGBX", "CMYK", "YCbCr", "LAB",
+                "HSV"):
+        if "transparency" in image.info or mode in ("P", "PA", "LA", "La", "RGBa"):
+            image = image.convert("RGBA")  # a palette's transparent entry becomes alpha
+        if image.mode == "RGBA":
+            return _on_white(np.asarray(image, dtype=np.float32))
+        return np.asarray(image.convert("RGB"))
+    if mode.startswith(("I", "F")):  # 16-bit and 32-bit integer or float grey
+        grey = _to_8bit(np.asarray(image), mode)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    raise ImageError(f"pixel mode {mode} cannot be shown as an RGB picture")
+
+
+def _through_profile(image: Image.Image) -> Image.Image:
+    """Convert to sRGB through the embedded ICC profile, if the image has one and it is not
+    sRGB already; a profile that cannot be read leaves the image as it is (the profile is
+    metadata; the pixels are still there)."""
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in ("RGB", "CMYK", "L"):
+        return image
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in (ImageCms.getProfileDescription(profile) or "").lower():
+            return image
+        converted = ImageCms.profileToProfile(image, profile, _srgb(), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image
+    return converted if converted is not None else image
+
+
+@functools.cache
+def _srgb() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def _on_white(rgba: np.ndarray) -> np.ndarray:
+    alpha = rgba[:, :, 3:4] / 255.0
+    flat = rgba[:, :, :3] * alpha + WHITE * (1.0 - alpha)
+    return np.clip(np.rint(flat), 0, 255).astype(np.uint8)
+
+
+def _to_8bit(samples: np.ndarray, mode: str) -> np.ndarray:
+    """Scale 16-bit, 32-bit or float grey samples to 0..255 by their declared depth: 16-bit
+    modes (and 32-bit integers that stay within 16 bits, as 16-bit PNGs open) by 1/257, floats
+    in 0..1 by 255; anything else by its own range."""
+    values = samples.astype(np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if mode.startswith("I;16"):
+        scale = 65535.0
+    elif mode.startswith("F") and low >= 0.0 and high <= 1.0:
+        scale = 1.0
+    elif low >= 0.0 and high <= 65535.0:
+        scale = 65535.0 if high > 255.0 else 255.0
+    else:
+        values, scale = values - low, max(high - low, 1e-12)
+    return np.clip(np.rint(values * (255.0 / scale)), 0, 255).astype(np.uint8)
 
 
 def _check_size(width: int, height: int, settings: Settings) -> None:
