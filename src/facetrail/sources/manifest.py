@@ -1,9 +1,11 @@
 """Manifest source: CSV, JSONL or Parquet rows naming local files and where they were found.
 
 Columns: ``path`` (required; relative paths are taken from the manifest's folder), and the
-optional ``source_url``, ``page_url`` (or a ``page_urls`` list, or ``|``-separated), ``captured_at``
-and ``title``. A row with a URL but no local file is recorded as an error: facetrail never
-fetches anything over the network. Each file is an ``ImageRef``: a worker reads it.
+optional ``source_url``, ``page_url`` (or a ``page_urls`` list, or ``|``-separated),
+``captured_at`` and ``title``, checked as sources/fields.py says: a row with a bad field is
+recorded as a ``bad_manifest_field`` error naming it, and is not ingested until the manifest is
+fixed. A row with a URL but no local file is recorded as an error: facetrail never fetches
+anything over the network. Each file is an ``ImageRef``: a worker reads it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any
 
 from facetrail.errors import ManifestError, MissingExtraError, PolicyError
 from facetrail.records import Provenance, SourceFailure
+from facetrail.sources import fields
 from facetrail.sources.base import SeenCheck, SourceItem, kind_hint, local_item
+from facetrail.sources.fields import FieldError
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".parquet")
 
@@ -50,14 +54,11 @@ class ManifestSource:
                 continue
             file = Path(raw_path)
             file = (file if file.is_absolute() else base / file).resolve()
-            provenance = Provenance(
-                location=str(file),
-                source_url=_text(row.get("source_url")),
-                page_urls=_page_urls(row),
-                captured_at=_text(row.get("captured_at")),
-                title=_text(row.get("title")),
-                listing=str(manifest),
-            )
+            try:
+                provenance = _provenance(row, file, manifest)
+            except FieldError as exc:
+                yield SourceFailure(where, "bad_manifest_field", str(exc))
+                continue
             yield from local_item(file, provenance, seen, root, context=f"{where}: ")
 
 
@@ -73,6 +74,20 @@ class ManifestSource:
             first = next(rows, None)
         if isinstance(first, SourceFailure):
             raise ManifestError(f"{path}: its first row cannot be used: {first.reason}")
+
+
+def _provenance(row: Mapping[str, Any], file: Path, manifest: Path) -> Provenance:
+    """The row's fields, checked (sources/fields.py); FieldError names the first bad one."""
+    source_url, captured_at, title = (
+        _text(row.get(name)) for name in ("source_url", "captured_at", "title"))
+    return Provenance(
+        location=str(file),
+        source_url=fields.url("source_url", source_url) if source_url else None,
+        page_urls=tuple(fields.url("page_url", page) for page in _page_urls(row)),
+        captured_at=fields.capture_time(captured_at) if captured_at else None,
+        title=fields.title(title) if title else None,
+        listing=str(manifest),
+    )
 
 
 def _rows(manifest: Path) -> Generator[Mapping[str, Any] | SourceFailure, None, None]:

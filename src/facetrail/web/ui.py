@@ -37,6 +37,7 @@ from facetrail.errors import (
 )
 from facetrail.jobs import FINISHED
 from facetrail.orgs import DEFAULT_ORG_ID
+from facetrail.sources.fields import web_url
 from facetrail.store import AuditQuery, JobRow, SearchRow
 from facetrail.store.base import AuditRow, ErrorRow
 from facetrail.web.auth import (
@@ -98,7 +99,9 @@ def _web_dir(name: str) -> Path:
 
 @functools.cache
 def _templates() -> Jinja2Templates:
-    return Jinja2Templates(directory=_web_dir("templates"))
+    templates = Jinja2Templates(directory=_web_dir("templates"))
+    templates.env.tests["web_url"] = web_url  # only http(s) URLs are ever links
+    return templates
 
 
 def render(
