@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -614,6 +615,8 @@ def test_a_calibrated_search_without_candidates_says_so(server: Server, page: Pa
     log_in(page, server, "analyst")
     page.goto(f"{server.url}/searches/{search_id}")
     expect(page.get_by_test_id("no-candidates")).to_contain_text("0.999")
+    expect(page.get_by_test_id("best-below")).to_contain_text(  # a near miss says how near
+        re.compile(r"The best score below it was -?0\.\d{3}: .* unrelated faces score this high"))
     expect(page.get_by_test_id("threshold")).to_contain_text("chosen for this search")
     expect(page.get_by_test_id("score-note")).to_contain_text("are calibrated")
     expect(page.locator("main")).not_to_contain_text("not calibrated")

@@ -196,3 +196,83 @@ def test_help_of_the_package_shows_how_to_use_it() -> None:
                     and not (getattr(member, "fget", None) or getattr(member, "func", None)
                              or member).__doc__]
     assert undocumented == []
+
+
+def two_people(tmp_path: Path) -> Path:
+    """A probe with two faces side by side: one of the gallery's people, and an unknown one."""
+    from PIL import Image
+
+    known = Image.open(PEOPLE / "Ashanti" / "Ashanti_0001.jpg").convert("RGB")
+    unknown = Image.open(FACES / "unknown" / "lin-manuel-miranda.jpg").convert("RGB")
+    unknown.thumbnail((400, known.height))
+    both = Image.new("RGB", (known.width + unknown.width, max(known.height, unknown.height)),
+                     "white")
+    both.paste(known, (0, 0))
+    both.paste(unknown, (known.width, 0))
+    path = tmp_path / "two.png"
+    both.save(path)
+    return path
+
+
+def test_every_face_searched_says_what_it_found(gallery_home: Path, tmp_path: Path) -> None:
+    """--all-faces where one face has candidates and the other none: the other is not dropped;
+    it says it has no candidate and what the best score under the threshold was."""
+    probe = str(two_people(tmp_path))
+    args = ("--all-faces", "--top", "1", "--case", "T-1", "--purpose", "test")
+    out = cli_json(gallery_home, "search", probe, *args)
+    assert isinstance(out, dict)
+    faces = {f["probe_face"]: f for f in out["faces"]}
+    assert len(faces) == len(out["probe"]["faces"]) == 2
+    (found,) = [f for f in faces.values() if f["candidates"]]
+    (none,) = [f for f in faces.values() if not f["candidates"]]
+    assert found["candidates"] == 1 and found["best_below"] is None
+    assert none["best_below"] is not None and none["best_below"] < out["threshold"]
+    assert none["best_below_fmr"] is not None  # the fixture gallery is calibrated
+    assert [c["probe_face"] for c in out["candidates"]] == [found["probe_face"]]
+
+    text = run_cli(gallery_home, "search", probe, *args).stdout
+    assert f"probe face {found['probe_face']}: 1 candidate(s)" in text
+    assert (f"probe face {none['probe_face']}: no candidate at or above the threshold "
+            f"{out['threshold']}; the best score below it was {none['best_below']:.3f} "
+            "(about 1 in") in text
+
+
+def test_a_near_miss_is_not_a_clean_negative(gallery: Facetrail) -> None:
+    data = (FACES / "unknown" / "lin-manuel-miranda.jpg").read_bytes()
+    result = gallery.search(data, **CASE)
+    (outcome,) = result.outcomes
+    assert result.candidates == () and outcome.candidates == 0
+    assert outcome.best_below is not None and outcome.best_below < result.threshold
+
+
+def test_each_photo_of_a_fused_probe_picks_its_face(gallery_home: Path) -> None:
+    """A group photo among several probe photos: its largest face is used unless --face picks,
+    once per photo; the output says which face of each photo was searched."""
+    group = FACES / "group" / "kit_with_rose.jpg"
+    rose = sorted((PEOPLE / "Rose_Leslie").iterdir())[0]
+    args = ("--case", "T-1", "--purpose", "test", "--top", "3")
+    largest = cli_json(gallery_home, "search", str(rose), str(group), *args)
+    picked = cli_json(gallery_home, "search", str(rose), str(group), "--face", "0",
+                      "--face", "1", *args)
+    assert isinstance(largest, dict) and isinstance(picked, dict)
+    assert [p["searched_faces"] for p in picked["probes"]] == [[0], [1]]
+    assert [p["searched_faces"] for p in largest["probes"]] == [[0], [0]]
+
+    def who(result: dict[str, object]) -> set[str]:
+        found: set[str] = set()
+        for c in result["candidates"]:  # type: ignore[attr-defined]
+            for a in c["appearances"]:
+                found |= identity_of(a["location"])
+        return found
+
+    assert "Rose_Leslie" in who(picked)
+    text = run_cli(gallery_home, "search", str(rose), str(group), *args).stdout
+    assert "photo 2 (" in text and "it has 2 faces: pick another with --face" in text
+
+    wrong = run_cli(gallery_home, "search", str(rose), str(group), "--face", "0", *args,
+                    check=False)
+    assert wrong.returncode != 0 and "once per probe photo" in wrong.stdout + wrong.stderr
+    missing = run_cli(gallery_home, "search", str(rose), str(group), "--face", "0",
+                      "--face", "5", *args, check=False)
+    assert missing.returncode != 0 and "probe photo 2 has 2 face(s)" in (
+        missing.stdout + missing.stderr)

@@ -114,6 +114,7 @@ class Casework:
         purpose: str,
         face: int | None = None,
         all_faces: bool = False,
+        photo_faces: Sequence[int] = (),
         top: int | None = None,
         threshold: float | None = None,
         min_quality: float | None = None,
@@ -144,8 +145,8 @@ class Casework:
             self.probe_bytes(shas[0], actor),
             more_probes=[self.probe_bytes(s, actor) for s in shas[1:]],
             case_ref=case_ref, purpose=purpose, top=top, threshold=threshold,
-            min_quality=min_quality, face=face, all_faces=all_faces, fusion=fusion,
-            actor=actor, history=history,
+            min_quality=min_quality, face=face, all_faces=all_faces, photo_faces=photo_faces,
+            fusion=fusion, actor=actor, history=history,
         )
         # A face found for several probe faces (all faces searched) is one candidate to
         # review, under its best score.

@@ -24,6 +24,7 @@ from rich.table import Table
 from facetrail import serialize
 from facetrail.accounts import ROLES, Actor
 from facetrail.audit import Checkpoint
+from facetrail.calibration import expected_in_words, rate_in_words
 from facetrail.casework import DECISIONS
 from facetrail.cli_common import (
     ID,
@@ -524,8 +525,9 @@ def reembed(engine: Facetrail, target: str, as_json: bool) -> None:
               help="Leave out indexed faces of lower quality (default 0.1; 0 includes all).")
 @click.option("--include-low-quality", is_flag=True,
               help="Include small or blurred indexed faces (same as --min-quality 0).")
-@click.option("--face", type=click.IntRange(min=0), default=None,
-              help="Search probe face N (0 = largest, the default).")
+@click.option("--face", "faces", type=click.IntRange(min=0), multiple=True,
+              help="Search probe face N (0 = largest, the default). With several probe "
+              "photos, give it once per photo, in order.")
 @click.option("--all-faces", is_flag=True, help="Search every face of the probe.")
 @click.option("--fusion", type=click.Choice(["mean", "max"]), default=None,
               help="With several probe photos of one person: how they are combined.")
@@ -536,18 +538,22 @@ def reembed(engine: Facetrail, target: str, as_json: bool) -> None:
 def search(
     engine: Facetrail, probes: tuple[Path, ...], case_ref: str, purpose: str, top: int | None,
     threshold: float | None, min_quality: float | None, include_low_quality: bool,
-    face: int | None, all_faces: bool, fusion: str | None, history: bool, as_json: bool,
-    actor: Actor,
+    faces: tuple[int, ...], all_faces: bool, fusion: str | None, history: bool,
+    as_json: bool, actor: Actor,
 ) -> None:
     """Find indexed faces like the one in PROBES. Several PROBES are photos of one person,
     searched together. Results are leads, not identifications: the search is kept as a case
     record (the probes under the data directory) for another person to review."""
     if include_low_quality:
         min_quality = 0.0
+    if len(probes) == 1 and len(faces) > 1:
+        raise click.UsageError("one probe photo takes one --face")
+    one = len(probes) == 1
     kept = engine.search_probes(
         [p.read_bytes() for p in probes], case_ref=case_ref, purpose=purpose, top=top,
-        threshold=threshold, min_quality=min_quality, face=face, all_faces=all_faces,
-        fusion=fusion, actor=actor, history=history,
+        threshold=threshold, min_quality=min_quality,
+        face=faces[0] if one and faces else None, photo_faces=() if one else faces,
+        all_faces=all_faces, fusion=fusion, actor=actor, history=history,
     )
     if as_json:
         emit_json({**serialize.search_result(kept.result), "search_id": kept.record.id})
@@ -566,11 +572,15 @@ def print_search(result: SearchResult) -> None:
     echo(f"!! {LEADS_NOTICE}")
     faces = result.probe.faces
     if result.probes:
-        echo(f"{len(result.probes)} probe photos of one person, the largest face of each, "
-             f"combined by {result.fusion}: "
-             + ", ".join(p.sha256[:16] for p in result.probes)
-             + f"; searched among {result.gallery_faces} indexed faces of quality >= "
-             f"{result.min_quality}.")
+        echo(f"{len(result.probes)} probe photos of one person, one face of each, combined by "
+             f"{result.fusion}; searched among {result.gallery_faces} indexed faces of quality "
+             f">= {result.min_quality}:")
+        for n, p in enumerate(result.probes, start=1):
+            (face,) = p.searched_faces
+            many = (f"; it has {len(p.faces)} faces: pick another with --face, once per photo"
+                    if len(p.faces) > 1 else "")
+            echo(f"  photo {n} ({p.sha256[:16]}): face {face} (box {list(p.faces[face].box)})"
+                 + (" the largest" if face == 0 else "") + many)
     else:
         echo(
             f"probe {result.probe.sha256[:16]}: {len(faces)} face(s); searched "
@@ -588,9 +598,7 @@ def print_search(result: SearchResult) -> None:
         if faces[i].quality < result.min_quality:
             echo(f"warning: probe face {i} is small or blurred (quality {faces[i].quality:.2f});"
                  " its scores are less reliable.")
-    if not result.candidates:
-        echo("no candidate scored above the threshold.")
-    else:
+    if result.candidates:
         echo("")
         echo(f"{'face':>4} {'rank':>4} {'score':>6} {'est. FMR':>9} {'E[false]':>8} "
              f"{'quality':>7} {'face_id':>8}  {'box (x, y, w, h)':<22} image")
@@ -608,6 +616,9 @@ def print_search(result: SearchResult) -> None:
             f"{c.quality:>7.2f} {c.face_id:>8}  "
             f"{box:<22} {c.image.sha256[:16]} ({c.image.width}x{c.image.height})"
         )
+        if c.fmr is not None and result.calibration is not None:
+            resolution = result.calibration.resolution
+            echo(f"{'':>12}{rate_in_words(c.fmr, c.fmr_extrapolated, resolution)}")
         for a in c.appearances:
             echo(f"{'':>12}{seen_in(a.source, a.location, a.gone_at)}")
             if a.source_url:
@@ -617,7 +628,33 @@ def print_search(result: SearchResult) -> None:
             if a.captured_at:
                 echo(f"{'':>14}captured:  {a.captured_at}")
     echo("")
+    for line in outcome_lines(result):
+        echo(line)
     echo(f"audit record #{result.audit_id} written (case and purpose recorded).")
+
+
+def outcome_lines(result: SearchResult) -> list[str]:
+    """What each face searched found, said in full: a face with no candidate is not left out,
+    and the best score under the threshold is given, so a near miss is not read as a clean
+    negative."""
+    lines = []
+    cal = result.calibration
+    for o in result.outcomes:
+        face = "the combined probe photos" if result.probes else f"probe face {o.probe_face}"
+        if o.candidates:
+            lines.append(f"{face}: {o.candidates} candidate(s) at or above {result.threshold}.")
+            continue
+        said = f"{face}: no candidate at or above the threshold {result.threshold}"
+        if o.best_below is None:
+            lines.append(f"{said}; no face this search may return was near it.")
+            continue
+        said += f"; the best score below it was {o.best_below:.3f}"
+        if o.best_below_fmr is not None and cal is not None:
+            said += (" ("
+                     + rate_in_words(o.best_below_fmr, o.best_below_extrapolated, cal.resolution)
+                     + ")")
+        lines.append(said + ". Not evidence that the person is absent from the sources.")
+    return lines
 
 
 def seen_in(source: str, location: str, gone_at: str | None) -> str:
@@ -639,9 +676,12 @@ def threshold_line(result: SearchResult) -> str:
         "override": "given with --threshold",
         "fixed": "the fixed setting",
     }[result.threshold_rule]
+    meaning = expected_in_words(cal.expected_false_at_threshold, False, None,
+                                result.gallery_faces)
     return (
-        f"threshold {result.threshold} ({rule}): expected false candidates per search "
-        f"{cal.expected_false_at_threshold:.2g} (target {cal.fpir_target:g}).\n"
+        f"threshold {result.threshold} ({rule}): {meaning} "
+        f"(expected false candidates per search {cal.expected_false_at_threshold:.2g}, target "
+        f"{cal.fpir_target:g}).\n"
         f"est. FMR = chance that an unrelated face scores this high; E[false] = "
         f"{result.gallery_faces} faces x FMR; ~ = extrapolated below {cal.resolution:.1e} "
         f"(calibration: {cal.source}; docs/calibration.md)."

@@ -636,12 +636,14 @@ class Facetrail:
         all_faces: bool = False,
         actor: str | Actor | None = None,
         more_probes: Iterable[bytes | str | Path] = (),
+        photo_faces: Sequence[int] = (),
         fusion: str | None = None,
         history: bool = False,
     ) -> SearchResult:
         """Search ``probe``: a photo's bytes, or its path (``str`` or ``Path``). With
-        ``more_probes`` (further photos of the same person), the largest face of every photo
-        is searched as one person (``fusion``). Only faces the actor's organisation may see
+        ``more_probes`` (further photos of the same person), one face of every photo (the
+        largest, or the one ``photo_faces`` gives for each photo in order) is searched as one
+        person (``fusion``). Only faces the actor's organisation may see
         are searched (the local operator's: 'default'). With ``history``, images no longer
         where they were seen are found too (docs/provenance.md).
 
@@ -676,7 +678,7 @@ class Facetrail:
             top=top if top is not None else self.settings.top,
             threshold=threshold,
             min_quality=quality, gallery_faces=self.gallery_faces(quality, allowed),
-            face=face, all_faces=all_faces, more_probes=more,
+            face=face, all_faces=all_faces, more_probes=more, photo_faces=tuple(photo_faces),
             fusion=fusion or self.settings.fusion, calibration=self.calibration,
             fpir_target=self.settings.fpir_target, threshold_rule=rule,
             calibrated_threshold=calibrated, exclude=self._rights.opted_out, history=history,
@@ -705,6 +707,7 @@ class Facetrail:
         purpose: str,
         face: int | None = None,
         all_faces: bool = False,
+        photo_faces: Sequence[int] = (),
         top: int | None = None,
         threshold: float | None = None,
         min_quality: float | None = None,
@@ -716,8 +719,8 @@ class Facetrail:
         case record whose candidates can be reviewed. Several probes: one person's photos."""
         return self._casework.search(
             probes, actor or Actor.local(), case_ref=case_ref, purpose=purpose, face=face,
-            all_faces=all_faces, top=top, threshold=threshold, min_quality=min_quality,
-            fusion=fusion, history=history,
+            all_faces=all_faces, photo_faces=photo_faces, top=top, threshold=threshold,
+            min_quality=min_quality, fusion=fusion, history=history,
         )
 
     def searches(

@@ -187,6 +187,20 @@ class ProbeInfo:
 
 
 @dataclass(frozen=True)
+class FaceOutcome:
+    """What the search of one probe face (or of several photos' faces combined) found."""
+
+    probe_face: int
+    candidates: int
+    best_below: float | None = None
+    """With no candidate: the best score under the threshold of a face the search could have
+    returned (None when no such face was near: an empty or fully filtered gallery)."""
+    best_below_fmr: float | None = None
+    """The calibrated false-match rate of ``best_below`` (None without a calibration)."""
+    best_below_extrapolated: bool = False
+
+
+@dataclass(frozen=True)
 class SearchResult:
     probe: ProbeInfo
     candidates: tuple[Candidate, ...]
@@ -206,6 +220,8 @@ class SearchResult:
     """How several probe photos were combined ('mean' or 'max'); None for one photo."""
     metric: str = "l2"
     """The model's metric, which says what a score is ('l2' or 'cosine'; docs/scores.md)."""
+    outcomes: tuple[FaceOutcome, ...] = ()
+    """One per face searched (one for several photos searched as one person)."""
 
 
 @dataclass(frozen=True)

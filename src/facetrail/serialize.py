@@ -17,6 +17,7 @@ from facetrail.records import (
     BuildReport,
     CalibrationNote,
     Candidate,
+    FaceOutcome,
     IndexInfo,
     IngestReport,
     ProbeInfo,
@@ -108,7 +109,14 @@ def search_result(r: SearchResult) -> dict[str, Any]:
         "gallery_faces": r.gallery_faces,
         "audit_id": r.audit_id,
         "candidates": [candidate(c) for c in r.candidates],
+        "faces": [face_outcome(o) for o in r.outcomes],
     }
+
+
+def face_outcome(o: FaceOutcome) -> dict[str, Any]:
+    return {"probe_face": o.probe_face, "candidates": o.candidates, "best_below": o.best_below,
+            "best_below_fmr": o.best_below_fmr,
+            "best_below_extrapolated": o.best_below_extrapolated}
 
 
 def ingest_report(r: IngestReport) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from facetrail.pipeline.analyze import Analyzer
 from facetrail.records import (
     CalibrationNote,
     Candidate,
+    FaceOutcome,
     ImageAnalysis,
     ProbeFace,
     ProbeInfo,
@@ -42,7 +43,9 @@ class SearchRequest:
     face: int | None = None
     all_faces: bool = False
     more_probes: tuple[bytes, ...] = ()
-    """Further photos of the same person: all photos' largest faces are searched as one."""
+    """Further photos of the same person: one face of each photo is searched as one person."""
+    photo_faces: tuple[int, ...] = ()
+    """With several photos: the face of each to search, in order (empty: the largest of each)."""
     fusion: str = "mean"
     calibration: Calibration | None = None
     fpir_target: float = 0.01
@@ -81,33 +84,55 @@ def search(
         raise InputError("use either --face N or --all-faces, not both")
 
     if request.more_probes and (request.face is not None or request.all_faces):
-        raise InputError("--face and --all-faces apply to one probe photo, not several")
+        raise InputError("--all-faces applies to one probe photo; with several, pick the face "
+                         "of each photo with --face, once per photo in order")
+    photos = 1 + len(request.more_probes)
+    if request.photo_faces and len(request.photo_faces) != photos:
+        raise InputError(f"give --face once per probe photo, in order: {photos} photos, "
+                         f"{len(request.photo_faces)} --face")
     if request.fusion not in FUSIONS:
         raise InputError(f"unknown fusion {request.fusion!r}; use one of {', '.join(FUSIONS)}")
 
     sha = imaging.sha256_hex(request.probe)
     # Only the faces searched are embedded: a crowd photo as a probe costs one face, not all.
-    wanted = None if request.all_faces else (request.face or 0,)
+    wanted = None if request.all_faces else (_picked(request, 0),)
     analysis = analyzer(request.probe, sha, embed=wanted)
     if not analysis.faces:
         raise NoFaceError("no face was found in the probe image; try a clearer or larger photo")
+    if request.photo_faces:
+        _check_face(analysis, request.photo_faces[0], "probe photo 1")
     if request.more_probes:
         return _search_fused(request, analysis, analyzer, index, store)
     if request.all_faces:
         chosen = tuple(range(len(analysis.faces)))
     else:
-        chosen = (request.face or 0,)
-        if not 0 <= chosen[0] < len(analysis.faces):
-            raise InputError(
-                f"--face {chosen[0]} does not exist: the probe has {len(analysis.faces)} "
-                f"face(s), numbered 0 (largest) to {len(analysis.faces) - 1}"
-            )
+        chosen = (_picked(request, 0),)
+        _check_face(analysis, chosen[0], "the probe")
 
     candidates: list[Candidate] = []
+    below: dict[int, float | None] = {}
     for probe_face in chosen:
-        candidates += _nearest(request, probe_face, analysis.faces[probe_face].embedding,
-                               index, store, analyzer.model.model)
-    return _finish(request, [_probe_info(analysis, chosen)], candidates, analyzer, index, store)
+        found, below[probe_face] = _nearest(request, probe_face,
+                                            analysis.faces[probe_face].embedding, index, store,
+                                            analyzer.model.model)
+        candidates += found
+    return _finish(request, [_probe_info(analysis, chosen)], candidates, below, analyzer, index,
+                   store)
+
+
+def _picked(request: SearchRequest, photo: int) -> int:
+    """The face to search of probe photo ``photo`` (0: the first): 0 is the largest."""
+    if request.photo_faces:
+        return request.photo_faces[photo]
+    return request.face or 0 if photo == 0 else 0
+
+
+def _check_face(analysis: ImageAnalysis, face: int, photo: str) -> None:
+    if not 0 <= face < len(analysis.faces):
+        raise InputError(
+            f"--face {face} does not exist: {photo} has {len(analysis.faces)} face(s), "
+            f"numbered 0 (largest) to {len(analysis.faces) - 1}"
+        )
 
 
 def _probe_info(analysis: ImageAnalysis, chosen: tuple[int, ...]) -> ProbeInfo:
@@ -125,45 +150,55 @@ def _search_fused(
     index: VectorIndex,
     store: Store,
 ) -> SearchResult:
-    """Several photos of one person, each represented by its largest face, searched as one.
+    """Several photos of one person, each represented by one face (the largest, unless
+    ``photo_faces`` picks), searched as one.
 
     'mean' searches the mean of their descriptors; 'max' searches each photo and keeps each
     indexed face's best score (docs/scores.md compares the two)."""
     analyses = [first]
+    picks = [_picked(request, 0)]
     for n, data in enumerate(request.more_probes, start=2):
-        analysis = analyzer(data, imaging.sha256_hex(data), embed=(0,))
+        picks.append(_picked(request, n - 1))
+        analysis = analyzer(data, imaging.sha256_hex(data), embed=(picks[-1],))
         if not analysis.faces:
             raise NoFaceError(f"no face was found in probe photo {n}; leave it out or replace it")
+        _check_face(analysis, picks[-1], f"probe photo {n}")
         analyses.append(analysis)
-    vectors = np.stack([a.faces[0].embedding for a in analyses])
+    vectors = np.stack([a.faces[pick].embedding for a, pick in zip(analyses, picks, strict=True)])
     model = analyzer.model.model
     if request.fusion == "mean":
         mean = vectors.mean(axis=0)
         if model.metric == "cosine":
             # The mean of unit vectors is shorter; the index compares unit vectors.
             mean = mean / max(float(np.linalg.norm(mean)), 1e-12)
-        candidates = _nearest(request, 0, mean, index, store, model)
+        candidates, below = _nearest(request, 0, mean, index, store, model)
     else:
         best: dict[int, Candidate] = {}
+        belows: list[float] = []
         for vector in vectors:
-            for c in _nearest(request, 0, vector, index, store, model):
+            found, under = _nearest(request, 0, vector, index, store, model)
+            belows += [] if under is None else [under]
+            for c in found:
                 if c.face_id not in best or c.score > best[c.face_id].score:
                     best[c.face_id] = c
         ordered = sorted(best.values(), key=lambda c: (-c.score, c.face_id))[: request.top]
         candidates = [replace(c, rank=r) for r, c in enumerate(ordered, start=1)]
-    probes = [_probe_info(a, (0,)) for a in analyses]
-    return _finish(request, probes, candidates, analyzer, index, store)
+        below = max(belows, default=None)
+    probes = [_probe_info(a, (pick,)) for a, pick in zip(analyses, picks, strict=True)]
+    return _finish(request, probes, candidates, {0: below}, analyzer, index, store)
 
 
 def _finish(
     request: SearchRequest,
     probes: list[ProbeInfo],
     candidates: list[Candidate],
+    below: dict[int, float | None],
     analyzer: Analyzer,
     index: VectorIndex,
     store: Store,
 ) -> SearchResult:
-    """Annotate the candidates with the calibration, write the audit record, build the result."""
+    """Annotate the candidates with the calibration, write the audit record, build the result.
+    ``below``: for each face searched, the best score under the threshold (``_nearest``)."""
     probe, chosen, sha = probes[0], probes[0].searched_faces, probes[0].sha256
     gallery = request.gallery_faces if request.gallery_faces is not None else index.size
     note = None
@@ -180,6 +215,7 @@ def _finish(
             ),
             expected_false_at_threshold=gallery * cal.fmr_at(request.threshold).fmr,
         )
+    outcomes = tuple(_outcome(face, candidates, score, cal) for face, score in below.items())
     fused = len(probes) > 1
     model = analyzer.model.model
     audit_id = store.append_audit(
@@ -212,8 +248,19 @@ def _finish(
         min_quality=request.min_quality, top=request.top, model=model.key,
         gallery_faces=gallery, audit_id=audit_id, threshold_rule=request.threshold_rule,
         calibration=note, probes=tuple(probes) if fused else (),
-        fusion=request.fusion if fused else None, metric=model.metric,
+        fusion=request.fusion if fused else None, metric=model.metric, outcomes=outcomes,
     )
+
+
+def _outcome(face: int, candidates: list[Candidate], below: float | None,
+             cal: Calibration | None) -> FaceOutcome:
+    found = sum(1 for c in candidates if c.probe_face == face)
+    if found or below is None:
+        return FaceOutcome(face, found)
+    est = cal.fmr_at(below) if cal is not None else None
+    return FaceOutcome(face, 0, best_below=below,
+                       best_below_fmr=None if est is None else est.fmr,
+                       best_below_extrapolated=bool(est and est.extrapolated))
 
 
 def _calibrated(c: Candidate, cal: Calibration, gallery_faces: int) -> Candidate:
@@ -231,8 +278,10 @@ def _current(row: FaceRow) -> FaceRow | None:
 def _nearest(
     request: SearchRequest, probe_face: int, query: np.ndarray, index: VectorIndex, store: Store,
     model: ModelInfo,
-) -> list[Candidate]:
-    """The ``top`` nearest faces at or above the threshold and the quality floor.
+) -> tuple[list[Candidate], float | None]:
+    """The ``top`` nearest faces at or above the threshold and the quality floor, and, when
+    there is none, the best score under the threshold of a face the search could have returned
+    (None if there is no such face among the neighbours looked at).
 
     Faces under the quality floor are skipped, and, unless the request asks for history,
     faces of images no longer where they were seen; so the index is asked for more neighbours
@@ -243,20 +292,17 @@ def _nearest(
         distances, ids = index.search(query[None, :], k, request.allowed)
         pairs = [(int(i), float(d)) for d, i in zip(distances[0], ids[0], strict=True) if i >= 0]
         within = [(i, d) for i, d in pairs if model.score(d) >= request.threshold]
-        rows = store.faces([i for i, _ in within])
-        left_out = request.exclude(list(rows)) if request.exclude is not None else set()
-        if not request.history:
-            rows = {i: current for i, row in rows.items()
-                    if (current := _current(row)) is not None}
-        kept = [
-            (rows[i], d) for i, d in within
-            if i in rows and i not in left_out and rows[i].quality >= request.min_quality
-        ]
+        kept = _returnable(request, store, within)
         # Fewer than k back: no more faces (allowed ones, under a filter) to find.
         exhausted = len(within) < len(pairs) or len(pairs) < k or len(pairs) >= index.size
         if len(kept) >= request.top or exhausted:
             break
         k *= 4
+    below = None
+    if not kept:  # what the nearest faces under the threshold scored
+        under = _returnable(request, store, [(i, d) for i, d in pairs
+                                             if model.score(d) < request.threshold][:BELOW])
+        below = model.score(under[0][1]) if under else None
     return [
         Candidate(
             rank=rank, face_id=row.face_id, score=model.score(distance),
@@ -265,4 +311,21 @@ def _nearest(
             probe_face=probe_face, runtime=row.runtime,
         )
         for rank, (row, distance) in enumerate(kept[: request.top], start=1)
-    ]
+    ], below
+
+
+BELOW = 32
+"""How many of the nearest faces under the threshold are looked at for the best score below it
+(opted-out, low-quality and gone faces are never reported, not even by their score)."""
+
+
+def _returnable(request: SearchRequest, store: Store, pairs: list[tuple[int, float]]
+                ) -> list[tuple[FaceRow, float]]:
+    """Of ``(face id, distance)`` pairs, in order, the faces this search may return: not opted
+    out, at or above the quality floor, and (unless it asks for history) still somewhere."""
+    rows = store.faces([i for i, _ in pairs])
+    left_out = request.exclude(list(rows)) if request.exclude is not None else set()
+    if not request.history:
+        rows = {i: current for i, row in rows.items() if (current := _current(row)) is not None}
+    return [(rows[i], d) for i, d in pairs
+            if i in rows and i not in left_out and rows[i].quality >= request.min_quality]

@@ -346,6 +346,21 @@ def threshold_view(result: dict[str, Any]) -> dict[str, str]:
             "rule": THRESHOLD_RULES.get(rule, rule), "meaning": meaning}
 
 
+def below_view(result: dict[str, Any]) -> str:
+    """With no candidate: the best score under the threshold, in words (records kept before
+    searches said it have nothing to show)."""
+    note = result.get("calibration") or {}
+    for face in result.get("faces", []):
+        if face["candidates"] or face["best_below"] is None:
+            continue
+        said = f"The best score below it was {face['best_below']:.3f}"
+        if face.get("best_below_fmr") is not None:
+            said += ": " + rate_in_words(face["best_below_fmr"], face["best_below_extrapolated"],
+                                         note.get("resolution"))
+        return said + "."
+    return ""
+
+
 def search_view(record: SearchRecord) -> dict[str, Any]:
     """What the results, report and review pages show of a search."""
     search = record.search
@@ -375,6 +390,7 @@ def search_view(record: SearchRecord) -> dict[str, Any]:
         "calibrated": calibrated,
         "score_note": CALIBRATED if calibrated else UNCALIBRATED,
         "threshold": threshold_view(result),
+        "below": below_view(result),
         "candidates": candidates,
     }
 
