@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from conftest import PEOPLE, run_cli
@@ -208,3 +209,29 @@ def test_the_shared_socket_says_it_is_tcp() -> None:
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+def test_failed_logins_are_counted_by_every_server_together(
+    pg_home: tuple[Path, str, dict[str, str]],
+) -> None:
+    """Four wrong tokens, two at each of two servers on one store, reach a limit of four: the
+    right token is then refused at either server. Counted per process, neither would be."""
+    home, url, tokens = pg_home
+    env = {"FACETRAIL_STORE_URL": url, "FACETRAIL_LOGIN_FAILURES": "4"}
+    servers = [Server(home, tokens, env=env) for _ in range(2)]
+    try:
+        for server in servers:
+            server.start()
+        for server in servers * 2:
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                wrong = client.get("/api/me", headers={"Authorization": "Bearer wrong"})
+                assert wrong.status_code == 401
+        for server in servers:
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                right = client.get("/api/me",
+                                   headers={"Authorization": f"Bearer {tokens['admin']}"})
+                assert right.status_code == 429, right.text
+                assert int(right.headers["Retry-After"]) >= 1
+    finally:
+        for server in servers:
+            server.stop()

@@ -536,3 +536,44 @@ def test_a_source_is_ingested_by_one_holder_at_a_time(store: Store) -> None:
     assert store.running_holders() == ["host-c:3:z"]  # "9999": every older lease ran out
     assert store.interrupt_runs(["host-c:3:z"]) == 1 and not store.renew_run(third, "host-c:3:z")
     assert store.running_holders() == [] and store.interrupt_runs([]) == 0
+
+
+# -- rate limits -------------------------------------------------------------------------------
+def test_rate_events_hold_a_limit_per_key_in_a_sliding_window(store: Store) -> None:
+    t = 1_000_000.0
+    assert [store.take_rate("search", "ann", 3, 10.0, t + i) for i in range(3)] == [None] * 3
+    assert store.take_rate("search", "ann", 3, 10.0, t + 4) == pytest.approx(6.0)
+    assert store.take_rate("search", "bob", 3, 10.0, t + 4) is None  # another key
+    assert store.take_rate("probe", "ann", 3, 10.0, t + 4) is None  # another kind
+    assert store.take_rate("search", "ann", 3, 10.0, t + 10.5) is None  # the first left
+    assert store.rate_wait("login_failure", "1.2.3.4", 2, 60.0, t) is None
+    store.add_rate_event("login_failure", "1.2.3.4", t)
+    store.add_rate_event("login_failure", "1.2.3.4", t + 1)
+    assert store.rate_wait("login_failure", "1.2.3.4", 2, 60.0, t + 2) == pytest.approx(58.0)
+    assert store.rate_wait("login_failure", "1.2.3.4", 2, 60.0, t + 61) is None
+
+
+def _take(url: str, go: Any, passed: Any) -> None:
+    store = open_store(url)
+    try:
+        go.wait(60)
+        passed.put(sum(store.take_rate("search", "ann", 12, 600.0, time.time()) is None
+                       for _ in range(10)))
+    finally:
+        store.close()
+
+
+def test_processes_at_the_limit_at_once_pass_it_no_more_than_the_limit(url: str) -> None:
+    store = open_store(url)  # migrated before the processes race
+    store.close()
+    context = multiprocessing.get_context("spawn")
+    go, passed = context.Event(), context.Queue()
+    procs = [context.Process(target=_take, args=(url, go, passed)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    time.sleep(3)
+    go.set()
+    for proc in procs:
+        proc.join(timeout=120)
+        assert proc.exitcode == 0
+    assert sum(passed.get(timeout=10) for _ in procs) == 12

@@ -576,6 +576,25 @@ class AuditStore(Protocol):
         ...
 
 
+class RateStore(Protocol):
+    """Events counted against rate limits, shared by every process of a deployment."""
+
+    def take_rate(self, kind: str, key: str, limit: int, window: float, now: float
+                  ) -> float | None:
+        """Count one ``kind`` event for ``key`` at ``now`` (seconds since the epoch), unless
+        ``limit`` of them already fall in the ``window`` seconds before: then nothing is
+        counted and the seconds until one leaves the window are returned."""
+        ...
+
+    def rate_wait(self, kind: str, key: str, limit: int, window: float, now: float
+                  ) -> float | None:
+        """The seconds until ``key`` is under ``limit`` ``kind`` events in the window again;
+        None if it is under now. Counts nothing."""
+        ...
+
+    def add_rate_event(self, kind: str, key: str, now: float) -> None: ...
+
+
 class RightsStore(Protocol):
     """Erasure with tombstones, opt-out templates, retention of probes and kept searches."""
 
@@ -643,7 +662,7 @@ class OrgStore(Protocol):
 
 
 class Store(RightsStore, OrgStore, SourceStore, ModelStore, IngestStore, FaceStore, AccountStore,
-            CaseStore, JobStore, AuditStore, Protocol):
+            CaseStore, JobStore, AuditStore, RateStore, Protocol):
     """Every section; one implementation per engine (SQLite, PostgreSQL)."""
 
     @property

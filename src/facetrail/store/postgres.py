@@ -19,9 +19,10 @@ from urllib.parse import urlsplit, urlunsplit
 from facetrail.errors import MissingExtraError, StoreError, StoreUnavailableError
 from facetrail.store.sql import SQLStore
 
-MIGRATIONS = {v: f"pg_schema_v{v}.sql" for v in range(1, 9)}
-_AUDIT_LOCK = 0x66616365  # advisory lock keys of this store: "face", "facf"
+MIGRATIONS = {v: f"pg_schema_v{v}.sql" for v in range(1, 10)}
+_AUDIT_LOCK = 0x66616365  # advisory lock keys of this store: "face", "facf", "facg"
 _MIGRATION_LOCK = 0x66616366
+_RATE_LOCK = 0x66616367
 _PLACEHOLDER = re.compile(r"\?")
 
 
@@ -111,6 +112,9 @@ class PostgresDialect:
 
     def lock_migrations(self, conn: Any) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+
+    def lock_rates(self, conn: Any) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_RATE_LOCK,))
 
     @contextmanager
     def migrating(self, conn: Any) -> Iterator[None]:

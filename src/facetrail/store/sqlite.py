@@ -19,7 +19,7 @@ from typing import Any
 from facetrail.errors import StoreError, StoreUnavailableError
 from facetrail.store.sql import SQLStore
 
-MIGRATIONS = {v: f"schema_v{v}.sql" for v in range(1, 9)}
+MIGRATIONS = {v: f"schema_v{v}.sql" for v in range(1, 10)}
 """Schema version -> script that brings the previous version to it."""
 
 
@@ -79,6 +79,9 @@ class SQLiteDialect:
         """BEGIN IMMEDIATE already holds the database's write lock."""
 
     def lock_migrations(self, conn: Any) -> None:
+        """BEGIN IMMEDIATE already holds the database's write lock."""
+
+    def lock_rates(self, conn: Any) -> None:
         """BEGIN IMMEDIATE already holds the database's write lock."""
 
     @contextmanager

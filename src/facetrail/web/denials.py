@@ -14,7 +14,8 @@
   window, whether the token is right or not. Behind a reverse proxy every client has the
   proxy's address: the throttle then holds for all of them together.
 
-The counts are the server process's own (with several processes each counts its own).
+The counts are kept in the store (``store/sql/rates.py``): every server process of a
+deployment counts together, so ``serve --workers N`` does not make the limit N times looser.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -112,34 +112,26 @@ class DenialLog:
 
 class LoginThrottle:
     """At most ``limit`` failed logins (or unknown tokens) per client address in any
-    ``window`` seconds; then every login from it is refused until the window allows one."""
+    ``window`` seconds; then every login from it is refused until the window allows one.
+    Counted in the store, so every server process of the deployment counts together."""
 
-    def __init__(self, limit: int, window: float) -> None:
+    KIND = "login_failure"
+
+    def __init__(self, store: Store, limit: int, window: float) -> None:
+        self.store = store
         self.limit = limit
         self.window = window
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
 
     def check(self, ip: str) -> None:
         """Raise ``RateLimitError`` if ``ip`` is over its failures."""
-        now = time.monotonic()
-        with self._lock:
-            failures = self._failures.get(ip)
-            if failures is None:
-                return
-            while failures and failures[0] <= now - self.window:
-                failures.popleft()
-            if not failures:
-                del self._failures[ip]
-                return
-            if len(failures) >= self.limit:
-                wait = max(1, math.ceil(failures[0] + self.window - now))
-                raise RateLimitError(
-                    f"more than {self.limit} failed logins from this address in "
-                    f"{self.window:g} s (FACETRAIL_LOGIN_FAILURES); try again in {wait} s",
-                    retry_after=wait,
-                )
+        wait = self.store.rate_wait(self.KIND, ip, self.limit, self.window, time.time())
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            raise RateLimitError(
+                f"more than {self.limit} failed logins from this address in "
+                f"{self.window:g} s (FACETRAIL_LOGIN_FAILURES); try again in {seconds} s",
+                retry_after=seconds,
+            )
 
     def failed(self, ip: str) -> None:
-        with self._lock:
-            self._failures.setdefault(ip, deque()).append(time.monotonic())
+        self.store.add_rate_event(self.KIND, ip, time.time())

@@ -17,15 +17,13 @@ probe uploads and the job runner's ingests and index syncs run at the same time.
 from __future__ import annotations
 
 import math
-import threading
 import time
-from collections import deque
 
 from facetrail.accounts import Actor
 from facetrail.engine import Facetrail
 from facetrail.errors import InputError, RateLimitError
 from facetrail.settings import Settings
-from facetrail.store import ProbeRow, SearchRow
+from facetrail.store import ProbeRow, SearchRow, Store
 from facetrail.web.denials import DenialLog, LoginThrottle
 from facetrail.web.jobs import JobRunner
 from facetrail.web.sweeper import Sweeper
@@ -35,12 +33,15 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.engine = Facetrail(settings)
-        self.rate = RateLimiter(settings.search_rate, settings.search_rate_window)
+        store = self.engine.store
+        self.rate = RateLimiter(store, "search", settings.search_rate,
+                                settings.search_rate_window)
         # Finding faces in a probe costs about what a search does: the same rate, its own count,
         # so that the web app's two steps (upload, then search) are still one search.
-        self.probe_rate = RateLimiter(settings.search_rate, settings.search_rate_window,
-                                      "probe uploads")
-        self.logins = LoginThrottle(settings.login_failures, settings.login_failure_window)
+        self.probe_rate = RateLimiter(store, "probe", settings.search_rate,
+                                      settings.search_rate_window, "probe uploads")
+        self.logins = LoginThrottle(store, settings.login_failures,
+                                    settings.login_failure_window)
         self.denials = DenialLog(self.engine.store)
         self.jobs = JobRunner(self)
         self.sweeper = Sweeper(self.engine)
@@ -78,27 +79,24 @@ class Service:
 
 
 class RateLimiter:
-    """At most ``limit`` events per user in any ``window`` seconds (a sliding window)."""
+    """At most ``limit`` events per user in any ``window`` seconds (a sliding window), counted
+    in the store: every server process of the deployment counts together."""
 
-    def __init__(self, limit: int, window: float, what: str = "searches") -> None:
+    def __init__(self, store: Store, kind: str, limit: int, window: float,
+                 what: str = "searches") -> None:
+        self.store = store
+        self.kind = kind
         self.limit = limit
         self.window = window
         self.what = what
-        self._events: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
 
     def check(self, who: str) -> None:
         """Count one event for the user, or raise ``RateLimitError`` if over the limit."""
-        now = time.monotonic()
-        with self._lock:
-            events = self._events.setdefault(who, deque())
-            while events and events[0] <= now - self.window:
-                events.popleft()
-            if len(events) >= self.limit:
-                wait = math.ceil(events[0] + self.window - now)
-                raise RateLimitError(
-                    f"more than {self.limit} {self.what} in {self.window:g} s "
-                    f"(FACETRAIL_SEARCH_RATE); try again in {wait} s",
-                    retry_after=wait,
-                )
-            events.append(now)
+        wait = self.store.take_rate(self.kind, who, self.limit, self.window, time.time())
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            raise RateLimitError(
+                f"more than {self.limit} {self.what} in {self.window:g} s "
+                f"(FACETRAIL_SEARCH_RATE); try again in {seconds} s",
+                retry_after=seconds,
+            )

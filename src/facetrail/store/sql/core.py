@@ -61,6 +61,10 @@ class Dialect(Protocol):
         """Inside a write transaction: keep other processes from migrating at the same time."""
         ...
 
+    def lock_rates(self, conn: Any) -> None:
+        """Inside a write transaction: count and add rate events one process at a time."""
+        ...
+
     @contextmanager
     def migrating(self, conn: Any) -> Iterator[None]:
         """Around the migration transaction (which must check what it relaxes itself)."""
@@ -125,7 +129,7 @@ def environment(dialect: Dialect) -> Iterator[None]:
 class SQLCore:
     """Connections (one per thread), transactions and migrations over a ``Dialect``."""
 
-    SCHEMA_VERSION = 8
+    SCHEMA_VERSION = 9
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
