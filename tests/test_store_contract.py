@@ -3,6 +3,7 @@ PostgreSQL server). A new store passes this suite or it is not done."""
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import time
 from collections.abc import Iterator
@@ -577,3 +578,24 @@ def test_processes_at_the_limit_at_once_pass_it_no_more_than_the_limit(url: str)
         proc.join(timeout=120)
         assert proc.exitcode == 0
     assert sum(passed.get(timeout=10) for _ in procs) == 12
+
+
+def test_the_optout_version_changes_with_every_change_of_the_templates(store: Store) -> None:
+    model_id = store.model_id(MODEL)
+    vector = np.ones(4, np.float32) / 2
+    versions = [store.optout_version(model_id)]
+    store.add_optout("A", "", 1, "tests", 1, [(model_id, "aa" * 32, vector)])
+    versions.append(store.optout_version(model_id))
+    store.add_optout("B", "", 1, "tests", 1, [(model_id, "bb" * 32, vector)])
+    versions.append(store.optout_version(model_id))
+    store.remove_optout("B")  # the newest: its id may be given again
+    versions.append(store.optout_version(model_id))
+    time.sleep(0.01)
+    store.add_optout("B", "", 1, "tests", 1, [(model_id, "cc" * 32, -vector)])
+    versions.append(store.optout_version(model_id))
+    store.remove_optout("A")
+    versions.append(store.optout_version(model_id))
+    # Each change gives another version (after the removal of B the templates are again those
+    # after the addition of A, and so may be their version).
+    assert all(a != b for a, b in itertools.pairwise(versions)), versions
+    assert store.optout_version(store.model_id(OTHER)) == versions[0]  # another model's

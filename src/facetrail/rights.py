@@ -112,6 +112,8 @@ class Rights:
     def __init__(self, engine: Facetrail) -> None:
         self.engine = engine
         self.store = engine.store
+        self._templates: tuple[int, tuple[object, ...], np.ndarray] | None = None
+        """(model id, ``optout_version``, templates): searches check every candidate."""
 
     # -- who may ------------------------------------------------------------------------------
     @staticmethod
@@ -321,7 +323,7 @@ class Rights:
         """Which of ``face_ids`` match an opt-out template of the active model."""
         if not face_ids:
             return set()
-        _, matrix = self.store.optout_templates(self.engine.model_id)
+        matrix = self._templates_of(self.engine.model_id)
         if not len(matrix):
             return set()
         stored = self.store.embeddings(face_ids)
@@ -330,6 +332,17 @@ class Rights:
         ids = list(stored)
         vectors = np.stack([stored[i] for i in ids])
         return {ids[row] for row in np.flatnonzero(self._best(vectors, matrix) >= self.threshold)}
+
+    def _templates_of(self, model_id: int) -> np.ndarray:
+        """The model's opt-out templates, read again only when they changed (in any process:
+        the store's ``optout_version`` says)."""
+        version = self.store.optout_version(model_id)
+        cached = self._templates
+        if cached is not None and cached[:2] == (model_id, version):
+            return cached[2]
+        _, matrix = self.store.optout_templates(model_id)
+        self._templates = (model_id, version, matrix)
+        return matrix
 
     def _best(self, vectors: np.ndarray, matrix: np.ndarray) -> np.ndarray:
         """Each vector's best score against the templates."""
@@ -343,7 +356,7 @@ class Rights:
         if not faces:
             return analysis, 0
         keep = np.ones(len(faces), bool)
-        _, matrix = self.store.optout_templates(model_id)
+        matrix = self._templates_of(model_id)
         if len(matrix) and matrix.shape[1] == len(faces[0].embedding):
             vectors = np.stack([f.embedding for f in faces]).astype(np.float32)
             keep &= self._best(vectors, matrix) < self.threshold

@@ -623,6 +623,10 @@ class RightsStore(Protocol):
     def optout_templates(self, model_id: int) -> tuple[list[str], np.ndarray]:
         """(reference of each row, the templates as rows of a float32 matrix)."""
         ...
+    def optout_version(self, model_id: int) -> tuple[object, ...]:
+        """A value that changes whenever the model's opt-out templates do (any opt-out added
+        or removed), read without the templates: what a cache of them is checked against."""
+        ...
     def expire_probes(self, before: str) -> list[str]:
         """Mark probes uploaded before ``before`` expired; returns their sha256."""
         ...

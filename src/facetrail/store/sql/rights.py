@@ -264,6 +264,15 @@ class RightsTables(SQLCore):
         matrix = np.stack([np.frombuffer(bytes(r[1]), dtype="<f4") for r in rows])
         return [str(r[0]) for r in rows], matrix.astype(np.float32)
 
+    def optout_version(self, model_id: int) -> tuple[object, ...]:
+        # An addition is the newest opt-out; a removal alone lowers the count; a removal and an
+        # addition (ids may be reused) change the newest opt-out's time.
+        row = self._db.execute(
+            "SELECT count(*), max(t.id), max(o.created_at) FROM optout_templates t"
+            " JOIN optouts o ON o.reference = t.reference WHERE t.model_id=?",
+            (model_id,)).fetchone()
+        return (int(row[0]), row[1], row[2])
+
     # -- expiry of casework ---------------------------------------------------------------------
     def expire_probes(self, before: str) -> list[str]:
         with self._tx() as db:
