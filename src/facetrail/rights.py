@@ -132,11 +132,14 @@ class Rights:
     def erase(self, selector: EraseSelector, *, kind: str, target: str, reason: str,
               actor: Actor, dry_run: bool = False, block_images: bool = False,
               remove_source: int | None = None, matches: Sequence[Match] = (),
-              borderline: Sequence[Match] = ()) -> ErasureReport:
+              borderline: Sequence[Match] = (), scope: ErasureScope | None = None
+              ) -> ErasureReport:
+        """Erase what ``selector`` selects (``scope``: what it selects, when the caller has
+        already asked the store)."""
         self.check(actor)
         if not reason.strip():
             raise PolicyError("an erasure needs a reason (--reason)")
-        scope = self.store.erasure_scope(selector)
+        scope = scope if scope is not None else self.store.erasure_scope(selector)
         # Images that keep some of their faces: their thumbnails show the erased ones.
         touched = {row.image.sha256 for row in self.store.faces(list(scope.faces)).values()}
         report = ErasureReport(kind=kind, target=target, reason=reason.strip(),
@@ -217,11 +220,12 @@ class Rights:
         sha = sha256.strip().lower()
         if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
             raise InputError(f"{sha256!r} is not a sha256 (64 hexadecimal digits)")
-        if not self.store.image_appearances(sha) and not self.store.erasure_scope(
-                EraseSelector(sha256s=(sha,))).images:
+        selector = EraseSelector(sha256s=(sha,))
+        scope = self.store.erasure_scope(selector)
+        if not scope.images and not self.store.image_appearances(sha):
             raise NotFoundError(f"no image with sha256 {sha} in the store")
-        return self.erase(EraseSelector(sha256s=(sha,)), kind="image", target=sha,
-                          reason=reason, actor=actor, dry_run=dry_run, block_images=True)
+        return self.erase(selector, kind="image", target=sha, reason=reason, actor=actor,
+                          dry_run=dry_run, block_images=True, scope=scope)
 
     def remove_source(self, name: str, *, reason: str, actor: Actor,
                       dry_run: bool = False) -> ErasureReport:
@@ -381,13 +385,12 @@ class Rights:
                 continue
             cutoff = iso(now - timedelta(days=source.retention_days))
             selector = EraseSelector(source_id=source.id, created_before=cutoff)
+            scope = self.store.erasure_scope(selector)
+            due = bool(scope.counts()["appearances"])
             report = self.erase(selector, kind="retention", target=source.name,
                                 reason=f"retention of {source.retention_days} days",
-                                actor=actor, dry_run=True)
-            if report.counts["appearances"] and not dry_run:
-                report = self.erase(selector, kind="retention", target=source.name,
-                                    reason=f"retention of {source.retention_days} days",
-                                    actor=actor)
+                                actor=actor, dry_run=dry_run or not due, scope=scope)
+            if due and not dry_run:
                 erasures.append(report)
             expiries.append(SourceExpiry(source.name, source.retention_days, cutoff,
                                          report.counts))
