@@ -18,6 +18,7 @@ These are the deployment's duties as controller: the local operator and admins o
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import re
@@ -44,6 +45,7 @@ from facetrail.index import VectorIndex, open_index
 from facetrail.orgs import DEFAULT_ORG_ID
 from facetrail.records import ImageAnalysis
 from facetrail.store import EraseSelector, ErasureScope, OptoutRow
+from facetrail.suppression import Suppressor
 
 if TYPE_CHECKING:
     from facetrail.engine import Facetrail
@@ -112,8 +114,6 @@ class Rights:
     def __init__(self, engine: Facetrail) -> None:
         self.engine = engine
         self.store = engine.store
-        self._templates: tuple[int, tuple[object, ...], np.ndarray] | None = None
-        """(model id, ``optout_version``, templates): searches check every candidate."""
 
     # -- who may ------------------------------------------------------------------------------
     @staticmethod
@@ -122,6 +122,10 @@ class Rights:
             raise ForbiddenError("erasure, opt-out, subject access and retention are the "
                               "deployment's duties: an admin of the 'default' organisation, or "
                               "the operator on the command line, carries them out")
+
+    @functools.cached_property
+    def suppressor(self) -> Suppressor:
+        return Suppressor(self.store, self.threshold, self.engine.model.metric)
 
     @property
     def threshold(self) -> float:
@@ -325,51 +329,11 @@ class Rights:
 
     def opted_out(self, face_ids: Sequence[int]) -> set[int]:
         """Which of ``face_ids`` match an opt-out template of the active model."""
-        if not face_ids:
-            return set()
-        matrix = self._templates_of(self.engine.model_id)
-        if not len(matrix):
-            return set()
-        stored = self.store.embeddings(face_ids)
-        if not stored:
-            return set()
-        ids = list(stored)
-        vectors = np.stack([stored[i] for i in ids])
-        return {ids[row] for row in np.flatnonzero(self._best(vectors, matrix) >= self.threshold)}
-
-    def _templates_of(self, model_id: int) -> np.ndarray:
-        """The model's opt-out templates, read again only when they changed (in any process:
-        the store's ``optout_version`` says)."""
-        version = self.store.optout_version(model_id)
-        cached = self._templates
-        if cached is not None and cached[:2] == (model_id, version):
-            return cached[2]
-        _, matrix = self.store.optout_templates(model_id)
-        self._templates = (model_id, version, matrix)
-        return matrix
-
-    def _best(self, vectors: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-        """Each vector's best score against the templates."""
-        distances = np.linalg.norm(vectors[:, None, :] - matrix[None, :, :], axis=2)
-        return np.asarray(score_of(distances, self.engine.model.metric)).max(axis=1)
+        return self.suppressor.opted_out(face_ids, self.engine.model_id)
 
     def suppress(self, analysis: ImageAnalysis, model_id: int) -> tuple[ImageAnalysis, int]:
-        """``analysis`` without the faces that match an opt-out, or lie where a face of the
-        image was erased; and how many were left out."""
-        faces = list(analysis.faces)
-        if not faces:
-            return analysis, 0
-        keep = np.ones(len(faces), bool)
-        matrix = self._templates_of(model_id)
-        if len(matrix) and matrix.shape[1] == len(faces[0].embedding):
-            vectors = np.stack([f.embedding for f in faces]).astype(np.float32)
-            keep &= self._best(vectors, matrix) < self.threshold
-        for box in self.store.erased_boxes(analysis.sha256):
-            keep &= np.array([overlap(f.box, box) < 0.5 for f in faces])
-        if keep.all():
-            return analysis, 0
-        kept = tuple(f for f, k in zip(faces, keep, strict=True) if k)
-        return replace(analysis, faces=kept), int((~keep).sum())
+        """``analysis`` without the faces that must not be stored (``suppression``)."""
+        return self.suppressor.suppress(analysis, model_id)
 
     # -- retention ------------------------------------------------------------------------------
     def sweep(self, *, actor: Actor, as_of: datetime | None = None,
@@ -427,13 +391,3 @@ class Rights:
                 for path in crops.glob(f"{sha}-*.jpg"):
                     path.unlink()
         return len(shas)
-
-
-def overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    """Intersection over union of two (x, y, w, h) boxes."""
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    h = max(0, min(ay + ah, by + bh) - max(ay, by))
-    union = aw * ah + bw * bh - w * h
-    return w * h / union if union > 0 else 0.0

@@ -200,7 +200,7 @@ def _trial(rights: Rights, gallery: Gallery, requester: str, chosen: Sequence[Pa
            templates: np.ndarray, mated: np.ndarray, others: np.ndarray,
            default: float) -> OptoutTrial:
     # The very scoring that suppresses at ingest and filters searches.
-    best = rights._best(gallery.vectors, templates)
+    best = rights.suppressor.best(gallery.vectors, templates)
     # The erasure at opt-out time asks the index instead.
     by_index = {m.face_id for m in rights.matches(templates, default)}
     in_gallery = set(gallery.face_ids.tolist())
