@@ -35,8 +35,9 @@ class Snapshot:
     """(location, code) of every ingest error, sorted."""
 
 
-def snapshot(home: Path) -> Snapshot:
-    store = open_store(store_url_of(home))
+def snapshot(home: Path, url: str | None = None) -> Snapshot:
+    """What ``home``'s store (or the store ``url`` names) holds, independent of its ids."""
+    store = open_store(url or store_url_of(home))
     try:
         (model_id, _, _), = store.models()
         chunks = list(store.iter_embeddings(model_id))

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
         "ingesting process itself) or 'ray' (Ray actors, FACETRAIL_WORKERS of them or one per "
         "CPU of the Ray cluster; needs the ray extra; docs/ray.md).",
     )
+    ingest_writes: str = Field(
+        default="driver",
+        pattern="^(driver|workers)$",
+        description="Who writes what ingest workers analyse to the store: 'driver' (the "
+        "ingesting process, one transaction per image) or 'workers' (each worker commits the "
+        "images it analysed itself, and sends back counts only; needs a PostgreSQL store; "
+        "docs/ray.md measures both).",
+    )
     ray_address: str | None = Field(
         default=None,
         description="The Ray cluster the 'ray' executor joins, as HOST:PORT of its head (what "

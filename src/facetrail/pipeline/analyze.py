@@ -143,10 +143,14 @@ class AnalyzerWorker:
         return cls(analyzer.settings.model_dump_json(), analyzer.model.name, analyzer.model.user)
 
     def start(self) -> Callable[[Task], Result]:
+        return self.analyzer().run
+
+    def analyzer(self) -> Analyzer:
+        """The analyzer, its model loaded."""
         settings = Settings.model_validate_json(self.settings_json)
         analyzer = Analyzer(settings, make_model(self.model_name, settings, self.user))
         analyzer.model.load()
-        return analyzer.run
+        return analyzer
 
 
 def clip_box(d: Detection, width: int, height: int) -> Box:

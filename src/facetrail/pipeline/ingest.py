@@ -30,17 +30,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from facetrail.errors import FacetrailError, InputError, PolicyError, WorkerLost
-from facetrail.executors import Dispatch, Executor
+from facetrail.executors import Dispatch, Executor, make_executor
 from facetrail.imaging import sha256_hex
 from facetrail.pipeline.analyze import (
     Analysed,
     AnalyseTask,
     Analyzer,
+    AnalyzerWorker,
     Hashed,
     HashTask,
-    Result,
-    Task,
     analysis_executor,
+)
+from facetrail.pipeline.writing import (
+    AnalyseAndStore,
+    Stored,
+    StoreWrite,
+    WriteResult,
+    WriteTask,
+    WritingWorker,
+    check_writes,
 )
 from facetrail.records import (
     ImageAnalysis,
@@ -96,6 +104,9 @@ class Ingest:
         self.analyzer = analyzer
         self.suppress = suppress
         self.model_id = store.model_id(analyzer.model.model)
+        check_writes(settings)
+        self.direct = settings.ingest_writes == "workers"
+        """Workers commit the images they analyse (``pipeline/writing.py``)."""
 
     def run(
         self,
@@ -193,8 +204,13 @@ class Ingest:
     def workers(self) -> int:
         return self.settings.workers or os.cpu_count() or 1
 
-    def executor(self) -> Executor[Task, Result]:
-        return analysis_executor(self.analyzer, self.workers(), here=True)
+    def executor(self) -> Executor[WriteTask, WriteResult]:
+        if self.direct:
+            return make_executor(self.settings.executor,
+                                 WritingWorker(AnalyzerWorker.like(self.analyzer)),
+                                 self.workers(), settings=self.settings)
+        return analysis_executor(self.analyzer, self.workers(),  # type: ignore[return-value]
+                                 here=True)
 
 
 class _RunState:
@@ -244,7 +260,7 @@ class _RunState:
             self.progress(self.counts, self.total)
 
     def consume(self, items: Iterator[SourceItem]) -> None:
-        dispatch: Dispatch[Key, Task, Result] = Dispatch(self.ingest.executor)
+        dispatch: Dispatch[Key, WriteTask, WriteResult] = Dispatch(self.ingest.executor)
         with dispatch:
             for key, outcome in dispatch.run(self.jobs(items)):
                 if isinstance(key, _Listed):
@@ -252,13 +268,13 @@ class _RunState:
                 else:
                     self.finish(key, outcome)
 
-    def jobs(self, items: Iterable[SourceItem]) -> Iterator[tuple[Key, Task]]:
+    def jobs(self, items: Iterable[SourceItem]) -> Iterator[tuple[Key, WriteTask]]:
         for item in items:
             job = self.accept(item)
             if job is not None:
                 yield job
 
-    def accept(self, item: SourceItem) -> tuple[Key, Task] | None:
+    def accept(self, item: SourceItem) -> tuple[Key, WriteTask] | None:
         """Count an item; return a job when it needs a worker: a hash, or an analysis."""
         if isinstance(item, SourceFailure):
             self.store.record_error(
@@ -274,16 +290,26 @@ class _RunState:
         if self.known(sha, (item.provenance, item.fingerprint), items=1):
             return None
         self.bump(items=1)
-        return sha, AnalyseTask(sha, data=item.data)
+        return sha, self.analyse(AnalyseTask(sha, data=item.data))
 
-    def hashed(self, listed: _Listed, outcome: Result | Exception,
-               dispatch: Dispatch[Key, Task, Result]) -> None:
+    def analyse(self, task: AnalyseTask) -> WriteTask:
+        """The task that analyses an image: with the store write, when workers write."""
+        if not self.ingest.direct:
+            return task
+        first = self.pending[task.sha256][0]
+        return AnalyseAndStore(task, StoreWrite(
+            self.source.id, self.run_id, self.ingest.model_id,
+            self.ingest.analyzer.model.detector.info.name, first))
+
+    def hashed(self, listed: _Listed, outcome: WriteResult | Exception,
+               dispatch: Dispatch[Key, WriteTask, WriteResult]) -> None:
         if isinstance(outcome, Exception):
             self.failed([listed.found], outcome, listed.context)
             return
         assert isinstance(outcome, Hashed)
         if not self.known(outcome.sha256, listed.found):
-            dispatch.add(outcome.sha256, AnalyseTask(outcome.sha256, at=(listed.at,)))
+            dispatch.add(outcome.sha256,
+                         self.analyse(AnalyseTask(outcome.sha256, at=(listed.at,))))
 
     def known(self, sha: str, found: FoundAt, **counted: int) -> bool:
         """Whether the image is stored or being analysed already: if so, ``found`` is recorded
@@ -305,10 +331,19 @@ class _RunState:
         self.pending[sha] = [found]
         return False
 
-    def finish(self, sha: str, outcome: Result | Exception) -> None:
+    def finish(self, sha: str, outcome: WriteResult | Exception) -> None:
         found = self.pending.pop(sha)
         if isinstance(outcome, Exception):
             self.failed(found, outcome)
+            return
+        if isinstance(outcome, Stored):  # a worker committed it with its first copy
+            if found[1:]:
+                self.store.add_appearances(sha, self.ingest.model_id, self.source.id,
+                                           self.run_id, found[1:])
+            if outcome.already:
+                self.bump(**({"duplicates": 1} if outcome.appearance_added else {"skipped": 1}))
+            else:
+                self.bump(images_new=1, faces=outcome.faces, suppressed=outcome.suppressed)
             return
         assert isinstance(outcome, Analysed)
         analysis, suppressed = outcome.analysis, 0
