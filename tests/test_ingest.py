@@ -337,6 +337,9 @@ def test_ctrl_c_stops_cleanly_says_how_to_resume_and_is_audited(tmp_path: Path) 
         [sys.executable, "-m", "facetrail", "--home", str(home), "--workers", "2", "ingest",
          "s"], env=env, start_new_session=True, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
+        # As in a terminal: tests started in the background (`cmd &` in a script) ignore
+        # SIGINT, and Python keeps an ignored SIGINT ignored, in children too.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     store = open_store(store_url_of(home))
     try:
