@@ -97,12 +97,22 @@ def test_a_local_ray_listens_on_loopback_only_and_stops_with_its_executor() -> N
         ray_processes = descendants(os.getpid())
         assert set(actors) <= set(ray_processes)
         assert_loopback_only([os.getpid(), *ray_processes])
+        assert [p for p in ray_processes  # what stops Ray if this process is killed
+                if b"facetrail.executors.ray_watch" in Path(f"/proc/{p}/cmdline").read_bytes()]
     finally:
         executor.close()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in actors):
+    while time.monotonic() < deadline and any(_running(p) for p in ray_processes):
         time.sleep(0.1)
-    assert not [p for p in actors if Path(f"/proc/{p}").exists()]
+    assert not [p for p in ray_processes if _running(p)], "Ray outlived its executor"
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie not yet reaped by this process does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_a_cluster_is_joined_by_address_on_loopback(cluster: RayCluster) -> None:
@@ -229,7 +239,7 @@ def test_a_driver_killed_mid_ingest_resumes_with_no_loss_and_no_duplicates(
             if committed_images(store) >= 3:
                 break
             time.sleep(0.02)
-        time.sleep(1.0)  # Ray's helpers are started, and watched, by now
+        time.sleep(0.3)  # past the watcher's first looks; later helpers are orphans it finds
         assert proc.poll() is None, "the ingest finished before it could be killed"
         started = [proc.pid, *descendants(proc.pid)]
         assert len(started) > 4

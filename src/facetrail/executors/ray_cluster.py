@@ -127,18 +127,25 @@ def free_port() -> int:
 
 
 def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid``, parents before their children."""
+    """Every live descendant of ``pid``, parents before their children (the children of every
+    thread: Ray's servers start processes from threads other than their main one)."""
     found: list[int] = []
     todo = [pid]
     while todo:
         parent = todo.pop(0)
         try:
-            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+            threads = list(Path(f"/proc/{parent}/task").iterdir())
         except OSError:
             continue
-        for child in map(int, children):
-            found.append(child)
-            todo.append(child)
+        for thread in threads:
+            try:
+                children = (thread / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.append(child)
+                    todo.append(child)
     return found
 
 

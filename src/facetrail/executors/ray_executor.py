@@ -170,7 +170,7 @@ class _Runtime:
                 options.update(num_cpus=os.cpu_count() or 1, _temp_dir=self.temp_dir)
             try:
                 ray.init(**options)
-                return
+                break
             except Exception as exc:
                 with contextlib.suppress(Exception):
                     ray.shutdown()

@@ -25,6 +25,8 @@ from facetrail.executors.ray_cluster import descendants
 
 EVERY = 0.2
 """Seconds between two looks at the driver's descendants."""
+SWEEP_SECONDS = 10.0
+"""How long, at most, the watcher keeps looking for orphans once the driver is gone."""
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -80,11 +82,16 @@ def watch(driver: int, temp_dir: str | None = None) -> None:
         known.update(found)
         known = {p: s for p, s in known.items() if p in found or started_at(p) == s}
         time.sleep(EVERY)
-    known.update(ray_orphans(group, since, me))
-    for pid, start in known.items():
-        if started_at(pid) == start:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    # Killing one (a raylet) orphans its children: look again until a look finds none.
+    deadline = time.monotonic() + SWEEP_SECONDS
+    while known and time.monotonic() < deadline:
+        for pid, start in known.items():
+            if started_at(pid) == start:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        time.sleep(EVERY)
+        known = {p: s for p, s in ray_orphans(group, since, me).items()
+                 if started_at(p) == s}
     if temp_dir is not None:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
