@@ -1,6 +1,7 @@
 """Fuzz manifest parsing (``facetrail.sources.manifest``): the bytes as a CSV or JSONL
 manifest; checking and listing it yields file references inside the manifest's folder and
-failures with a reason, or raises facetrail's own errors, and nothing else."""
+failures with a reason, or raises facetrail's own errors, and nothing else; the URLs it
+yields are http(s) URLs (``sources/fields.py``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import atheris
 with atheris.instrument_imports():
     from facetrail.records import ImageRef, SourceFailure
     from facetrail.sources.confine import inside
+    from facetrail.sources.fields import web_url
     from facetrail.sources.manifest import ManifestSource
 
 
@@ -28,6 +30,9 @@ def one_input(data: bytes) -> None:
                 assert isinstance(item, ImageRef | SourceFailure), item
                 if isinstance(item, ImageRef):
                     assert inside(item.at.path, folder), item
+                    seen = item.provenance  # only checked fields are stored
+                    assert all(web_url(u) for u in seen.page_urls), seen
+                    assert seen.source_url is None or web_url(seen.source_url), seen
                 else:
                     assert item.reason and item.code, item
 
