@@ -92,6 +92,8 @@ times longer again while too few were allowed); only then is the ``id in [...]``
 sent, whose cost grows with the allowed faces (~75 ms for 20,000)."""
 OVERFETCH = 2
 """How many times the allowed neighbours wanted an over-fetched list expects to hold."""
+OVERFETCH_EF = 4
+"""The HNSW breadth of an over-fetched search, in lengths of its list."""
 SEARCH_BATCH = 64
 """Queries sent in one Milvus search."""
 
@@ -534,9 +536,13 @@ class MilvusIndex:
         pending = np.arange(n)
         while len(pending):
             expr = None if allowed is None or overfetch else _in_expr(allowed)
-            breadth = filtered_ef if expr else ef  # an unfiltered list needs only ef >= limit
+            # Filtered, the graph walk skips the other faces: broadened by 1 / share. An
+            # over-fetched list is read to its end, where a walk as broad as the list is least
+            # exact: OVERFETCH_EF times broader, and at least twice the tuned breadth.
+            breadth = (filtered_ef if expr else
+                       max(2 * ef, OVERFETCH_EF * limit) if overfetch else ef)
             hits = self._milvus_search(name, queries[pending], limit, expr,
-                                       max(breadth, limit), consistency)
+                                       min(EF_MAX, max(breadth, limit)), consistency)
             short: list[int] = []
             for q, (hit_ids, hit_vectors) in zip(pending, hits, strict=True):
                 keep = np.isin(hit_ids, held if allowed is None else allowed)
