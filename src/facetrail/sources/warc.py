@@ -77,7 +77,11 @@ class WarcSource:
                               f"{', '.join(WARC_SUFFIXES)} file, or a folder of them"
                               f"{kind_hint(path)}")
         if path.name.lower().endswith(".wacz"):
-            if not zipfile.is_zipfile(path):
+            try:  # is_zipfile itself raises on some end records (fuzz/fuzz_warc.py)
+                zipped = zipfile.is_zipfile(path)
+            except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
+                raise ArchiveError(f"{path} is not a readable WACZ file: {exc}") from exc
+            if not zipped:
                 raise ArchiveError(f"{path} is not a WACZ file: it is not a zip archive")
             return
         with path.open("rb") as stream:
