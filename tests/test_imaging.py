@@ -224,3 +224,40 @@ def _odd_mode() -> Image.Image:
     image = Image.new("RGB", (4, 4))
     image._mode = "XYZ?"  # no decoder gives it today; to_rgb must still say so
     return image
+
+
+def test_a_float_image_with_a_nan_is_still_the_picture() -> None:
+    grey = (np.asarray(REFERENCE.convert("L")) / 255.0).astype(np.float32)
+    grey[0, 0], grey[0, 1] = np.nan, np.inf
+    pixels = decode(encoded("TIFF", Image.fromarray(grey)), SETTINGS).pixels
+    expected = np.stack([np.asarray(REFERENCE.convert("L"))] * 3, axis=2)
+    assert close_to(pixels[1:], expected[1:], mean=0.6)
+    with pytest.raises(ImageError, match="no finite sample"):
+        decode(encoded("TIFF", Image.fromarray(np.full((40, 40), np.nan, np.float32))),
+               SETTINGS)
+
+
+def test_an_rgb_png_with_a_transparent_colour() -> None:
+    rgb = np.asarray(REFERENCE).copy()
+    rgb[:40] = (1, 2, 3)  # the colour the PNG declares transparent
+    seen = rgb.copy()
+    seen[:40] = 255
+    data = encoded("PNG", Image.fromarray(rgb), transparency=(1, 2, 3))
+    assert close_to(decode(data, SETTINGS).pixels, seen, mean=0.6)
+
+
+def test_a_large_transparent_image_is_converted_in_bounded_memory() -> None:
+    """8 Mpx of RGBA: the decoded array, its 24 MB result and a few rows at a time (a whole-image
+    float conversion peaked at 448 MB)."""
+    import tracemalloc
+
+    big = Image.new("RGBA", (4000, 2000), (10, 200, 30, 128))
+    data = encoded("PNG", big)
+    tracemalloc.start()
+    try:
+        pixels = decode(data, Settings(home="/nonexistent", max_pixels=10_000_000)).pixels
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert pixels.shape == (2000, 4000, 3) and tuple(pixels[5, 5]) == (132, 227, 142)
+    assert peak < 128 * 2**20, f"{peak / 2**20:.0f} MB"

@@ -533,3 +533,22 @@ def test_searches_run_safely_while_the_index_changes(crowd: Gallery) -> None:
     assert sum(overlapped) >= 10
     assert index.size == 600 + 120 - 60
     index.close()
+
+
+def test_many_candidates_among_the_allowed_faces_farthest_from_the_query(
+        empty: Gallery) -> None:
+    """k = 1,000 among the 10 % of 20,000 faces that lie farthest from the query: longer
+    lists than an index may return at once hold none of them, and still the true 1,000
+    nearest allowed faces come back."""
+    rng = np.random.default_rng(11)
+    empty.add(unit(rng.normal(size=(20_000, DIM))))
+    index = empty.open()
+    ids, vectors = empty.stored()
+    query = vectors[0] * 0.9
+    far = np.sort(ids[np.argsort(np.linalg.norm(vectors - query, axis=1))[-2_000:]])
+    distances, found = index.search(query[None, :], 1_000, far)
+    want_d, want_i = truth(empty, query[None, :], 1_000, far)
+    assert np.all(np.isin(found, far))
+    np.testing.assert_allclose(distances, want_d, rtol=0, atol=1e-4)
+    assert len(np.setdiff1d(found, want_i)) <= 2  # near-ties at the 1,000th may swap
+    index.close()

@@ -98,32 +98,45 @@ WHITE = 255.0
 """What transparent pixels are laid on: the page a person sees them on."""
 
 
+ROWS = 256
+"""Rows converted at a time: a conversion's temporary arrays stay a few MB, whatever the
+image's size (its 8-bit result is the only full-size array it makes)."""
+
+
 def to_rgb(image: Image.Image) -> np.ndarray:
     """The (height, width, 3) uint8 sRGB array a person would see for ``image``, whatever
     its pixel mode; ImageError for a mode that has no such picture."""
-    image = _through_profile(image)
-    mode = image.mode
-    if mode == "RGB":
-        return np.asarray(image)
-    if mode in ("1", "L", "P", "PA", "LA", "RGBA", "RGBa", "La", "RGBX", "CMYK", "YCbCr", "LAB",
-                "HSV"):
-        if "transparency" in image.info or mode in ("P", "PA", "LA", "La", "RGBa"):
-            image = image.convert("RGBA")  # a palette's transparent entry becomes alpha
-        if image.mode == "RGBA":
-            return _on_white(np.asarray(image, dtype=np.float32))
-        return np.asarray(image.convert("RGB"))
-    if mode.startswith(("I", "F")):  # 16-bit and 32-bit integer or float grey
-        grey = _to_8bit(np.asarray(image), mode)
-        return np.repeat(grey[:, :, None], 3, axis=2)
-    raise ImageError(f"pixel mode {mode} cannot be shown as an RGB picture")
-
-
-def _through_profile(image: Image.Image) -> Image.Image:
-    """Convert to sRGB through the embedded ICC profile, if the image has one and it is not
-    sRGB already; a profile that cannot be read leaves the image as it is (the profile is
-    metadata; the pixels are still there)."""
     icc = image.info.get("icc_profile")
-    if not icc or image.mode not in ("RGB", "CMYK", "L"):
+    if image.mode == "CMYK":  # its profile says what the inks look like
+        image = _through_profile(image, icc)
+        icc = None
+    mode = image.mode
+    if mode in ("1", "L", "P", "PA", "LA", "RGB", "RGBA", "RGBa", "La", "RGBX", "CMYK",
+                "YCbCr", "LAB", "HSV"):
+        if "transparency" in image.info or mode in ("P", "PA", "LA", "La", "RGBa"):
+            image = image.convert("RGBA")  # a transparent entry or colour becomes alpha
+        if image.mode == "RGBA":
+            rgb = _on_white(np.asarray(image))
+        elif image.mode == "RGB":
+            rgb = np.asarray(image)
+        else:
+            rgb = np.asarray(image.convert("RGB"))
+    elif mode.startswith(("I", "F")):  # 16-bit and 32-bit integer or float grey
+        grey = _to_8bit(np.asarray(image), mode)
+        rgb = np.repeat(grey[:, :, None], 3, axis=2)
+        icc = None  # a grey profile does not apply to the RGB picture made of it
+    else:
+        raise ImageError(f"pixel mode {mode} cannot be shown as an RGB picture")
+    if icc:
+        rgb = np.asarray(_through_profile(Image.fromarray(rgb), icc))
+    return rgb
+
+
+def _through_profile(image: Image.Image, icc: bytes | None) -> Image.Image:
+    """``image`` converted to sRGB through the ICC profile ``icc``, unless it is sRGB already;
+    a profile that cannot be read, or does not fit the image, leaves it as it is (the profile
+    is metadata; the pixels are still there)."""
+    if not icc:
         return image
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
@@ -141,17 +154,27 @@ def _srgb() -> ImageCms.ImageCmsProfile:
 
 
 def _on_white(rgba: np.ndarray) -> np.ndarray:
-    alpha = rgba[:, :, 3:4] / 255.0
-    flat = rgba[:, :, :3] * alpha + WHITE * (1.0 - alpha)
-    return np.clip(np.rint(flat), 0, 255).astype(np.uint8)
+    """RGBA laid on white, in integers, ``ROWS`` rows at a time."""
+    out = np.empty((*rgba.shape[:2], 3), np.uint8)
+    for top in range(0, rgba.shape[0], ROWS):
+        part = rgba[top : top + ROWS].astype(np.uint32)
+        alpha = part[:, :, 3:4]
+        out[top : top + ROWS] = (part[:, :, :3] * alpha + 255 * (255 - alpha) + 127) // 255
+    return out
 
 
 def _to_8bit(samples: np.ndarray, mode: str) -> np.ndarray:
     """Scale 16-bit, 32-bit or float grey samples to 0..255 by their declared depth: 16-bit
     modes (and 32-bit integers that stay within 16 bits, as 16-bit PNGs open) by 1/257, floats
-    in 0..1 by 255; anything else by its own range."""
-    values = samples.astype(np.float64)
-    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    in 0..1 by 255; anything else by its own range, taken over its finite samples. NaN and
+    -inf show as the darkest, +inf as the brightest; an image with no finite sample is an
+    ImageError."""
+    finite = np.isfinite(samples) if samples.dtype.kind == "f" else None
+    if finite is not None and not finite.any():
+        raise ImageError("the image holds no finite sample (NaN or infinite pixels only)")
+    valid = samples[finite] if finite is not None and not finite.all() else samples
+    low, high = (float(valid.min()), float(valid.max())) if valid.size else (0.0, 0.0)
+    offset = 0.0
     if mode.startswith("I;16"):
         scale = 65535.0
     elif mode.startswith("F") and low >= 0.0 and high <= 1.0:
@@ -159,8 +182,13 @@ def _to_8bit(samples: np.ndarray, mode: str) -> np.ndarray:
     elif low >= 0.0 and high <= 65535.0:
         scale = 65535.0 if high > 255.0 else 255.0
     else:
-        values, scale = values - low, max(high - low, 1e-12)
-    return np.clip(np.rint(values * (255.0 / scale)), 0, 255).astype(np.uint8)
+        offset, scale = low, max(high - low, 1e-12)
+    out = np.empty(samples.shape, np.uint8)
+    for top in range(0, samples.shape[0], ROWS):
+        part = np.nan_to_num(samples[top : top + ROWS].astype(np.float32), nan=offset,
+                             posinf=offset + scale, neginf=offset)
+        out[top : top + ROWS] = np.clip(np.rint((part - offset) * (255.0 / scale)), 0, 255)
+    return out
 
 
 def _check_size(width: int, height: int, settings: Settings) -> None:

@@ -546,8 +546,11 @@ class MilvusIndex:
             short: list[int] = []
             for q, (hit_ids, hit_vectors) in zip(pending, hits, strict=True):
                 keep = np.isin(hit_ids, held if allowed is None else allowed)
-                if keep.sum() < wanted and len(hit_ids) >= limit and limit < MAX_LIMIT:
-                    short.append(int(q))  # hits discarded: ask again for more
+                # Hits discarded: ask again for more; an over-fetch that cannot grow any more
+                # goes on to the filter inside Milvus.
+                if keep.sum() < wanted and len(hit_ids) >= limit and (
+                        overfetch or limit < MAX_LIMIT):
+                    short.append(int(q))
                     continue
                 d, i = self._rerank(queries[q], hit_ids[keep], hit_vectors[keep], k)
                 distances[q], found_ids[q] = d, i
