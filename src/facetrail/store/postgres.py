@@ -113,8 +113,8 @@ class PostgresDialect:
     def lock_migrations(self, conn: Any) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
 
-    def lock_rates(self, conn: Any) -> None:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_RATE_LOCK,))
+    def lock_rates(self, conn: Any, key: str) -> None:
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_RATE_LOCK, key))
 
     @contextmanager
     def migrating(self, conn: Any) -> Iterator[None]:

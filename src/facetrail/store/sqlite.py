@@ -81,7 +81,7 @@ class SQLiteDialect:
     def lock_migrations(self, conn: Any) -> None:
         """BEGIN IMMEDIATE already holds the database's write lock."""
 
-    def lock_rates(self, conn: Any) -> None:
+    def lock_rates(self, conn: Any, key: str) -> None:
         """BEGIN IMMEDIATE already holds the database's write lock."""
 
     @contextmanager

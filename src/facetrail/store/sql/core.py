@@ -61,8 +61,9 @@ class Dialect(Protocol):
         """Inside a write transaction: keep other processes from migrating at the same time."""
         ...
 
-    def lock_rates(self, conn: Any) -> None:
-        """Inside a write transaction: count and add rate events one process at a time."""
+    def lock_rates(self, conn: Any, key: str) -> None:
+        """Inside a write transaction: count and add the rate events of ``key`` one process
+        at a time."""
         ...
 
     @contextmanager

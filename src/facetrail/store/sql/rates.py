@@ -1,8 +1,10 @@
 """Rate events: every server process of a deployment counts searches, probe uploads and failed
 logins in one table, so that a limit holds however many processes serve (``web/service.py``,
-``web/denials.py``). Counting and adding happen under one lock (the ``Dialect``'s), so two
-processes at the limit cannot both pass. Events older than their window are deleted as they
-are counted: the table holds at most the events of the current windows."""
+``web/denials.py``). A search or an upload is counted and added under a lock of its kind and
+key (the ``Dialect``'s), so two processes at the limit cannot both pass; the login throttle
+only reads on each request and adds a failed one, so failures made at the same moment may
+overshoot its limit by the processes making them. Events older than a day are deleted as new
+ones are added."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ class RateTables(SQLCore):
     def take_rate(self, kind: str, key: str, limit: int, window: float, now: float
                   ) -> float | None:
         with self._tx() as db:
-            self.dialect.lock_rates(db.raw)
+            self.dialect.lock_rates(db.raw, f"{kind}:{key}")
+            _forget(db, kind, now - max(window, WINDOW_KEPT))
             wait = _wait(db, kind, key, limit, window, now)
             if wait is None:
                 db.execute("INSERT INTO rate_events (kind, key, at) VALUES (?,?,?)",
@@ -22,20 +25,28 @@ class RateTables(SQLCore):
 
     def rate_wait(self, kind: str, key: str, limit: int, window: float, now: float
                   ) -> float | None:
-        with self._tx() as db:
-            self.dialect.lock_rates(db.raw)
-            return _wait(db, kind, key, limit, window, now)
+        # A read, without a lock: every request with a bearer token asks it.
+        return _wait(self._db, kind, key, limit, window, now)
 
     def add_rate_event(self, kind: str, key: str, now: float) -> None:
         with self._tx() as db:
-            self.dialect.lock_rates(db.raw)
+            self.dialect.lock_rates(db.raw, f"{kind}:{key}")
+            _forget(db, kind, now - WINDOW_KEPT)
             db.execute("INSERT INTO rate_events (kind, key, at) VALUES (?,?,?)", (kind, key, now))
 
 
+WINDOW_KEPT = 24 * 3600.0
+"""Events older than this are deleted as new ones are added (no window is longer)."""
+
+
+def _forget(db: Conn, kind: str, before: float) -> None:
+    db.execute("DELETE FROM rate_events WHERE kind=? AND at<=?", (kind, before))
+
+
 def _wait(db: Conn, kind: str, key: str, limit: int, window: float, now: float) -> float | None:
-    db.execute("DELETE FROM rate_events WHERE kind=? AND at<=?", (kind, now - window))
-    count, oldest = db.execute("SELECT count(*), min(at) FROM rate_events WHERE kind=? AND key=?",
-                               (kind, key)).fetchone()
+    count, oldest = db.execute(
+        "SELECT count(*), min(at) FROM rate_events WHERE kind=? AND key=? AND at>?",
+        (kind, key, now - window)).fetchone()
     if int(count) < limit:
         return None
     return max(0.0, float(oldest) + window - now)
