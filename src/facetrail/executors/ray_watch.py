@@ -6,9 +6,10 @@ of Ray's helper processes (its per-node agents, idle workers) outlive it, orphan
 watcher notes the driver's descendants every ``EVERY`` seconds and, once the driver is gone,
 kills those of them that are still running, by process id (checking each one's start time, so
 that a process id reused since is left alone). A process Ray started in the last moments, after
-the watcher's last look, is found too: an orphan (its parent gone, or adopted by init) of the
-driver's process group, started after the driver, that runs Ray's code. Then it removes Ray's
-temporary directory DIR. It exits as well when its own parent, the driver, is gone.
+the watcher's last look, is found too: an orphan of the driver's process group, started after
+the driver, that is Ray's (titled ``ray::...``, or naming this Ray's temporary directory).
+Then it removes Ray's temporary directory DIR. It exits as well when its own parent, the
+driver, is gone.
 """
 
 from __future__ import annotations
@@ -37,15 +38,22 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
+def _group(pid: int) -> int | None:
+    fields = _stat(pid)
+    return int(fields[2]) if fields else None
+
+
 def started_at(pid: int) -> str | None:
     """The process's start time, in clock ticks since boot (None if it is gone)."""
     fields = _stat(pid)
     return fields[19] if fields else None
 
 
-def ray_orphans(group: int, since: int, me: int) -> dict[int, str]:
+def ray_orphans(group: int, since: int, me: int, temp_dir: str | None) -> dict[int, str]:
     """Processes of the process group ``group`` started at or after ``since`` (clock ticks)
-    that run Ray's code and whose parent is gone or is init, or is one of them."""
+    that are Ray's (their title starts ``ray::``, or their command names this Ray's
+    ``temp_dir``), whose parent is gone, or is init, or lies outside the group (a subreaper),
+    or is one of them."""
     candidates: dict[int, tuple[int, str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
@@ -58,7 +66,7 @@ def ray_orphans(group: int, since: int, me: int) -> dict[int, str]:
             command = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"ray" in command:
+        if command.startswith(b"ray::") or (temp_dir and temp_dir.encode() in command):
             candidates[pid] = (int(fields[1]), fields[19])
     orphans: dict[int, str] = {}
     grew = True
@@ -66,7 +74,8 @@ def ray_orphans(group: int, since: int, me: int) -> dict[int, str]:
         grew = False
         for pid, (parent, start) in candidates.items():
             if pid not in orphans and (parent <= 1 or parent in orphans
-                                       or started_at(parent) is None):
+                                       or started_at(parent) is None
+                                       or _group(parent) != group):
                 orphans[pid] = start
                 grew = True
     return orphans
@@ -84,13 +93,14 @@ def watch(driver: int, temp_dir: str | None = None) -> None:
         time.sleep(EVERY)
     # Killing one (a raylet) orphans its children: look again until a look finds none.
     deadline = time.monotonic() + SWEEP_SECONDS
+    known.update(ray_orphans(group, since, me, temp_dir))
     while known and time.monotonic() < deadline:
         for pid, start in known.items():
             if started_at(pid) == start:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         time.sleep(EVERY)
-        known = {p: s for p, s in ray_orphans(group, since, me).items()
+        known = {p: s for p, s in ray_orphans(group, since, me, temp_dir).items()
                  if started_at(p) == s}
     if temp_dir is not None:
         shutil.rmtree(temp_dir, ignore_errors=True)
