@@ -27,3 +27,13 @@ def test_expected_false_candidates_in_words() -> None:
     assert expected_in_words(3.4, False, 1e-6, 480) == (
         "about 3.4 unrelated faces in this gallery are expected to score this high")
     assert expected_in_words(34.4, False, 1e-6, 480).startswith("about 34 unrelated faces")
+
+
+def test_a_threshold_beyond_what_was_measured_is_only_bounded() -> None:
+    """The threshold's expected false candidates rest on a rate below the calibration's
+    resolution: said as a bound, not as 'about'."""
+    from facetrail.calibration import beyond_measured
+
+    assert beyond_measured(0.0097, 251, 7.3e-4) and not beyond_measured(0.5, 251, 7.3e-4)
+    said = expected_in_words(0.0097, beyond_measured(0.0097, 251, 7.3e-4), 7.3e-4, 251)
+    assert said.startswith("fewer than 1 search in 5 ") and "beyond what was measured" in said

@@ -62,8 +62,11 @@ def test_other_capture_times_are_refused(given: str) -> None:
 
 
 def test_titles_without_control_characters() -> None:
-    assert fields.title("Press photo\tpage 2") == "Press photo\tpage 2"
-    for bad in ("two\nlines", "right\u202eto left", "x" * 501):
+    for good in ("Press photo\tpage 2", "two\nlines", "می\u200cخواهم", "family \U0001f468\u200d"
+                 "\U0001f469\u200d\U0001f467", "\u200fשלום"):
+        assert fields.title(good) == good
+    for bad in ("right\u202eto left", "isolate\u2066x\u2069", "nul\x00", "bell\x07",
+                "x" * 501):
         with pytest.raises(FieldError, match="title"):
             fields.title(bad)
 

@@ -276,3 +276,13 @@ def test_each_photo_of_a_fused_probe_picks_its_face(gallery_home: Path) -> None:
                       "--face", "5", *args, check=False)
     assert missing.returncode != 0 and "probe photo 2 has 2 face(s)" in (
         missing.stdout + missing.stderr)
+
+
+def test_conflicting_face_choices_are_refused(gallery: Facetrail) -> None:
+    data = (FACES / "group" / "kit_with_rose.jpg").read_bytes()
+    with pytest.raises(InputError, match="not both"):
+        gallery.search(data, face=1, photo_faces=(0,), **CASE)
+    with pytest.raises(InputError, match="not both"):
+        gallery.search(data, all_faces=True, photo_faces=(0,), **CASE)
+    assert gallery.search(data, photo_faces=(1,), threshold=-1.0, **CASE).probe.searched_faces \
+        == (1,)

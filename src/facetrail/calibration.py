@@ -268,6 +268,12 @@ def rate_in_words(fmr: float, extrapolated: bool, resolution: float | None) -> s
     return f"about 1 in {_one_in(fmr)} unrelated faces score this high"
 
 
+def beyond_measured(expected: float, gallery_faces: int, resolution: float | None) -> bool:
+    """Whether ``expected`` (gallery faces x FMR at a score) rests on a rate below the lowest
+    the calibration measured: then it is only bounded."""
+    return bool(resolution and gallery_faces and expected / gallery_faces < resolution)
+
+
 def expected_in_words(expected: float, extrapolated: bool, resolution: float | None,
                       gallery_faces: int) -> str:
     """What ``gallery_faces x FMR`` says: how often a search of this gallery shows an unrelated

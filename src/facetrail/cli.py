@@ -24,7 +24,7 @@ from rich.table import Table
 from facetrail import serialize
 from facetrail.accounts import ROLES, Actor
 from facetrail.audit import Checkpoint
-from facetrail.calibration import expected_in_words, rate_in_words
+from facetrail.calibration import beyond_measured, expected_in_words, rate_in_words
 from facetrail.casework import DECISIONS
 from facetrail.cli_common import (
     ID,
@@ -676,12 +676,13 @@ def threshold_line(result: SearchResult) -> str:
         "override": "given with --threshold",
         "fixed": "the fixed setting",
     }[result.threshold_rule]
-    meaning = expected_in_words(cal.expected_false_at_threshold, False, None,
-                                result.gallery_faces)
+    meaning = expected_in_words(cal.expected_false_at_threshold,
+                                beyond_measured(cal.expected_false_at_threshold,
+                                                result.gallery_faces, cal.resolution),
+                                cal.resolution, result.gallery_faces)
     return (
-        f"threshold {result.threshold} ({rule}): {meaning} "
-        f"(expected false candidates per search {cal.expected_false_at_threshold:.2g}, target "
-        f"{cal.fpir_target:g}).\n"
+        f"threshold {result.threshold} ({rule}): {meaning}; expected false candidates per "
+        f"search {cal.expected_false_at_threshold:.2g}, target {cal.fpir_target:g}.\n"
         f"est. FMR = chance that an unrelated face scores this high; E[false] = "
         f"{result.gallery_faces} faces x FMR; ~ = extrapolated below {cal.resolution:.1e} "
         f"(calibration: {cal.source}; docs/calibration.md)."

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from facetrail.errors import FacetrailError, InputError, PolicyError, WorkerLost
+from facetrail.errors import FacetrailError, InputError, PolicyError, StoreError, WorkerLost
 from facetrail.executors import Dispatch, Executor, make_executor
 from facetrail.imaging import sha256_hex
 from facetrail.pipeline.analyze import (
@@ -364,6 +364,8 @@ class _RunState:
                 "the analysing process died on this image (killed, out of memory, or a crash "
                 "in the model); it was retried alone and died again",
             )
+        elif isinstance(exc, StoreError):
+            raise exc  # a worker that writes lost the store: the run stops, as the driver's would
         elif isinstance(exc, InputError):
             self._errors(found, exc.code, f"{context}{exc}")
         elif isinstance(exc, FacetrailError | RuntimeError | ValueError | MemoryError):

@@ -87,6 +87,9 @@ def search(
         raise InputError("--all-faces applies to one probe photo; with several, pick the face "
                          "of each photo with --face, once per photo in order")
     photos = 1 + len(request.more_probes)
+    if request.photo_faces and (request.face is not None or request.all_faces):
+        raise InputError("pick the probe's face with face (or all_faces), or each photo's "
+                         "with photo_faces, not both")
     if request.photo_faces and len(request.photo_faces) != photos:
         raise InputError(f"give --face once per probe photo, in order: {photos} photos, "
                          f"{len(request.photo_faces)} --face")

@@ -8,7 +8,8 @@ are stored, so that what the pages and reports show is what it claims to be.
 - ``captured_at`` is an ISO 8601 date or date and time, not before the first photograph
   (1826) and not in the future; a time with a UTC offset is stored in UTC (``...Z``), a time
   without one is stored as given.
-- ``title`` is at most ``MAX_TITLE`` characters, without control characters.
+- ``title`` is at most ``MAX_TITLE`` characters, without control characters (but tabs and
+  line breaks) or direction overrides.
 """
 
 from __future__ import annotations
@@ -64,11 +65,18 @@ def capture_time(value: str, now: dt.datetime | None = None) -> str:
     return when.isoformat()
 
 
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""Embeddings, overrides and isolates: they reorder what is shown after them."""
+
+
 def title(value: str) -> str:
+    """A title: any text but control characters (tabs and line breaks are kept) and the
+    direction controls that reorder text; joiners and marks that scripts need are kept."""
     if len(value) > MAX_TITLE:
         raise FieldError(f"title is {len(value)} characters long (at most {MAX_TITLE})")
-    if any(unicodedata.category(ch) in ("Cc", "Cf") and ch != "\t" for ch in value):
-        raise FieldError(f"title {_show(value)} holds control or formatting characters")
+    if any((unicodedata.category(ch) == "Cc" and ch not in "\t\n\r") or ch in BIDI_CONTROLS
+           for ch in value):
+        raise FieldError(f"title {_show(value)} holds control or direction-override characters")
     return value
 
 

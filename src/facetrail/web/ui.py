@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from facetrail import serialize
 from facetrail.accounts import ROLES
 from facetrail.audit import canonical_json, utc_now
-from facetrail.calibration import expected_in_words, rate_in_words
+from facetrail.calibration import beyond_measured, expected_in_words, rate_in_words
 from facetrail.casework import SearchRecord
 from facetrail.errors import (
     AuthError,
@@ -340,8 +340,10 @@ def threshold_view(result: dict[str, Any]) -> dict[str, str]:
     note = result.get("calibration")
     meaning = ""
     if note and note.get("expected_false_at_threshold") is not None:
-        meaning = expected_in_words(note["expected_false_at_threshold"], False, None,
-                                    result["gallery_faces"])
+        expected, gallery = note["expected_false_at_threshold"], result["gallery_faces"]
+        resolution = note.get("resolution")
+        meaning = expected_in_words(expected, beyond_measured(expected, gallery, resolution),
+                                    resolution, gallery)
     return {"value": f"{result['threshold']:.3f}",
             "rule": THRESHOLD_RULES.get(rule, rule), "meaning": meaning}
 
