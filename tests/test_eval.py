@@ -230,7 +230,7 @@ def test_several_photos_of_one_person_are_searched_as_one(gallery: Facetrail) ->
         assert [c.rank for c in result.candidates] == list(range(1, len(result.candidates) + 1))
     details = gallery.store.audit_rows()[-1].event.details
     assert len(details["probe_sha256s"]) == 3 and details["fusion"] == "max"
-    with pytest.raises(InputError, match="apply to one probe photo"):
+    with pytest.raises(InputError, match="applies to one probe photo"):
         gallery.search(photos[0], more_probes=photos[1:], all_faces=True, **case)
     with pytest.raises(NoFaceError, match="no face was found in probe photo 2"):
         gallery.search(photos[0], more_probes=[FACES / "noface" / "skimage_coins.jpg"], **case)

@@ -28,6 +28,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,7 @@ import threading
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from facetrail.errors import ConfigError, MissingExtraError, WorkerLost
@@ -59,6 +61,9 @@ RAY_ENVIRONMENT = {
     # 127.0.0.1 (it takes that to mean "this machine").
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
+    # How long ray.init waits for its GCS server to write its port: Ray's 30 s default ran
+    # out on a loaded 2-core machine.
+    "RAY_gcs_server_port_wait_time_s": "120",
 }
 
 
@@ -175,6 +180,7 @@ class _Runtime:
                 with contextlib.suppress(Exception):
                     ray.shutdown()
                 if self.temp_dir is not None:
+                    _stop_left(self.temp_dir)  # what a failed start left running
                     shutil.rmtree(self.temp_dir, ignore_errors=True)
                     self.temp_dir = None
                 if address is not None or attempt + 1 == START_ATTEMPTS:
@@ -188,6 +194,16 @@ class _Runtime:
                  *([self.temp_dir] if self.temp_dir else [])],
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
+
+
+def _stop_left(temp_dir: str) -> None:
+    """Kill this process's descendants that belong to the Ray under ``temp_dir``."""
+    from facetrail.executors.ray_cluster import descendants  # it imports this module
+
+    for pid in descendants(os.getpid()):
+        with contextlib.suppress(OSError):
+            if temp_dir.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
 
 
 # Ray's connection is the process's own (``ray.init`` holds it globally), so the count of the
