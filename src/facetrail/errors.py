@@ -32,6 +32,8 @@ and the HTTP layer maps it to a status in one place.
 
 from __future__ import annotations
 
+import math
+
 
 class FacetrailError(Exception):
     code = "facetrail_error"
@@ -160,6 +162,12 @@ class RateLimitError(PolicyError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+    @classmethod
+    def after(cls, wait: float, why: str) -> RateLimitError:
+        """Refused for ``why``, until ``wait`` seconds have passed (at least one is asked)."""
+        seconds = max(1, math.ceil(wait))
+        return cls(f"{why}; try again in {seconds} s", retry_after=seconds)
 
 
 class UploadTooLargeError(ImageTooLargeError):

@@ -39,7 +39,6 @@ from facetrail.errors import (
     NotFoundError,
     PolicyError,
 )
-from facetrail.faces import DEFAULT_FLOOR
 from facetrail.faces.base import ModelInfo, score_of
 from facetrail.index import VectorIndex, open_index
 from facetrail.orgs import DEFAULT_ORG_ID
@@ -125,12 +124,12 @@ class Rights:
 
     @functools.cached_property
     def suppressor(self) -> Suppressor:
-        return Suppressor(self.store, self.threshold, self.engine.model.metric)
+        return Suppressor.of(self.store, self.engine.settings, self.engine.model.metric)
 
     @property
     def threshold(self) -> float:
-        configured = self.engine.settings.optout_threshold
-        return configured if configured is not None else DEFAULT_FLOOR[self.engine.model.metric]
+        """The opt-out threshold: the setting, or the model's floor (``Suppressor.of``)."""
+        return self.suppressor.threshold
 
     # -- erasure ------------------------------------------------------------------------------
     def erase(self, selector: EraseSelector, *, kind: str, target: str, reason: str,

@@ -20,7 +20,6 @@ deployment counts together, so ``serve --workers N`` does not make the limit N t
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -126,12 +125,9 @@ class LoginThrottle:
         """Raise ``RateLimitError`` if ``ip`` is over its failures."""
         wait = self.store.rate_wait(self.KIND, ip, self.limit, self.window, time.time())
         if wait is not None:
-            seconds = max(1, math.ceil(wait))
-            raise RateLimitError(
-                f"more than {self.limit} failed logins from this address in "
-                f"{self.window:g} s (FACETRAIL_LOGIN_FAILURES); try again in {seconds} s",
-                retry_after=seconds,
-            )
+            raise RateLimitError.after(
+                wait, f"more than {self.limit} failed logins from this address in "
+                f"{self.window:g} s (FACETRAIL_LOGIN_FAILURES)")
 
     def failed(self, ip: str) -> None:
         self.store.add_rate_event(self.KIND, ip, time.time())

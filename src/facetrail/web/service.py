@@ -16,7 +16,6 @@ probe uploads and the job runner's ingests and index syncs run at the same time.
 
 from __future__ import annotations
 
-import math
 import time
 
 from facetrail.accounts import Actor
@@ -94,9 +93,6 @@ class RateLimiter:
         """Count one event for the user, or raise ``RateLimitError`` if over the limit."""
         wait = self.store.take_rate(self.kind, who, self.limit, self.window, time.time())
         if wait is not None:
-            seconds = max(1, math.ceil(wait))
-            raise RateLimitError(
-                f"more than {self.limit} {self.what} in {self.window:g} s "
-                f"(FACETRAIL_SEARCH_RATE); try again in {seconds} s",
-                retry_after=seconds,
-            )
+            raise RateLimitError.after(
+                wait, f"more than {self.limit} {self.what} in {self.window:g} s "
+                "(FACETRAIL_SEARCH_RATE)")
