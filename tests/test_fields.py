@@ -1,17 +1,20 @@
-"""Provenance fields from manifests are checked before they are stored, and only http(s) URLs
-are ever shown as links."""
+"""Provenance fields from manifests and web archives are checked before they are stored, and
+only http(s) URLs are ever shown as links."""
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
 
 from conftest import PEOPLE, add_source, cli_json
-from facetrail.records import SourceFailure
+from facetrail.records import ImageRecord, SourceFailure
 from facetrail.sources import fields, make_source, never_seen
 from facetrail.sources.fields import FieldError
 from facetrail.web.ui import _templates
@@ -47,6 +50,8 @@ def test_anything_else_is_refused(url: str) -> None:
     ("2024-03-01T01:00:00+02:00", "2024-02-29T23:00:00Z"),
     ("2024-02-29 13:05", "2024-02-29T13:05:00"),  # no offset: stored as given, not guessed
     ("1839-08-19", "1839-08-19"),
+    ("2016", "2016"), ("2016-09", "2016-09"),  # reduced precisions of W3C's profile
+    ("2024-02-29T13:05:00.123456Z", "2024-02-29T13:05:00.123456Z"),
 ])
 def test_capture_times_are_stored_in_iso_8601(given: str, stored: str) -> None:
     assert fields.capture_time(given, now=NOW) == stored
@@ -54,7 +59,8 @@ def test_capture_times_are_stored_in_iso_8601(given: str, stored: str) -> None:
 
 @pytest.mark.parametrize("given", [
     "last tuesday", "2024-02-30T25:61:00Z", "2024-02-30", "2024-13-01", "yesterday", "1700-01-01",
-    "2027-01-01", "2024-02-29T13:05:00+25:00", "12/03/2024",
+    "2027-01-01", "2024-02-29T13:05:00+25:00", "12/03/2024", "2016-13", "2016-00", "1700",
+    "２０２４",
 ])
 def test_other_capture_times_are_refused(given: str) -> None:
     with pytest.raises(FieldError, match="captured_at"):
@@ -125,6 +131,31 @@ def test_ingest_records_the_rejected_rows_and_takes_them_once_fixed(tmp_path: Pa
     again = cli_json(home, "ingest", "m")
     assert isinstance(again, dict) and again["errors"] == 0
     assert again["images_new"] + again["duplicates"] == len(BAD_ROWS)
+
+
+def test_an_archive_record_with_a_bad_warc_date_is_an_error_naming_it(tmp_path: Path) -> None:
+    archive = tmp_path / "dates.warc.gz"
+    photo = (PEOPLE / "Ashanti" / "Ashanti_0001.jpg").read_bytes()
+    with archive.open("wb") as out:
+        writer = WARCWriter(out, gzip=True)
+        for n, date in enumerate(["2024-02-29T13:05:00Z", "last tuesday", "2999-01-01T00:00:00Z",
+                                  "2016-09"]):
+            http = StatusAndHeaders("200 OK", [("Content-Type", "image/jpeg")],
+                                    protocol="HTTP/1.1")
+            record = writer.create_warc_record(
+                f"https://example.org/{n}.jpg", "response", payload=io.BytesIO(photo),
+                http_headers=http, warc_headers_dict={"WARC-Date": date})
+            writer.write_record(record)
+            record.raw_stream.close()  # warcio buffers the record in a temporary file
+    got = list(make_source("warc").items(archive, never_seen))
+    assert [i.provenance.captured_at for i in got if isinstance(i, ImageRecord)] == [
+        "2024-02-29T13:05:00Z", "2016-09"]
+    failures = [i for i in got if isinstance(i, SourceFailure)]
+    assert [f.code for f in failures] == ["bad_archive_field"] * 2
+    assert failures[0].reason.startswith("WARC-Date 'last tuesday' is not an ISO 8601")
+    assert failures[1].reason.startswith("WARC-Date '2999-01-01T00:00:00Z' is before 1826 or in")
+    assert all(f.location.startswith(f"{archive}#") and "after" not in f.location
+               for f in failures)
 
 
 @pytest.mark.parametrize("url", ["javascript:alert(1)", "data:text/html,<b>x</b>", "/etc/passwd"])

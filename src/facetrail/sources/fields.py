@@ -5,9 +5,10 @@ are stored, so that what the pages and reports show is what it claims to be.
   spaces or control characters, at most ``MAX_URL`` characters. Nothing else is ever shown as a
   link (``javascript:``, ``data:``, ``file:`` and relative URLs are refused here, and the pages
   check again).
-- ``captured_at`` is an ISO 8601 date or date and time, not before the first photograph
-  (1826) and not in the future; a time with a UTC offset is stored in UTC (``...Z``), a time
-  without one is stored as given.
+- ``captured_at`` (and a web archive's WARC-Date) is an ISO 8601 date or date and time, or a
+  year or month as W3C's profile of it allows, not before the first photograph (1826) and not
+  in the future; a time with a UTC offset is stored in UTC (``...Z``), a time without one is
+  stored as given.
 - ``title`` is at most ``MAX_TITLE`` characters, without control characters (but tabs and
   line breaks) or direction overrides.
 """
@@ -15,12 +16,15 @@ are stored, so that what the pages and reports show is what it claims to be.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import unicodedata
 from urllib.parse import urlsplit
 
 MAX_URL = 2048
 MAX_TITLE = 500
 FIRST_PHOTOGRAPH = dt.date(1826, 1, 1)
+REDUCED_DATE = re.compile(r"(\d{4})(?:-(\d{2}))?", re.ASCII)
+"""A year, or a year and month: the reduced precisions of W3C's date profile (WARC-Date)."""
 
 
 class FieldError(ValueError):
@@ -47,19 +51,25 @@ def url(field: str, value: str) -> str:
     return value
 
 
-def capture_time(value: str, now: dt.datetime | None = None) -> str:
-    """The ISO 8601 form stored for a capture time; FieldError if it is not one."""
+def capture_time(value: str, now: dt.datetime | None = None, field: str = "captured_at"
+                 ) -> str:
+    """The ISO 8601 form stored for a capture time; FieldError, naming ``field``, if it is
+    not one."""
     when: dt.date | dt.datetime
     try:
-        when = (dt.date.fromisoformat(value) if len(value) <= 10
+        reduced = REDUCED_DATE.fullmatch(value)
+        when = (dt.date(int(reduced[1]), int(reduced[2] or 1), 1) if reduced
+                else dt.date.fromisoformat(value) if len(value) <= 10
                 else dt.datetime.fromisoformat(value.replace("z", "Z")))
     except ValueError:
-        raise FieldError(f"captured_at {_show(value)} is not an ISO 8601 date or time "
+        raise FieldError(f"{field} {_show(value)} is not an ISO 8601 date or time "
                          "(such as 2024-02-29 or 2024-02-29T13:05:00Z)") from None
     now = now or dt.datetime.now(dt.UTC)
     day = when.date() if isinstance(when, dt.datetime) else when
     if day < FIRST_PHOTOGRAPH or day > (now + dt.timedelta(days=1)).date():
-        raise FieldError(f"captured_at {_show(value)} is before 1826 or in the future")
+        raise FieldError(f"{field} {_show(value)} is before 1826 or in the future")
+    if reduced:
+        return value
     if isinstance(when, dt.datetime) and when.tzinfo is not None:
         return when.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
     return when.isoformat()

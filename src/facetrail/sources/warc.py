@@ -1,7 +1,10 @@
 """Web archive source: images inside ``.warc``, ``.warc.gz`` and ``.wacz`` files.
 
 Every ``response`` (HTTP 2xx) or ``resource`` record with an ``image/*`` content type becomes an
-image with ``source_url`` = WARC-Target-URI and ``captured_at`` = WARC-Date. A first pass reads
+image with ``source_url`` = WARC-Target-URI and ``captured_at`` = WARC-Date (checked as
+sources/fields.py says; a record with a bad one is a ``bad_archive_field`` error and is not
+ingested; a Target-URI is kept as the archive names it, and shown as a link only if it is an
+http(s) URL). A first pass reads
 the archive's HTML pages and records, for every image URL they embed (``img`` src/srcset,
 ``source`` srcset, resolved against the page URL and any ``<base href>``), the pages that embed
 it. The archive itself is never left: nothing is fetched.
@@ -29,6 +32,7 @@ from warcio.exceptions import ArchiveLoadFailed
 
 from facetrail.errors import ArchiveError, OutsideSourceError, PolicyError
 from facetrail.records import ImageRecord, Provenance, SourceFailure
+from facetrail.sources import fields
 from facetrail.sources.base import SeenCheck, SourceItem, file_fingerprint, kind_hint
 from facetrail.sources.confine import confine
 
@@ -161,11 +165,17 @@ def _images(
                     continue
                 images += 1
                 url = record.rec_headers.get_header("WARC-Target-URI")
+                date = record.rec_headers.get_header("WARC-Date")
+                try:
+                    captured_at = fields.capture_time(date, field="WARC-Date") if date else None
+                except fields.FieldError as exc:
+                    yield SourceFailure(f"{label}#{offset}", "bad_archive_field", str(exc))
+                    continue
                 provenance = Provenance(
                     location=f"{label}#{offset}",
                     source_url=url,
                     page_urls=tuple(pages.get(_norm(url), ())) if url else (),
-                    captured_at=record.rec_headers.get_header("WARC-Date"),
+                    captured_at=captured_at,
                     record_id=record.rec_headers.get_header("WARC-Record-ID"),
                     listing=archive,
                 )
