@@ -484,6 +484,22 @@ def test_organisations_own_and_share_sources(store: Store) -> None:
     assert store.add_user("olga", "oversight", "admin").org == "default"
 
 
+def test_an_image_stored_meanwhile_by_another_run_is_not_new_and_gets_the_appearance(
+        store: Store) -> None:
+    """Two runs that analysed the same bytes at once: the second add_image says so, and stores
+    its appearance but no second set of faces."""
+    _, model_id, _ = ingest_one(store)  # source 'src', image a…a with 2 faces
+    other = store.add_source(spec("other", "/data/other"), "tester")
+    run_id = store.start_run(other.id, [], "tester", "tester", utc_now())
+    again = store.add_image(analysis("a" * 64, face(1), face(2)), 1234, model_id, "det",
+                            other.id, run_id, [found("/data/other/a.jpg")])
+    assert again is False
+    assert store.stats(model_id).faces == 2
+    assert [a.source for a in store.image_appearances("a" * 64)] == ["other", "src"]
+    assert store.add_image(analysis("b" * 64, face(3)), 10, model_id, "det", other.id, run_id,
+                           [found("/data/other/b.jpg")]) is True
+
+
 def test_faces_of_sources_for_filtered_searches(store: Store) -> None:
     ingest_one(store)  # source 'src', 2 faces
     other = store.add_source(spec("other", "/data/other"), "tester")

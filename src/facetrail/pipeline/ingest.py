@@ -349,12 +349,14 @@ class _RunState:
         analysis, suppressed = outcome.analysis, 0
         if self.ingest.suppress is not None:
             analysis, suppressed = self.ingest.suppress(analysis, self.ingest.model_id)
-        self.store.add_image(
+        if self.store.add_image(
             analysis, outcome.size, self.ingest.model_id,
             self.ingest.analyzer.model.detector.info.name, self.source.id,
             self.run_id, found,
-        )
-        self.bump(images_new=1, faces=len(analysis.faces), suppressed=suppressed)
+        ):
+            self.bump(images_new=1, faces=len(analysis.faces), suppressed=suppressed)
+        else:  # a run of another source stored the same bytes while this one analysed them
+            self.bump(duplicates=1)
 
     def failed(self, found: list[FoundAt], exc: Exception, context: str = "") -> None:
         """Record why the copies ``found`` of an image could not be ingested."""

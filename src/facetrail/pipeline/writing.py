@@ -109,6 +109,7 @@ def _analyse_and_store(run: Callable[[Task], Any], store: Store, suppressor: Sup
     outcome = run(job.task)
     assert isinstance(outcome, Analysed)
     analysis, suppressed = suppressor.suppress(outcome.analysis, w.model_id)
-    store.add_image(analysis, outcome.size, w.model_id, w.detector, w.source_id, w.run_id,
-                    [w.found])
-    return Stored(sha, faces=len(analysis.faces), suppressed=suppressed, already=False)
+    if store.add_image(analysis, outcome.size, w.model_id, w.detector, w.source_id, w.run_id,
+                       [w.found]):
+        return Stored(sha, faces=len(analysis.faces), suppressed=suppressed, already=False)
+    return Stored(sha, faces=0, suppressed=0, already=True)  # another run stored it meanwhile

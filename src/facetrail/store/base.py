@@ -454,7 +454,11 @@ class IngestStore(Protocol):
         source_id: int,
         run_id: int,
         found_at: Sequence[tuple[Provenance, str | None]],
-    ) -> None: ...
+    ) -> bool:
+        """Store an image, its faces and where it was found, in one transaction; whether the
+        image was new (False: another run stored it first, and only ``found_at`` was
+        recorded)."""
+        ...
     def add_appearances(
         self,
         sha256: str,

@@ -167,11 +167,12 @@ class IngestTables(CatalogTables):
         source_id: int,
         run_id: int,
         found_at: Sequence[tuple[Provenance, str | None]],
-    ) -> None:
+    ) -> bool:
         now = utc_now()
         with self._tx() as db:
-            insert_image(db, analysis, size, model_id, detector, now)
+            new = insert_image(db, analysis, size, model_id, detector, now)
             _appearances(db, analysis.sha256, model_id, source_id, run_id, found_at, now)
+            return new
 
     def add_appearances(
         self,
@@ -376,8 +377,9 @@ class IngestTables(CatalogTables):
 
 def insert_image(
     db: Conn, analysis: ImageAnalysis, size: int, model_id: int, detector: str, now: str,
-) -> None:
-    """Insert an image and its faces, unless the image is already stored for the model."""
+) -> bool:
+    """Insert an image and its faces, unless the image is already stored for the model;
+    whether it was inserted."""
     row = db.execute(
         "INSERT INTO images (sha256, model_id, width, height, format, bytes,"
         " face_count, created_at) VALUES (?,?,?,?,?,?,?,?)"
@@ -386,7 +388,7 @@ def insert_image(
          size, len(analysis.faces), now),
     ).fetchone()
     if row is None:
-        return
+        return False
     image_id = int(row[0])
     db.executemany(
         "INSERT INTO faces (image_id, model_id, detector, ordinal, x, y, w, h,"
@@ -400,6 +402,7 @@ def insert_image(
             for i, f in enumerate(analysis.faces)
         ],
     )
+    return True
 
 
 def _appearances(
