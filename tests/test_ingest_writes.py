@@ -6,19 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import add_source, cli_json, run_cli
-from facetrail.store import open_store
 from stores import new_database
-from test_ingest import Snapshot, committed_images, snapshot
-from test_ray import RAY, actors_of, photos  # noqa: F401  # photos: a module fixture
+from test_ingest import Snapshot, snapshot
+from test_ray import RAY, kill_an_actor_mid_run, photos  # noqa: F401  # photos: a module fixture
 
 WORKERS = {"FACETRAIL_INGEST_WRITES": "workers", "FACETRAIL_WORKERS": "2"}
 
@@ -78,18 +75,7 @@ def test_a_worker_killed_after_writing_costs_nothing(
     proc = subprocess.Popen([sys.executable, "-m", "facetrail", "--home", str(home), "ingest",
                              "s", "--json"], env=full, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
-    store = open_store(env["FACETRAIL_STORE_URL"])
-    killed = False
-    try:
-        deadline = time.monotonic() + 300
-        while not killed and time.monotonic() < deadline and proc.poll() is None:
-            actors = actors_of(proc.pid) if committed_images(store) >= 3 else []
-            if actors:
-                os.kill(actors[0], signal.SIGKILL)
-                killed = True
-            time.sleep(0.05)
-    finally:
-        store.close()
+    killed = kill_an_actor_mid_run(proc, env["FACETRAIL_STORE_URL"])
     out, err = proc.communicate(timeout=300)
     assert killed, "no actor could be killed"
     assert proc.returncode == 0, err

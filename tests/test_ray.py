@@ -211,23 +211,29 @@ def actors_of(driver: int) -> list[int]:
             if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"ray::FacetrailWorker")]
 
 
+def kill_an_actor_mid_run(proc: subprocess.Popen[str], store_url: str) -> bool:
+    """SIGKILL one of the ingest ``proc``'s Ray actors once 3 images are committed; whether
+    one could be killed before the ingest ended."""
+    store = open_store(store_url)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            actors = actors_of(proc.pid) if committed_images(store) >= 3 else []
+            if actors:
+                os.kill(actors[0], signal.SIGKILL)
+                return True
+            time.sleep(0.05)
+        return False
+    finally:
+        store.close()
+
+
 def test_an_actor_killed_mid_ingest_costs_nothing(
         photos: Path, local_run: tuple[dict[str, int], object], tmp_path: Path) -> None:
     home = tmp_path / "home"
     add_source(home, "s", photos)
     proc = _ingest(home, RAY, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    store = open_store(store_url_of(home))
-    killed = False
-    try:
-        deadline = time.monotonic() + 300
-        while not killed and time.monotonic() < deadline and proc.poll() is None:
-            actors = actors_of(proc.pid) if committed_images(store) >= 3 else []
-            if actors:
-                os.kill(actors[0], signal.SIGKILL)
-                killed = True
-            time.sleep(0.05)
-    finally:
-        store.close()
+    killed = kill_an_actor_mid_run(proc, store_url_of(home))
     out, err = proc.communicate(timeout=300)
     assert killed, "no actor could be killed"
     assert proc.returncode == 0, err
