@@ -57,6 +57,19 @@ def search(home: Path, probe: Path, *more: str) -> dict[str, dict[str, Any]]:
     return {c["image"]["sha256"]: c for c in out["candidates"]}
 
 
+def two_photos_ingested(tmp_path: Path) -> tuple[Path, Path]:
+    """(photos, home): folder source 's' of a.jpg (Ashanti) and b.jpg (Jolie), ingested."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(ASHANTI, photos / "a.jpg")
+    shutil.copy(JOLIE, photos / "b.jpg")
+    home = tmp_path / "home"
+    own_store(home)
+    add_source(home, "s", photos)
+    ingest(home, "s")
+    return photos, home
+
+
 def test_deleted_and_replaced_files_are_gone_and_a_file_back_is_current(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -149,14 +162,7 @@ def store_locations(home: Path, source: str, part: str, gone: bool | None = None
 
 
 def test_an_item_that_fails_to_read_is_not_gone(tmp_path: Path) -> None:
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    shutil.copy(ASHANTI, photos / "a.jpg")
-    shutil.copy(JOLIE, photos / "b.jpg")
-    home = tmp_path / "home"
-    own_store(home)
-    add_source(home, "s", photos)
-    ingest(home, "s")
+    photos, home = two_photos_ingested(tmp_path)
 
     (photos / "a.jpg").write_bytes(b"not an image any more")
     report = ingest(home, "s")
@@ -238,14 +244,7 @@ def store_faces_of(home: Path, source: str) -> set[str]:
 
 
 def test_the_http_search_api_asks_for_history(tmp_path: Path) -> None:
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    shutil.copy(ASHANTI, photos / "a.jpg")
-    shutil.copy(JOLIE, photos / "b.jpg")
-    home = tmp_path / "home"
-    own_store(home)
-    add_source(home, "s", photos)
-    ingest(home, "s")
+    photos, home = two_photos_ingested(tmp_path)
     (photos / "a.jpg").unlink()
     assert ingest(home, "s")["gone"] == 1
 
