@@ -7,8 +7,10 @@ import os
 import shutil
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -235,3 +237,32 @@ def test_failed_logins_are_counted_by_every_server_together(
     finally:
         for server in servers:
             server.stop()
+
+
+def test_wrong_tokens_sent_at_once_to_two_servers_are_told_wrong_no_more_than_the_limit(
+    pg_home: tuple[Path, str, dict[str, str]],
+) -> None:
+    """20 wrong tokens at the same moment, half to each of two servers on one store, with a
+    limit of 4: 4 are answered 401 (wrong) and 16 are answered 429, which tells nothing of the
+    token. Checked first and counted after, each server could tell 4."""
+    home, url, tokens = pg_home
+    env = {"FACETRAIL_STORE_URL": url, "FACETRAIL_LOGIN_FAILURES": "4"}
+    servers = [Server(home, tokens, env=env) for _ in range(2)]
+    go = threading.Barrier(20)
+
+    def guess(n: int) -> int:
+        with httpx.Client(base_url=servers[n % 2].url, timeout=60) as client:
+            go.wait(timeout=60)
+            return client.get("/api/me", headers={
+                "Authorization": f"Bearer ft_{n:02d}{'z' * 41}"}).status_code
+
+    try:
+        for server in servers:
+            server.start()
+        with ThreadPoolExecutor(20) as pool:
+            statuses = list(pool.map(guess, range(20)))
+        assert sorted(statuses) == [401] * 4 + [429] * 16, statuses
+    finally:
+        for server in servers:
+            server.stop()
+

@@ -564,8 +564,8 @@ def test_rate_events_hold_a_limit_per_key_in_a_sliding_window(store: Store) -> N
     assert store.take_rate("probe", "ann", 3, 10.0, t + 4) is None  # another kind
     assert store.take_rate("search", "ann", 3, 10.0, t + 10.5) is None  # the first left
     assert store.rate_wait("login_failure", "1.2.3.4", 2, 60.0, t) is None
-    store.add_rate_event("login_failure", "1.2.3.4", t)
-    store.add_rate_event("login_failure", "1.2.3.4", t + 1)
+    assert store.take_rate("login_failure", "1.2.3.4", 2, 60.0, t) is None
+    assert store.take_rate("login_failure", "1.2.3.4", 2, 60.0, t + 1) is None
     assert store.rate_wait("login_failure", "1.2.3.4", 2, 60.0, t + 2) == pytest.approx(58.0)
     assert store.rate_wait("login_failure", "1.2.3.4", 2, 60.0, t + 61) is None
 

@@ -596,8 +596,6 @@ class RateStore(Protocol):
         None if it is under now. Counts nothing."""
         ...
 
-    def add_rate_event(self, kind: str, key: str, now: float) -> None: ...
-
 
 class RightsStore(Protocol):
     """Erasure with tombstones, opt-out templates, retention of probes and kept searches."""

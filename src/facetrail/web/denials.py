@@ -11,7 +11,10 @@
 - Failed logins and unknown bearer tokens are counted per client address: after
   ``login_failures`` of them in ``login_failure_window`` seconds (settings), every login or
   token from that address gets 429 with ``Retry-After`` until the oldest failure is out of the
-  window, whether the token is right or not. Behind a reverse proxy every client has the
+  window, whether the token is right or not. A wrong token is counted and checked at once, so
+  concurrent guesses learn "wrong" (401) at most ``login_failures`` times per window; a right
+  one is admitted if the address is under its failures when it is looked up. Behind a reverse
+  proxy every client has the
   proxy's address: the throttle then holds for all of them together.
 
 The counts are kept in the store (``store/sql/rates.py``): every server process of a
@@ -122,12 +125,19 @@ class LoginThrottle:
         self.window = window
 
     def check(self, ip: str) -> None:
-        """Raise ``RateLimitError`` if ``ip`` is over its failures."""
-        wait = self.store.rate_wait(self.KIND, ip, self.limit, self.window, time.time())
+        """Raise ``RateLimitError`` if ``ip`` is over its failures (a read: every request with
+        a bearer token asks it)."""
+        self._refuse(self.store.rate_wait(self.KIND, ip, self.limit, self.window, time.time()))
+
+    def failed(self, ip: str) -> None:
+        """Count a failure of ``ip``; raise ``RateLimitError`` if it is one too many. Counted
+        and checked at once (``take_rate``), so failures made at the same moment, by any
+        number of threads and processes, are answered "wrong" (401) at most ``limit`` times
+        in a window; the others get 429, which says nothing of the token."""
+        self._refuse(self.store.take_rate(self.KIND, ip, self.limit, self.window, time.time()))
+
+    def _refuse(self, wait: float | None) -> None:
         if wait is not None:
             raise RateLimitError.after(
                 wait, f"more than {self.limit} failed logins from this address in "
                 f"{self.window:g} s (FACETRAIL_LOGIN_FAILURES)")
-
-    def failed(self, ip: str) -> None:
-        self.store.add_rate_event(self.KIND, ip, time.time())

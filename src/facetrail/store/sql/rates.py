@@ -1,10 +1,8 @@
 """Rate events: every server process of a deployment counts searches, probe uploads and failed
 logins in one table, so that a limit holds however many processes serve (``web/service.py``,
-``web/denials.py``). A search or an upload is counted and added under a lock of its kind and
-key (the ``Dialect``'s), so two processes at the limit cannot both pass; the login throttle
-only reads on each request and adds a failed one, so failures made at the same moment may
-overshoot its limit by the processes making them. Events older than a day are deleted as new
-ones are added."""
+``web/denials.py``). An event is counted and added under a lock of its kind and key (the
+``Dialect``'s), so two processes at the limit cannot both pass. Events older than a day are
+deleted as new ones are added."""
 
 from __future__ import annotations
 
@@ -27,12 +25,6 @@ class RateTables(SQLCore):
                   ) -> float | None:
         # A read, without a lock: every request with a bearer token asks it.
         return _wait(self._db, kind, key, limit, window, now)
-
-    def add_rate_event(self, kind: str, key: str, now: float) -> None:
-        with self._tx() as db:
-            self.dialect.lock_rates(db.raw, f"{kind}:{key}")
-            _forget(db, kind, now - WINDOW_KEPT)
-            db.execute("INSERT INTO rate_events (kind, key, at) VALUES (?,?,?)", (kind, key, now))
 
 
 WINDOW_KEPT = 24 * 3600.0
