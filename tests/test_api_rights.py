@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 import facetrail
-from conftest import PEOPLE
+from conftest import FACES, PEOPLE
 from facetrail.store import AuditQuery, open_store
 from facetrail.store.base import AuditRow
 from facetrail.web.sweeper import LAST_SWEEP, SWEEP_ACTOR
@@ -182,9 +184,31 @@ def test_an_erased_face_leaves_results_and_kept_searches_show_a_tombstone(
             assert f"/api/faces/{face}/crop" not in page.text
 
 
+def in_group_photo(found: dict[str, Any]) -> dict[str, Any]:
+    """The candidate of ``found`` in the group photo kit_with_rose.jpg."""
+    return next(c for c in found["result"]["candidates"]
+                if any(a["location"].endswith("kit_with_rose.jpg") for a in c["appearances"]))
+
+
+def region(data: bytes, box: list[int], scale: float = 1.0) -> np.ndarray:
+    """The pixels of the inner half of ``box`` (scaled) in an image's bytes."""
+    x, y, w, h = (v * scale for v in box)
+    with Image.open(io.BytesIO(data)) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return pixels[int(y + h / 4):int(y + 3 * h / 4), int(x + w / 4):int(x + 3 * w / 4)]
+
+
 def test_an_opt_out_by_photo_erases_the_person_lists_and_is_removed(server: Server) -> None:
     person = "Rose_Leslie"
-    before = face_ids(search(server, photo(person, 1), "OPT-1"))
+    found = search(server, photo(person, 1), "OPT-1")
+    before = face_ids(found)
+    rose, kit = in_group_photo(found), in_group_photo(search(server, photo("Kit_Harington"),
+                                                             "OPT-1"))
+    sha = rose["image"]["sha256"]
+    group = FACES / "group" / "kit_with_rose.jpg"
+    with server.client("analyst") as analyst:
+        assert analyst.get(f"/api/images/{sha}").content == group.read_bytes()
+        assert analyst.get(f"/api/images/{sha}/thumb").status_code == 200  # now cached
     probe = photo(person, 1)
     with server.client("admin") as admin:
         response = admin.post("/api/optouts", files=[("photos", (probe.name,
@@ -201,6 +225,19 @@ def test_an_opt_out_by_photo_erases_the_person_lists_and_is_removed(server: Serv
     after = face_ids(search(server, photo(person, 2), "OPT-2"))
     assert not set(erased) & set(after)
     assert set(erased) & set(before)
+    # The group photo is shown with her face painted over; his face, and his crop, stay.
+    assert rose["face_id"] in erased and kit["face_id"] not in erased
+    with server.client("analyst") as analyst:
+        shown = analyst.get(f"/api/images/{sha}")
+        assert shown.status_code == 200 and shown.headers["content-type"] == "image/jpeg"
+        thumb = analyst.get(f"/api/images/{sha}/thumb").content
+        assert analyst.get(f"/api/faces/{kit['face_id']}/crop").status_code == 200
+    with Image.open(group) as original:
+        scale = 320 / max(original.size)
+    for data, factor in ((shown.content, 1.0), (thumb, scale)):
+        hidden, seen = region(data, rose["box"], factor), region(data, kit["box"], factor)
+        assert abs(hidden.mean() - 128) < 3 and hidden.std() < 3, (hidden.mean(), hidden.std())
+        assert seen.std() > 15
     with server.client("admin") as admin:
         removed = admin.delete("/api/optouts/REQ-42")
         assert removed.status_code == 200 and removed.json()["removed"]

@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import FACES, PEOPLE
 from facetrail.errors import ImageError, ImageTooLargeError
-from facetrail.imaging import decode
+from facetrail.imaging import decode, masked
 from facetrail.settings import Settings
 
 SETTINGS = Settings(home="/nonexistent")
@@ -261,3 +261,19 @@ def test_a_large_transparent_image_is_converted_in_bounded_memory() -> None:
         tracemalloc.stop()
     assert pixels.shape == (2000, 4000, 3) and tuple(pixels[5, 5]) == (132, 227, 142)
     assert peak < 128 * 2**20, f"{peak / 2**20:.0f} MB"
+
+
+def test_masked_paints_boxes_and_margins_grey_in_the_image_s_own_kind() -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (100, 120, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    shown = masked(out.getvalue(), [(40, 40, 20, 20), (-5, 90, 20, 30)], Settings())
+    with Image.open(io.BytesIO(shown)) as image:
+        assert image.format == "PNG"  # lossless stays lossless
+        got = np.asarray(image)
+    assert (got[35:65, 35:65] == 128).all()  # the box and a quarter of it on every side
+    assert (got[83:, :20] == 128).all()  # a box partly outside the image
+    assert (got[:34] == pixels[:34]).all() and (got[66:80, 25:] == pixels[66:80, 25:]).all()
+    jpeg = masked((PEOPLE / "Ashanti" / "Ashanti_0001.jpg").read_bytes(), [(0, 0, 8, 8)],
+                  Settings())
+    assert Image.open(io.BytesIO(jpeg)).format == "JPEG"

@@ -97,6 +97,7 @@ from facetrail.store import (
 )
 from facetrail.store.base import AuditRow, ErasureRow, OrgRow, ShareRow
 from facetrail.subject_access import SubjectAccess, SubjectAccessReport
+from facetrail.suppression import shown
 
 USER_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")
 USER_NAME = re.compile(r"[^\W_][\w.@-]{0,63}")
@@ -620,7 +621,7 @@ class Facetrail:
     def image_to_erase(self, sha256: str, *, actor: Actor | None = None) -> bytes:
         """An indexed image's bytes, of any organisation, for whoever carries out erasures."""
         self._rights.check(actor or Actor.local())
-        return image_bytes(self.store, sha256)
+        return shown(self.store, self.settings, sha256, image_bytes(self.store, sha256))
 
     # -- search -----------------------------------------------------------------------------
     def search(
@@ -776,9 +777,10 @@ class Facetrail:
 
     def image_bytes(self, sha256: str, *, actor: Actor | None = None) -> bytes:
         """An indexed image's bytes, read back from where it was found (checked by hash), if
-        ``actor``'s organisation may see it."""
+        ``actor``'s organisation may see it; with the faces erased from it painted over
+        (``suppression.shown``)."""
         self.check_image(sha256, actor=actor)
-        return image_bytes(self.store, sha256)
+        return shown(self.store, self.settings, sha256, image_bytes(self.store, sha256))
 
     # -- moving between face models -------------------------------------------------------
     def model_statuses(self) -> list[ModelStatus]:

@@ -26,6 +26,7 @@ import hashlib
 import io
 import struct
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -232,6 +233,29 @@ CROP_MARGIN = 0.3
 def jpeg(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, "JPEG", quality=88)
+    return out.getvalue()
+
+
+MASK_MARGIN = 0.25
+"""Of a face's box width and height, added on every side of a masked face."""
+MASK_GREY = 128
+
+
+def masked(data: bytes, boxes: Sequence[tuple[int, int, int, int]], settings: Settings
+           ) -> bytes:
+    """The image, upright, with every (x, y, w, h) face box and a margin around it painted
+    flat grey: how an image is shown once faces were erased from it. A JPEG if the image was
+    one, else a PNG (no more loss than the original had)."""
+    decoded = decode(data, settings)
+    pixels = decoded.pixels.copy()
+    for x, y, w, h in boxes:
+        mx, my = int(w * MASK_MARGIN), int(h * MASK_MARGIN)
+        pixels[max(0, y - my):max(0, y + h + my), max(0, x - mx):max(0, x + w + mx)] = MASK_GREY
+    image = Image.fromarray(pixels)
+    if decoded.format == "JPEG":
+        return jpeg(image)
+    out = io.BytesIO()
+    image.save(out, "PNG")
     return out.getvalue()
 
 

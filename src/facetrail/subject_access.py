@@ -44,6 +44,7 @@ from facetrail.records import Box
 from facetrail.sources.readback import image_bytes
 from facetrail.store import AuditQuery, HeldImage
 from facetrail.store.base import ShareRow
+from facetrail.suppression import shown
 
 if TYPE_CHECKING:
     from facetrail.engine import Facetrail
@@ -191,7 +192,8 @@ class SubjectAccess:
               ) -> tuple[bytes | None, str | None]:
         if sha256 not in readback:
             try:
-                readback[sha256] = image_bytes(self.store, sha256)
+                readback[sha256] = shown(self.store, self.engine.settings, sha256,
+                                         image_bytes(self.store, sha256))
             except FacetrailError as exc:
                 readback[sha256] = exc
         data = readback[sha256]

@@ -1,7 +1,8 @@
-"""What ingest must not store, and searches must not return: faces that match an opt-out
-template (at the opt-out threshold), and faces lying where a face of the same image was erased
-(its tombstone keeps the box). Used by the rights engine (``rights.Rights``) in the ingesting
-process, and by workers that write to the store themselves (``pipeline/writing.py``).
+"""What ingest must not store, searches must not return, and the pages must not show: faces
+that match an opt-out template (at the opt-out threshold), and faces lying where a face of the
+same image was erased (its tombstone keeps the box). Used by the rights engine
+(``rights.Rights``) in the ingesting process, by workers that write to the store themselves
+(``pipeline/writing.py``), and wherever an image's pixels are served (``shown``).
 
 The templates are read once and again only when they changed, in any process: the store's
 ``optout_version`` says, without reading them.
@@ -14,6 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from facetrail import imaging
 from facetrail.faces import DEFAULT_FLOOR
 from facetrail.faces.base import score_of
 from facetrail.records import Box, ImageAnalysis
@@ -22,6 +24,14 @@ from facetrail.store import Store
 
 ERASED_OVERLAP = 0.5
 """A face whose box overlaps an erased face's box of its image by this much (IoU) is it."""
+
+
+def shown(store: Store, settings: Settings, sha256: str, data: bytes) -> bytes:
+    """An image's bytes as facetrail shows them (the image itself, its thumbnail, crops of the
+    faces left in it, subject-access reports): the originals, or, if faces were erased from
+    the image, a copy with their boxes painted over (``imaging.masked``)."""
+    boxes = store.erased_boxes(sha256)
+    return imaging.masked(data, boxes, settings) if boxes else data
 
 
 class Suppressor:
