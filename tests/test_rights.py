@@ -3,6 +3,7 @@ erasure with tombstones, source removal, opt-out with suppression, retention swe
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image, ImageOps
 
 import facetrail
-from conftest import PEOPLE, cli_json, run_cli
+from conftest import FACES, PEOPLE, cli_json, run_cli
 from facetrail.accounts import Actor
 from facetrail.engine import Facetrail
 from facetrail.errors import NotFoundError, PolicyError
@@ -164,6 +165,26 @@ def test_an_opt_out_erases_suppresses_and_filters(engine: Facetrail, photos: Pat
     report_in = engine.ingest("photos")
     assert (report_in.images_new, report_in.suppressed, report_in.faces) == (1, 1, 0)
     assert stored_faces(engine) == others
+    # In a new group photo, he is left out and painted over wherever it is shown; Biden stays.
+    with Image.open(FACES / "group" / "two_people.jpg") as image:
+        image.save(photos / "group.png")
+    group = (photos / "group.png").read_bytes()
+    report_in = engine.ingest("photos")
+    assert (report_in.images_new, report_in.suppressed, report_in.faces) == (1, 1, 1)
+    sha = __import__("hashlib").sha256(group).hexdigest()
+    (x, y, w, h), = engine.store.erased_boxes(sha)
+    shown = engine.image_bytes(sha)
+    with Image.open(io.BytesIO(shown)) as image:
+        assert image.format == "PNG"
+        painted = np.asarray(image)[y:y + h, x:x + w]
+    with Image.open(io.BytesIO(group)) as image:
+        before = np.asarray(image.convert("RGB"))
+    assert (painted == 128).all() and (before[y:y + h, x:x + w] != 128).any()
+    (biden,) = set(stored_faces(engine)) - others
+    bx, by, bw, bh = engine.face(biden).box
+    with Image.open(io.BytesIO(shown)) as image:
+        assert (np.asarray(image)[by:by + bh, bx:bx + bw] == before[by:by + bh, bx:bx + bw]).all()
+    others.add(biden)
     with pytest.raises(Exception, match="REQ-123"):
         engine.add_optout([selfie], reference="REQ-123")
     engine.remove_optout("REQ-123")

@@ -120,6 +120,10 @@ class ImageAnalysis:
     height: int
     format: str
     faces: tuple[DetectedFace, ...]
+    hidden: tuple[Box, ...] = ()
+    """Boxes of faces found but left out because they match an opt-out
+    (``suppression.Suppressor``): stored as boxes only, painted over wherever the image is
+    shown."""
 
 
 @dataclass(frozen=True)

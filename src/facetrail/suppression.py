@@ -29,7 +29,8 @@ ERASED_OVERLAP = 0.5
 def shown(store: Store, settings: Settings, sha256: str, data: bytes) -> bytes:
     """An image's bytes as facetrail shows them (the image itself, its thumbnail, crops of the
     faces left in it, subject-access reports): the originals, or, if faces were erased from
-    the image, a copy with their boxes painted over (``imaging.masked``)."""
+    the image or left out of it at ingest, a copy with their boxes painted over
+    (``imaging.masked``)."""
     boxes = store.erased_boxes(sha256)
     return imaging.masked(data, boxes, settings) if boxes else data
 
@@ -78,7 +79,7 @@ class Suppressor:
 
     def suppress(self, analysis: ImageAnalysis, model_id: int) -> tuple[ImageAnalysis, int]:
         """``analysis`` without the faces that match an opt-out, or lie where a face of the
-        image was erased; and how many were left out."""
+        image was erased, their boxes in its ``hidden``; and how many were left out."""
         faces = list(analysis.faces)
         if not faces:
             return analysis, 0
@@ -92,7 +93,9 @@ class Suppressor:
         if keep.all():
             return analysis, 0
         kept = tuple(f for f, k in zip(faces, keep, strict=True) if k)
-        return replace(analysis, faces=kept), int((~keep).sum())
+        hidden = tuple(f.box for f, k in zip(faces, keep, strict=True) if not k)
+        return (replace(analysis, faces=kept, hidden=analysis.hidden + hidden),
+                int((~keep).sum()))
 
 
 def overlap(a: Box, b: Box) -> float:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from facetrail.errors import MissingExtraError, StoreError, StoreUnavailableError
 from facetrail.store.sql import SQLStore
 
-MIGRATIONS = {v: f"pg_schema_v{v}.sql" for v in range(1, 10)}
+MIGRATIONS = {v: f"pg_schema_v{v}.sql" for v in range(1, 11)}
 _AUDIT_LOCK = 0x66616365  # advisory lock keys of this store: "face", "facf", "facg"
 _MIGRATION_LOCK = 0x66616366
 _RATE_LOCK = 0x66616367

@@ -19,7 +19,7 @@ from typing import Any
 from facetrail.errors import StoreError, StoreUnavailableError
 from facetrail.store.sql import SQLStore
 
-MIGRATIONS = {v: f"schema_v{v}.sql" for v in range(1, 10)}
+MIGRATIONS = {v: f"schema_v{v}.sql" for v in range(1, 11)}
 """Schema version -> script that brings the previous version to it."""
 
 

@@ -130,7 +130,7 @@ def environment(dialect: Dialect) -> Iterator[None]:
 class SQLCore:
     """Connections (one per thread), transactions and migrations over a ``Dialect``."""
 
-    SCHEMA_VERSION = 9
+    SCHEMA_VERSION = 10
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect

@@ -402,6 +402,9 @@ def insert_image(
             for i, f in enumerate(analysis.faces)
         ],
     )
+    db.executemany(
+        "INSERT INTO suppressed_faces (image_sha256, box) VALUES (?,?) ON CONFLICT DO NOTHING",
+        [(analysis.sha256, json.dumps(list(box))) for box in analysis.hidden])
     return True
 
 

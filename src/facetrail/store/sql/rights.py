@@ -191,12 +191,14 @@ class RightsTables(SQLCore):
 
     def erased_boxes(self, sha256: str) -> list[tuple[int, int, int, int]]:
         # Faces erased by name stay erased; those that expired or went with their source may
-        # come back with a new ingest, as a new holding.
+        # come back with a new ingest, as a new holding. Faces that ingest left out as
+        # opted out are held back as they are.
         rows = self._db.execute(
             "SELECT t.box FROM erased_faces t JOIN erasures e ON e.id = t.erasure_id"
-            " WHERE t.image_sha256=? AND e.kind IN ('face', 'photo', 'optout', 'image')",
-            (sha256,)).fetchall()
-        return [tuple(json.loads(r[0])) for r in rows]
+            " WHERE t.image_sha256=? AND e.kind IN ('face', 'photo', 'optout', 'image')"
+            " UNION SELECT box FROM suppressed_faces WHERE image_sha256=?",
+            (sha256, sha256)).fetchall()
+        return sorted(tuple(json.loads(r[0])) for r in rows)
 
     def erased_image(self, sha256: str) -> bool:
         return self._db.execute("SELECT 1 FROM erased_images WHERE sha256=?",
