@@ -72,6 +72,19 @@ def fresh_optout(ctx: dict[str, Any]) -> str:
         store.close()
 
 
+def fresh_org(ctx: dict[str, Any], shared: bool = False) -> str:
+    """A new organisation, with 'people' shared with it if ``shared``."""
+    store = open_store(store_url_of(ctx["home"]))
+    try:
+        org = store.add_org(unique("org"), "tests")
+        if shared:
+            store.share_source(store.get_source("people").id, org.id, "tests", "role table",
+                               "tests")
+        return org.name
+    finally:
+        store.close()
+
+
 def photos(ctx: dict[str, Any]) -> dict[str, Any]:
     return {"files": [("photos", (PROBE.name, PROBE.read_bytes()))]}
 
@@ -94,6 +107,12 @@ def table() -> list[Call]:
         Call("PATCH", "/api/sources/{name}", admin, 200,
              lambda c: {"json": {"retention_days": 40}}),
         Call("GET", "/api/sources/{name}/errors", admin),
+        Call("GET", "/api/orgs", admin),
+        Call("POST", "/api/orgs", admin, 201, lambda c: {"json": {"name": unique("org")}}),
+        Call("GET", "/api/sources/{name}/shares", admin),
+        Call("POST", "/api/sources/{name}/shares", admin, 201, lambda c: {"json": {
+            "org": fresh_org(c), "lawful_basis": "tests", "purpose": "role table"}}),
+        Call("DELETE", "/api/sources/{name}/shares/{org}", admin),
         Call("POST", "/api/jobs", admin, 202,
              lambda c: {"json": {"source": "people", "paths": [str(PEOPLE / "Ashanti")]}}),
         Call("GET", "/api/jobs", admin),
@@ -159,6 +178,7 @@ def fill(path: str, ctx: dict[str, Any], sha256: str) -> str:
         sha256=sha256, index=0, search_id=ctx["search_id"], case_ref="ROLES",
         face_id=ctx["face_id"],
         reference=fresh_optout(ctx) if "{reference}" in path else "",
+        org=fresh_org(ctx, shared=True) if "{org}" in path else "",
     )
 
 

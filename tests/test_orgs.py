@@ -261,3 +261,54 @@ def test_pages_show_only_the_organisations_own(server: Server) -> None:
         sources = browser.get("/sources").text
         assert "north-photos" in sources and "south-shared" in sources
         assert "south-photos" not in sources
+
+
+def test_owners_share_and_unshare_sources_over_the_api(server: Server) -> None:
+    share = {"org": "north", "lawful_basis": "agreement 13", "purpose": "joint operation"}
+    with server.client("s-admin") as south, server.client("n-admin") as north:
+        assert {"default", "north", "south"} <= {
+            o["name"] for o in south.get("/api/orgs").json()["orgs"]}
+        assert [s["org"] for s in south.get("/api/sources/south-shared/shares").json()[
+            "shares"]] == ["north"]
+        blank = south.post("/api/sources/south-photos/shares",
+                           json={**share, "lawful_basis": " "})
+        assert (blank.status_code, blank.json()["error"]["code"]) == (422, "policy_error")
+        assert south.post("/api/sources/south-photos/shares",
+                          json={**share, "org": "nowhere"}).status_code == 404
+        made = south.post("/api/sources/south-photos/shares", json=share)
+        assert made.status_code == 201, made.text
+        assert made.json()["share"]["lawful_basis"] == "agreement 13"
+        assert south.post("/api/sources/south-photos/shares", json=share).status_code == 409
+        try:
+            names = {s["name"] for s in north.get("/api/sources").json()["sources"]}
+            assert "south-photos" in names
+            # Only the owner shares: north may not pass it on, nor see who else has it.
+            assert north.post("/api/sources/south-photos/shares",
+                              json={**share, "org": "default"}).status_code == 403
+            assert north.get("/api/sources/south-photos/shares").status_code == 403
+            assert north.post("/api/sources/nowhere/shares", json=share).status_code == 404
+            assert north.post("/api/orgs", json={"name": "east"}).status_code == 403
+        finally:
+            assert south.delete("/api/sources/south-photos/shares/north").status_code == 200
+        assert south.delete("/api/sources/south-photos/shares/north").status_code == 404
+        assert "south-photos" not in {
+            s["name"] for s in north.get("/api/sources").json()["sources"]}
+    for auditor in ("s-auditor", "n-auditor"):  # in both organisations' logs
+        with server.client(auditor) as client:
+            actions = [e["action"] for e in client.get(
+                "/api/audit", params={"actor": "s-admin"}).json()["events"]]
+            assert {"source.share", "source.unshare"} <= set(actions), (auditor, actions)
+
+
+def test_only_the_deployment_adds_organisations_over_the_api(server: Server) -> None:
+    with facetrail.open(server.home, store_url=store_url_of(server.home)) as engine:
+        token = engine.add_user("d-admin", "admin", actor="tests")[1]
+    with httpx.Client(base_url=server.url, timeout=60,
+                      headers={"Authorization": f"Bearer {token}"}) as deployment:
+        made = deployment.post("/api/orgs", json={"name": "east"})
+        assert made.status_code == 201 and made.json()["org"]["name"] == "east"
+        assert deployment.post("/api/orgs", json={"name": "east"}).status_code == 409
+        assert deployment.post("/api/orgs", json={"name": ""}).status_code == 422
+    with server.client("s-admin") as south:
+        assert south.post("/api/orgs", json={"name": "west"}).status_code == 403
+        assert "east" in {o["name"] for o in south.get("/api/orgs").json()["orgs"]}

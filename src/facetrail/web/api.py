@@ -3,6 +3,7 @@
     session   POST/DELETE /session, GET /me                      any role
     users     /users...                                          admin
     sources   /sources..., jobs /jobs...                         admin
+    orgs      /orgs, /sources/{name}/shares...                   admin (POST /orgs: of 'default')
     search    /probes..., /searches..., /cases/{case}/report     analyst (reviewer reads)
     review    /reviews/queue, /searches/{id}/reviews             reviewer
     media     /images/..., /faces/{id}/crop, /probes/{sha}/...   analyst, reviewer
@@ -26,7 +27,7 @@ from pydantic import BaseModel
 from facetrail.accounts import ROLES
 from facetrail.engine import Facetrail
 from facetrail.store import AuditQuery, UserRow
-from facetrail.web import jobs, media, rights, searches, subject
+from facetrail.web import jobs, media, orgs, rights, searches, subject
 from facetrail.web.auth import Principal, end_session, require, start_session
 from facetrail.web.deps import MAX_ID
 
@@ -162,5 +163,6 @@ def audit_verify(who: Auditor, engine: Engine) -> dict[str, Any]:
 router.include_router(searches.router)
 router.include_router(media.router)
 router.include_router(jobs.router)
+router.include_router(orgs.router)
 router.include_router(subject.router)
 router.include_router(rights.router)
