@@ -206,9 +206,14 @@ def test_an_opt_out_by_photo_erases_the_person_lists_and_is_removed(server: Serv
                                                              "OPT-1"))
     sha = rose["image"]["sha256"]
     group = FACES / "group" / "kit_with_rose.jpg"
+    cache = server.home / "cache"
+    his_crop = f"{kit['face_id']}-{sha[:16]}"
     with server.client("analyst") as analyst:
         assert analyst.get(f"/api/images/{sha}").content == group.read_bytes()
-        assert analyst.get(f"/api/images/{sha}/thumb").status_code == 200  # now cached
+        assert analyst.get(f"/api/images/{sha}/thumb").status_code == 200  # now kept
+        assert analyst.get(f"/api/faces/{kit['face_id']}/crop").status_code == 200
+    assert (cache / "thumbs" / f"{sha}.jpg").exists()
+    assert (cache / "crops" / f"{his_crop}.jpg").exists()
     probe = photo(person, 1)
     with server.client("admin") as admin:
         response = admin.post("/api/optouts", files=[("photos", (probe.name,
@@ -230,8 +235,14 @@ def test_an_opt_out_by_photo_erases_the_person_lists_and_is_removed(server: Serv
     with server.client("analyst") as analyst:
         shown = analyst.get(f"/api/images/{sha}")
         assert shown.status_code == 200 and shown.headers["content-type"] == "image/jpeg"
+        assert not list((cache / "thumbs").glob(f"{sha}*"))  # deleted by the erasure
+        assert not list((cache / "crops").glob(f"{his_crop}*"))  # his margin may show her
         thumb = analyst.get(f"/api/images/{sha}/thumb").content
         assert analyst.get(f"/api/faces/{kit['face_id']}/crop").status_code == 200
+    # Kept again under names that say what is painted over in them.
+    (kept_thumb,) = (cache / "thumbs").glob(f"{sha}*")
+    (kept_crop,) = (cache / "crops").glob(f"{his_crop}*")
+    assert kept_thumb.name.startswith(f"{sha}-m") and kept_crop.name.startswith(f"{his_crop}-m")
     with Image.open(group) as original:
         scale = 320 / max(original.size)
     for data, factor in ((shown.content, 1.0), (thumb, scale)):

@@ -277,3 +277,14 @@ def test_masked_paints_boxes_and_margins_grey_in_the_image_s_own_kind() -> None:
     jpeg = masked((PEOPLE / "Ashanti" / "Ashanti_0001.jpg").read_bytes(), [(0, 0, 8, 8)],
                   Settings())
     assert Image.open(io.BytesIO(jpeg)).format == "JPEG"
+
+
+def test_a_masked_image_that_would_not_decode_again_as_png_is_a_jpeg() -> None:
+    pixels = np.random.default_rng(1).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "WEBP", quality=30)  # compact; as a PNG it is not
+    settings = Settings(max_image_bytes=max(len(out.getvalue()), 60_000))
+    shown = masked(out.getvalue(), [(10, 10, 20, 20)], settings)
+    assert len(shown) <= settings.max_image_bytes
+    assert Image.open(io.BytesIO(shown)).format == "JPEG"
+    assert decode(shown, settings).width == 200  # thumbnails and crops are made from it

@@ -309,6 +309,9 @@ def test_only_the_deployment_adds_organisations_over_the_api(server: Server) -> 
         assert made.status_code == 201 and made.json()["org"]["name"] == "east"
         assert deployment.post("/api/orgs", json={"name": "east"}).status_code == 409
         assert deployment.post("/api/orgs", json={"name": ""}).status_code == 422
+        for name in ("east\u202etsew", "two words", "new\nline"):
+            refused = deployment.post("/api/orgs", json={"name": name})
+            assert refused.json()["error"]["code"] == "policy_error", name
     with server.client("s-admin") as south:
         assert south.post("/api/orgs", json={"name": "west"}).status_code == 403
         assert "east" in {o["name"] for o in south.get("/api/orgs").json()["orgs"]}

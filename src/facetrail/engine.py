@@ -97,7 +97,7 @@ from facetrail.store import (
 )
 from facetrail.store.base import AuditRow, ErasureRow, OrgRow, ShareRow
 from facetrail.subject_access import SubjectAccess, SubjectAccessReport
-from facetrail.suppression import shown
+from facetrail.suppression import shown, shown_version
 
 USER_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")
 USER_NAME = re.compile(r"[^\W_][\w.@-]{0,63}")
@@ -378,10 +378,15 @@ class Facetrail:
 
     # -- organisations (facetrail.orgs) -----------------------------------------------------
     def add_org(self, name: str, *, actor: str | None = None) -> OrgRow:
-        """A new organisation of this deployment."""
-        if not name.strip():
-            raise PolicyError("an organisation needs a name")
-        row = self.store.add_org(name.strip(), actor or os_user())
+        """A new organisation of this deployment. Its name is made as a user name is
+        (``USER_NAME``): it is shown in pages, audit events and ``--org``."""
+        name = name.strip()
+        if not USER_NAME.fullmatch(name):
+            raise PolicyError(
+                "an organisation's name is 1-64 letters, digits, '.', '_', '-' or '@', "
+                "starting with a letter or digit (no spaces, control or direction "
+                f"characters); not {name!r}")
+        row = self.store.add_org(name, actor or os_user())
         self.store.append_audit(AuditEvent(actor=actor or os_user(), action="org.add",
                                            details={"org": row.name}))
         return row
@@ -781,6 +786,11 @@ class Facetrail:
         (``suppression.shown``)."""
         self.check_image(sha256, actor=actor)
         return shown(self.store, self.settings, sha256, image_bytes(self.store, sha256))
+
+    def shown_version(self, sha256: str) -> str:
+        """'' if an image is shown as it is, else a digest of the boxes painted over in it
+        (``suppression.shown_version``): part of the names of its kept thumbnail and crops."""
+        return shown_version(self.store, sha256)
 
     # -- moving between face models -------------------------------------------------------
     def model_statuses(self) -> list[ModelStatus]:

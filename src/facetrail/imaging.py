@@ -230,33 +230,37 @@ CROP_MARGIN = 0.3
 """Added around a face box on every side, as a fraction of the box's size."""
 
 
-def jpeg(image: Image.Image) -> bytes:
+def jpeg(image: Image.Image, quality: int = 88) -> bytes:
     out = io.BytesIO()
-    image.save(out, "JPEG", quality=88)
+    image.save(out, "JPEG", quality=quality)
     return out.getvalue()
 
 
 MASK_MARGIN = 0.25
 """Of a face's box width and height, added on every side of a masked face."""
 MASK_GREY = 128
+MASKED_QUALITY = 92
+"""JPEG quality of a masked image: it stands for the original, not for a thumbnail."""
 
 
 def masked(data: bytes, boxes: Sequence[tuple[int, int, int, int]], settings: Settings
            ) -> bytes:
     """The image, upright, with every (x, y, w, h) face box and a margin around it painted
     flat grey: how an image is shown once faces were erased from it. A JPEG if the image was
-    one, else a PNG (no more loss than the original had)."""
+    one, else a PNG (no more loss than the original had) if that is within
+    ``max_image_bytes``, so that it decodes again for thumbnails and crops; else a JPEG."""
     decoded = decode(data, settings)
     pixels = decoded.pixels.copy()
     for x, y, w, h in boxes:
         mx, my = int(w * MASK_MARGIN), int(h * MASK_MARGIN)
         pixels[max(0, y - my):max(0, y + h + my), max(0, x - mx):max(0, x + w + mx)] = MASK_GREY
     image = Image.fromarray(pixels)
-    if decoded.format == "JPEG":
-        return jpeg(image)
-    out = io.BytesIO()
-    image.save(out, "PNG")
-    return out.getvalue()
+    if decoded.format != "JPEG":
+        out = io.BytesIO()
+        image.save(out, "PNG")
+        if out.tell() <= settings.max_image_bytes:
+            return out.getvalue()
+    return jpeg(image, quality=MASKED_QUALITY)
 
 
 def face_crop(data: bytes, box: tuple[int, int, int, int], settings: Settings) -> bytes:

@@ -189,19 +189,16 @@ class Rights:
 
     def _remove_files(self, scope: ErasureScope, shas: set[str]) -> int:
         cache = self.engine.home / "cache"
-        removed = 0
-        for sha in shas:
-            for path in (cache / "thumbs" / f"{sha}.jpg",):
-                if path.exists():
-                    path.unlink()
-                    removed += 1
-        crops = cache / "crops"
-        if crops.is_dir():
-            for face_id in scope.faces:
-                for path in crops.glob(f"{face_id}-*.jpg"):
-                    path.unlink()
-                    removed += 1
-        return removed
+        thumbs, crops = cache / "thumbs", cache / "crops"
+        # Every kept view of an image a face was erased from (the faces left in it too: their
+        # crops' margins may show it), and every crop of an erased face.
+        kept = [thumbs.glob(f"{sha}*.jpg") for sha in shas]
+        kept += [crops.glob(f"*-{sha[:16]}*.jpg") for sha in shas]
+        kept += [crops.glob(f"{face_id}-*.jpg") for face_id in scope.faces]
+        paths = {p for found in kept for p in found}
+        for path in paths:
+            path.unlink(missing_ok=True)
+        return len(paths)
 
     def _audit(self, report: ErasureReport, actor: Actor) -> None:
         self.store.append_audit(AuditEvent(

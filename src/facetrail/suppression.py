@@ -10,6 +10,8 @@ The templates are read once and again only when they changed, in any process: th
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -33,6 +35,16 @@ def shown(store: Store, settings: Settings, sha256: str, data: bytes) -> bytes:
     (``imaging.masked``)."""
     boxes = store.erased_boxes(sha256)
     return imaging.masked(data, boxes, settings) if boxes else data
+
+
+def shown_version(store: Store, sha256: str) -> str:
+    """What tells one way of showing an image from another: '' for the original, else a short
+    digest of the boxes painted over. Kept thumbnails and crops carry it in their names, so
+    that a box added later (an erasure, another face model's ingest) makes them unused."""
+    boxes = store.erased_boxes(sha256)
+    if not boxes:
+        return ""
+    return "-m" + hashlib.sha256(json.dumps(boxes).encode()).hexdigest()[:12]
 
 
 class Suppressor:

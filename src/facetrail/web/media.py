@@ -3,8 +3,9 @@
 A request names an image by sha256 or a face by face_id, never by path. The bytes are read
 from where the store says the image was found, only inside that source's folder
 (``facetrail.sources.confine``), and only if they still hash to the sha256. Thumbnails
-and crops are made once and cached under ``<home>/cache/``. Appearance URLs are data for the
-client; the server never fetches them.
+and crops are made once and cached under ``<home>/cache/``; their names carry the image's
+``shown_version``, so that a face painted over since is never served from an older one.
+Appearance URLs are data for the client; the server never fetches them.
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ CACHE_HEADERS = {"Cache-Control": "private, no-store", "X-Content-Type-Options":
 
 
 # -- derived images, made once ---------------------------------------------------------------
-def cached_jpeg(path: Path, make: bytes | None = None) -> bytes | None:
+def cached_jpeg(path: Path, make: bytes | None = None, variants: str | None = None
+                ) -> bytes | None:
+    """The kept file at ``path``; or, given ``make``, ``make`` kept there, and the other
+    files matching the glob ``variants`` next to it (the same image shown before a face was
+    painted over in it) deleted."""
     if path.exists():
         return path.read_bytes()
     if make is None:
@@ -60,6 +65,9 @@ def cached_jpeg(path: Path, make: bytes | None = None) -> bytes | None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(make)
     os.replace(tmp, path)
+    for old in path.parent.glob(variants) if variants else ():
+        if old != path:
+            old.unlink(missing_ok=True)
     return make
 
 
@@ -82,7 +90,8 @@ def jpeg_response(data: bytes) -> Response:
 # -- routes ----------------------------------------------------------------------------------
 @router.get("/images/{sha256}", tags=["media"], response_class=Response)
 def get_image(sha256: Sha, who: Reader, service: Svc) -> Response:
-    """The original bytes of an indexed image."""
+    """The original bytes of an indexed image; re-encoded with its erased and opted-out faces
+    painted over, if it had any (``suppression.shown``)."""
     data = service.engine.image_bytes(sha256, actor=who.actor)
     try:
         with Image.open(io.BytesIO(data)) as opened:  # reads the header only
@@ -97,10 +106,11 @@ def get_image(sha256: Sha, who: Reader, service: Svc) -> Response:
 def get_thumb(sha256: Sha, who: Reader, service: Svc) -> Response:
     engine = service.engine
     engine.check_image(sha256, actor=who.actor)  # a kept thumbnail too: never to others
-    path = engine.home / "cache" / "thumbs" / f"{sha256}.jpg"
+    path = engine.home / "cache" / "thumbs" / f"{sha256}{engine.shown_version(sha256)}.jpg"
     data = cached_jpeg(path)
     if data is None:
-        data = cached_jpeg(path, thumbnail(engine, engine.image_bytes(sha256, actor=who.actor)))
+        data = cached_jpeg(path, thumbnail(engine, engine.image_bytes(sha256, actor=who.actor)),
+                           variants=f"{sha256}*.jpg")
     assert data is not None
     return jpeg_response(data)
 
@@ -114,12 +124,14 @@ def get_face_crop(face_id: Id, who: CropViewer, service: Svc) -> Response:
     erasing = who.role == "admin"
     face = (engine.face_to_erase(face_id, actor=who.actor) if erasing
             else engine.face(face_id, actor=who.actor))
-    path = engine.home / "cache" / "crops" / f"{face_id}-{face.image.sha256[:16]}.jpg"
+    sha = face.image.sha256
+    path = engine.home / "cache" / "crops" / f"{face_id}-{sha[:16]}{engine.shown_version(sha)}.jpg"
     data = cached_jpeg(path)
     if data is None:
-        image = (engine.image_to_erase(face.image.sha256, actor=who.actor) if erasing
-                 else engine.image_bytes(face.image.sha256, actor=who.actor))
-        data = cached_jpeg(path, crop(engine, image, face.box))
+        image = (engine.image_to_erase(sha, actor=who.actor) if erasing
+                 else engine.image_bytes(sha, actor=who.actor))
+        data = cached_jpeg(path, crop(engine, image, face.box),
+                           variants=f"{face_id}-{sha[:16]}*.jpg")
     assert data is not None
     return jpeg_response(data)
 

@@ -43,13 +43,16 @@ DeploymentAdmin = Annotated[Principal, Depends(deployment_admin)]
 
 
 class OrgIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=64)
 
 
 class ShareIn(BaseModel):
-    org: str = Field(min_length=1, description="The organisation to share the source with.")
-    lawful_basis: str = Field(min_length=1, description="The sharing's own lawful basis.")
-    purpose: str = Field(min_length=1, description="What the organisation may search it for.")
+    org: str = Field(min_length=1, max_length=64,
+                     description="The organisation to share the source with.")
+    lawful_basis: str = Field(min_length=1, max_length=1000,
+                              description="The sharing's own lawful basis.")
+    purpose: str = Field(min_length=1, max_length=1000,
+                         description="What the organisation may search it for.")
 
 
 @router.get("/orgs", tags=["orgs"])

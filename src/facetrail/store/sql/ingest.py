@@ -404,7 +404,8 @@ def insert_image(
     )
     db.executemany(
         "INSERT INTO suppressed_faces (image_sha256, box) VALUES (?,?) ON CONFLICT DO NOTHING",
-        [(analysis.sha256, json.dumps(list(box))) for box in analysis.hidden])
+        [(analysis.sha256, json.dumps(list(box), separators=(",", ":")))  # as erased_faces'
+         for box in analysis.hidden])
     return True
 
 

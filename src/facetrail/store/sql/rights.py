@@ -198,7 +198,7 @@ class RightsTables(SQLCore):
             " WHERE t.image_sha256=? AND e.kind IN ('face', 'photo', 'optout', 'image')"
             " UNION SELECT box FROM suppressed_faces WHERE image_sha256=?",
             (sha256, sha256)).fetchall()
-        return sorted(tuple(json.loads(r[0])) for r in rows)
+        return sorted({tuple(json.loads(r[0])) for r in rows})
 
     def erased_image(self, sha256: str) -> bool:
         return self._db.execute("SELECT 1 FROM erased_images WHERE sha256=?",
