@@ -85,6 +85,10 @@ class FacetrailWorker:
         return self._run(task)
 
 
+REAP_SECONDS = 30.0
+"""How long a stopping local Ray's killed processes are waited for."""
+
+
 def import_ray(address: str | None) -> Any:
     """The ``ray`` module, ready to start or join Ray on loopback when ``address`` is unset or
     a loopback address."""
@@ -148,7 +152,7 @@ class _Runtime:
             if self.users or not self.started:
                 return
             self.started = False
-            ray.shutdown()  # stops a local Ray; only leaves a cluster
+            _shutdown(ray)  # stops a local Ray; only leaves a cluster
             if self.watcher is not None:
                 self.watcher.kill()
                 self.watcher.wait()
@@ -178,7 +182,7 @@ class _Runtime:
                 break
             except Exception as exc:
                 with contextlib.suppress(Exception):
-                    ray.shutdown()
+                    _shutdown(ray)
                 if self.temp_dir is not None:
                     _stop_left(self.temp_dir)  # what a failed start left running
                     shutil.rmtree(self.temp_dir, ignore_errors=True)
@@ -194,6 +198,21 @@ class _Runtime:
                  *([self.temp_dir] if self.temp_dir else [])],
                 stdin=subprocess.DEVNULL, start_new_session=True,
             )
+
+
+def _shutdown(ray: Any) -> None:
+    """``ray.shutdown()``, then wait until the processes of a local Ray have ended. Ray kills
+    what does not stop within a second and waits a second more; on a loaded machine a killed
+    process may take longer to end, and its Popen, dropped unreaped, warns when collected."""
+    node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
+    started = [info.process for infos in dict(getattr(node, "all_processes", None) or {}).values()
+               for info in infos]
+    ray.shutdown()
+    for process in started:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=REAP_SECONDS)
 
 
 def _stop_left(temp_dir: str) -> None:
