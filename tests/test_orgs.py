@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -315,3 +316,48 @@ def test_only_the_deployment_adds_organisations_over_the_api(server: Server) -> 
     with server.client("s-admin") as south:
         assert south.post("/api/orgs", json={"name": "west"}).status_code == 403
         assert "east" in {o["name"] for o in south.get("/api/orgs").json()["orgs"]}
+
+
+@contextmanager
+def logged_in_browser(server: Server, user: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60, headers={"Origin": server.url},
+                      follow_redirects=True) as browser:
+        page = browser.get("/login")
+        logged = browser.post("/login", data={"token": server.tokens[user],
+                                              "csrf_token": csrf_of(page.text)})
+        assert logged.status_code == 200, logged.text
+        yield browser
+
+
+def csrf_of(page: str) -> str:
+    return page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+
+
+def test_the_sources_page_shares_and_stops_sharing(server: Server) -> None:
+    with logged_in_browser(server, "s-admin") as south, \
+            logged_in_browser(server, "n-admin") as north:
+        page = south.get("/sources").text
+        assert 'data-testid="share-form"' in page
+        row = page.split('data-source="south-shared"', 1)[1].split("</tr>", 1)[0]
+        assert "<td>yours</td>" in row and "Stop sharing south-shared with north" in row
+        shared = south.post("/sources/share", data={
+            "csrf_token": csrf_of(page), "source": "south-photos", "org": "north",
+            "lawful_basis": "agreement 14", "purpose": "joint operation"})
+        assert shared.status_code == 200 and "south-photos is now shared with north" in (
+            shared.text)
+        # North sees it, shared by south, with no ingest button and nobody else's sharings.
+        theirs = north.get("/sources").text
+        row = theirs.split('data-source="south-photos"', 1)[1].split("</tr>", 1)[0]
+        assert "(shared with you)" in row and "Start ingest" not in row and "unshare" not in row
+        refused = north.post("/sources/unshare", data={
+            "csrf_token": csrf_of(theirs), "source": "south-photos", "org": "north"})
+        assert refused.status_code == 403
+        stopped = south.post("/sources/unshare", data={
+            "csrf_token": csrf_of(shared.text), "source": "south-photos", "org": "north"})
+        assert "south-photos is no longer shared with north" in stopped.text
+        assert 'data-source="south-photos"' not in north.get("/sources").text
+        # Without the page's CSRF token nothing is shared.
+        forged = south.post("/sources/share", data={
+            "source": "south-photos", "org": "north", "lawful_basis": "x", "purpose": "y"})
+        assert forged.status_code == 403
+        assert 'data-source="south-photos"' not in north.get("/sources").text

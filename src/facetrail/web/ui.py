@@ -545,20 +545,29 @@ def job_view(job: JobRow) -> dict[str, Any]:
 @router.get("/sources")
 @html_errors
 async def sources_page(request: Request, started: int | None = None,
-                       cancelled: int | None = None) -> Response:
-    """Sources and jobs; ``started``/``cancelled``: the job just started or cancelled here."""
+                       cancelled: int | None = None, shared: str | None = None,
+                       unshared: str | None = None) -> Response:
+    """Sources, whom the owned ones are shared with, and jobs; ``started``/``cancelled``: the
+    job just started or cancelled here; ``shared``/``unshared``: 'source:org' just (un)shared
+    here."""
     principal = await who(request, "admin")
     engine = service_of(request).engine
     stats = engine.stats().store
     errors: dict[str, list[ErrorRow]] = {}
     for e in engine.errors():
         errors.setdefault(e.source, []).append(e)
+    shares: dict[str, list[str]] = {}
+    for share in engine.shares():
+        shares.setdefault(share.source, []).append(share.org)
     sources = [
         {**vars(row), "images": getattr(stats.source(row.name), "images", 0),
-         "errors": len(errors.get(row.name, [])), "error_rows": errors.get(row.name, [])}
+         "errors": len(errors.get(row.name, [])), "error_rows": errors.get(row.name, []),
+         "owned": row.org_id == principal.org_id,
+         # Whom a source is shared with is its owner's to know.
+         "shared_with": shares.get(row.name, []) if row.org_id == principal.org_id else []}
         for row in engine.sources(actor=principal.actor)
     ]
-    owned = {s["name"] for s in sources if s["org_id"] == principal.org_id}
+    owned = {s["name"] for s in sources if s["owned"]}
     jobs = [job_view(j) for j in engine.jobs(limit=20) if j.source in owned]
     flashes = []
     for job in jobs:
@@ -568,8 +577,48 @@ async def sources_page(request: Request, started: int | None = None,
         if job["id"] == cancelled:
             flashes.append(("ok", f"Ingest job #{job['id']} of source {job['source']} was "
                                   "asked to stop; what it kept so far stays indexed."))
+    for done, verb in ((shared, "is now shared with"), (unshared, "is no longer shared with")):
+        source, _, org = (done or "").partition(":")
+        if source in owned and org:
+            flashes.append(("ok", f"Source {source} {verb} {org}."))
+    others = [o.name for o in engine.orgs() if o.id != principal.org_id]
     return render(request, "sources.html", principal, title="Sources", sources=sources,
-                  jobs=jobs, flashes=flashes)
+                  jobs=jobs, flashes=flashes, others=others)
+
+
+@router.post("/sources/share")
+@html_errors
+async def share_source(
+    request: Request,
+    source: Annotated[str, Form()] = "",
+    org: Annotated[str, Form()] = "",
+    lawful_basis: Annotated[str, Form()] = "",
+    purpose: Annotated[str, Form()] = "",
+) -> Response:
+    """Share an owned source with another organisation (``POST /api/sources/{name}/shares``)."""
+    principal = await who(request, "admin")
+    engine = service_of(request).engine
+    engine.source(source, actor=principal.actor, owned=True)
+    engine.share_source(source, org, lawful_basis=lawful_basis, purpose=purpose,
+                        actor=principal.name)
+    return RedirectResponse("/sources?" + urlencode({"shared": f"{source}:{org}"}),
+                            status_code=303)
+
+
+@router.post("/sources/unshare")
+@html_errors
+async def unshare_source(
+    request: Request,
+    source: Annotated[str, Form()] = "",
+    org: Annotated[str, Form()] = "",
+) -> Response:
+    """Stop sharing an owned source with an organisation."""
+    principal = await who(request, "admin")
+    engine = service_of(request).engine
+    engine.source(source, actor=principal.actor, owned=True)
+    engine.unshare_source(source, org, actor=principal.name)
+    return RedirectResponse("/sources?" + urlencode({"unshared": f"{source}:{org}"}),
+                            status_code=303)
 
 
 @router.post("/sources/{name}/ingest")
