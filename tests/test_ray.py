@@ -124,6 +124,32 @@ def _running(pid: int) -> bool:
         return False
 
 
+FAILED_START = """
+import gc, os, warnings
+warnings.simplefilter("always", ResourceWarning)
+from facetrail.errors import ConfigError
+from facetrail.executors.ray_cluster import descendants
+from facetrail.executors.ray_executor import _Runtime
+try:
+    _Runtime().acquire(None)
+except ConfigError as exc:
+    print("refused:", exc)
+gc.collect()
+print("left:", descendants(os.getpid()))
+"""
+
+
+def test_a_local_ray_that_fails_to_start_leaves_nothing_running_or_unreaped() -> None:
+    """Its GCS server given no time to start, both tries fail: the error says so, and every
+    process they started is ended and reaped (an unreaped one warns when it is collected)."""
+    env = {**os.environ, "RAY_gcs_server_port_wait_time_s": "0"}
+    done = subprocess.run([sys.executable, "-c", FAILED_START], env=env, text=True,
+                          capture_output=True, timeout=300)
+    assert "refused: could not start or join Ray (local)" in done.stdout, done
+    assert "left: []" in done.stdout, done.stdout
+    assert "still running" not in done.stderr, done.stderr
+
+
 def test_a_cluster_is_joined_by_address_on_loopback(cluster: RayCluster) -> None:
     settings = Settings(ray_address=cluster.address)
     tasks = [Probe(i, sleep=0.05) for i in range(6)]

@@ -25,6 +25,7 @@ the other (as ``Dispatch`` does after a lost worker) share the Ray they find run
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import os
 import shutil
@@ -152,7 +153,7 @@ class _Runtime:
             if self.users or not self.started:
                 return
             self.started = False
-            _shutdown(ray)  # stops a local Ray; only leaves a cluster
+            _shutdown(ray, self.temp_dir)  # stops a local Ray; only leaves a cluster
             if self.watcher is not None:
                 self.watcher.kill()
                 self.watcher.wait()
@@ -182,9 +183,9 @@ class _Runtime:
                 break
             except Exception as exc:
                 with contextlib.suppress(Exception):
-                    _shutdown(ray)
+                    _shutdown(ray, self.temp_dir)  # and what a failed start left running
                 if self.temp_dir is not None:
-                    _stop_left(self.temp_dir)  # what a failed start left running
+                    _stop_left(self.temp_dir)  # its processes' own children
                     shutil.rmtree(self.temp_dir, ignore_errors=True)
                     self.temp_dir = None
                 if address is not None or attempt + 1 == START_ATTEMPTS:
@@ -200,14 +201,19 @@ class _Runtime:
             )
 
 
-def _shutdown(ray: Any) -> None:
+def _shutdown(ray: Any, temp_dir: str | None = None) -> None:
     """``ray.shutdown()``, then wait until the processes of a local Ray have ended. Ray kills
     what does not stop within a second and waits a second more; on a loaded machine a killed
-    process may take longer to end, and its Popen, dropped unreaped, warns when collected."""
+    process may take longer to end, and its Popen, dropped unreaped, warns when collected.
+    The processes are the node's, and, given the Ray's ``temp_dir``, every process this one
+    started with it in its arguments (a start that failed leaves no node that knows them)."""
     node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
     started = [info.process for infos in dict(getattr(node, "all_processes", None) or {}).values()
                for info in infos]
     ray.shutdown()
+    if temp_dir is not None:
+        started += [p for p in gc.get_objects() if isinstance(p, subprocess.Popen)
+                    and p.returncode is None and temp_dir in str(p.args)]
     for process in started:
         with contextlib.suppress(OSError, subprocess.TimeoutExpired):
             if process.poll() is None:
