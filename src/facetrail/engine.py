@@ -75,7 +75,6 @@ from facetrail.rights import ErasureReport, OptoutReport, Rights, SweepReport
 from facetrail.settings import Settings, load_settings
 from facetrail.sources import KINDS, make_source
 from facetrail.sources.confine import check_root, source_root
-from facetrail.sources.readback import image_bytes
 from facetrail.store import (
     AuditQuery,
     ErrorRow,
@@ -626,7 +625,7 @@ class Facetrail:
     def image_to_erase(self, sha256: str, *, actor: Actor | None = None) -> bytes:
         """An indexed image's bytes, of any organisation, for whoever carries out erasures."""
         self._rights.check(actor or Actor.local())
-        return shown(self.store, self.settings, sha256, image_bytes(self.store, sha256))
+        return shown(self.store, self.settings, sha256)
 
     # -- search -----------------------------------------------------------------------------
     def search(
@@ -785,7 +784,7 @@ class Facetrail:
         ``actor``'s organisation may see it; with the faces erased from it painted over
         (``suppression.shown``)."""
         self.check_image(sha256, actor=actor)
-        return shown(self.store, self.settings, sha256, image_bytes(self.store, sha256))
+        return shown(self.store, self.settings, sha256)
 
     def shown_version(self, sha256: str) -> str:
         """'' if an image is shown as it is, else a digest of the boxes painted over in it

@@ -41,7 +41,6 @@ from facetrail.accounts import Actor
 from facetrail.audit import AuditEvent, utc_now
 from facetrail.errors import FacetrailError, PolicyError
 from facetrail.records import Box
-from facetrail.sources.readback import image_bytes
 from facetrail.store import AuditQuery, HeldImage
 from facetrail.store.base import ShareRow
 from facetrail.suppression import shown
@@ -192,8 +191,7 @@ class SubjectAccess:
               ) -> tuple[bytes | None, str | None]:
         if sha256 not in readback:
             try:
-                readback[sha256] = shown(self.store, self.engine.settings, sha256,
-                                         image_bytes(self.store, sha256))
+                readback[sha256] = shown(self.store, self.engine.settings, sha256)
             except FacetrailError as exc:
                 readback[sha256] = exc
         data = readback[sha256]

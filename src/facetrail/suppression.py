@@ -22,17 +22,19 @@ from facetrail.faces import DEFAULT_FLOOR
 from facetrail.faces.base import score_of
 from facetrail.records import Box, ImageAnalysis
 from facetrail.settings import Settings
+from facetrail.sources.readback import image_bytes
 from facetrail.store import Store
 
 ERASED_OVERLAP = 0.5
 """A face whose box overlaps an erased face's box of its image by this much (IoU) is it."""
 
 
-def shown(store: Store, settings: Settings, sha256: str, data: bytes) -> bytes:
+def shown(store: Store, settings: Settings, sha256: str) -> bytes:
     """An image's bytes as facetrail shows them (the image itself, its thumbnail, crops of the
-    faces left in it, subject-access reports): the originals, or, if faces were erased from
-    the image or left out of it at ingest, a copy with their boxes painted over
-    (``imaging.masked``)."""
+    faces left in it, subject-access reports), read back where it was found
+    (``readback.image_bytes``): the originals, or, if faces were erased from the image or
+    left out of it at ingest, a copy with their boxes painted over (``imaging.masked``)."""
+    data = image_bytes(store, sha256)
     boxes = store.erased_boxes(sha256)
     return imaging.masked(data, boxes, settings) if boxes else data
 

@@ -14,8 +14,8 @@
   window, whether the token is right or not. A wrong token is counted and checked at once, so
   concurrent guesses learn "wrong" (401) at most ``login_failures`` times per window; a right
   one is admitted if the address is under its failures when it is looked up. Behind a reverse
-  proxy every client has the
-  proxy's address: the throttle then holds for all of them together.
+  proxy every client has the proxy's address: the throttle then holds for all of them
+  together.
 
 The counts are kept in the store (``store/sql/rates.py``): every server process of a
 deployment counts together, so ``serve --workers N`` does not make the limit N times looser.
